@@ -1,0 +1,62 @@
+"""Application factory: one Litestar app over one :class:`Services` container."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+import appliance
+from appliance.api.auth import PUBLIC, BearerKeyAuth
+from appliance.api.problems import EXCEPTION_HANDLERS
+from appliance.api.request_context import RequestContext
+from appliance.api.routes import admin, health, openai_compat
+from appliance.services.container import Services
+
+
+class _Metrics(PrometheusController):
+    path = "/metrics"
+    opt = PUBLIC
+    include_in_schema = False
+
+
+def create_app(services: Services) -> Litestar:
+    metrics = PrometheusConfig(app_name="appliance", prefix="appliance", group_path=True, exclude=["/metrics"])
+    openapi = OpenAPIConfig(
+        title="Appliance API",
+        version=appliance.__version__,
+        description="Privacy-first, OpenAI-compatible AI server.",
+        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+        security=[{"bearer": []}],
+        path="/schema",
+    )
+    app = Litestar(
+        route_handlers=[
+            health.healthz,
+            health.readyz,
+            admin.TenantController,
+            admin.GlobalKeyController,
+            openai_compat.list_models,
+            _Metrics,
+        ],
+        dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
+        middleware=[
+            metrics.middleware,
+            DefineMiddleware(BearerKeyAuth, exclude=["^/schema", "^/metrics", "^/healthz", "^/readyz"]),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi,
+        request_max_body_size=services.settings.server.max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )
+    app.state.services = services
+    return app
+
+
+def create_asgi(services: Services) -> RequestContext:
+    """What uvicorn serves: the app wrapped so every response carries a request id."""
+    return RequestContext(create_app(services))

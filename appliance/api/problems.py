@@ -1,0 +1,121 @@
+"""The one place errors become HTTP: RFC 9457 problem+json with a stable ``type``.
+
+Under ``/v1/`` the body also carries an OpenAI-style ``error`` member, so the official
+``openai`` client raises a typed error with a readable message. Nothing here ever
+returns a stack trace or echoes request content.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import ClientException, HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from appliance.errors import ApplianceError
+from appliance.logs import request_id_var
+
+log = logging.getLogger(__name__)
+TYPE_BASE = "urn:appliance:problem:"
+PROBLEM_JSON = "application/problem+json"
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthenticated", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("body-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    429: ("rate-limited", "Too many requests"),
+    503: ("unavailable", "Service unavailable"),
+}
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+def problem(
+    request: Request[Any, Any, Any],
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": request_id_var.get(),
+    }
+    if errors:
+        body["errors"] = errors
+    if request.url.path.startswith("/v1/"):
+        kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+        body["error"] = {"message": detail, "type": kind, "code": slug, "param": None}
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _appliance_error(request: Request[Any, Any, Any], exc: ApplianceError) -> Response[dict[str, Any]]:
+    if exc.status >= 500:
+        log.error("service error", extra={"error": exc.slug})
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem(request, exc.status, exc.slug, exc.title, exc.detail, headers=headers)
+
+
+def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
+    out = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            field = item.get("key")
+            out.append(
+                {
+                    "field": "body" if field == "data" else field,
+                    "message": item.get("message"),
+                    "source": item.get("source"),
+                }
+            )
+    return out
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors) or "request failed validation"
+        return problem(request, 422, "validation-error", "Validation failed", detail, errors=errors)
+    if type(exc) is ClientException and request.method in ("POST", "PUT", "PATCH"):
+        # Litestar raises the bare ClientException when the body does not decode.
+        return problem(
+            request, 400, "malformed-json", "Malformed JSON", f"the request body is not valid JSON ({exc.detail})"
+        )
+    slug, title = _HTTP_SLUGS.get(status, ("http-error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) and status != 500 else title
+    return problem(request, status, slug, title, detail, headers=exc.headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # The message may hold request content: log the type and where, never the text.
+    where = traceback.extract_tb(exc.__traceback__)
+    frames = [f"{f.filename}:{f.lineno}:{f.name}" for f in where[-5:]]
+    log.error("unhandled error", extra={"error_type": type(exc).__name__, "frames": frames})
+    return problem(
+        request,
+        500,
+        "internal-error",
+        "Internal error",
+        "an unexpected error occurred; quote the request id to your operator",
+    )
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    ApplianceError: _appliance_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,1 @@
+"""The ``appliance`` command (click + rich). Thin: parse, call a service, print."""

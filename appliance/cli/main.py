@@ -1,0 +1,56 @@
+"""Entry point: ``appliance``. Every failure ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from appliance.cli.admin import key, tenant
+from appliance.cli.context import CliState
+from appliance.cli.server import db, init, serve
+from appliance.errors import ApplianceError
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="APPLIANCE_CONFIG",
+    help="Config file (default /etc/appliance/appliance.toml).",
+)
+@click.version_option(package_name="appliance")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """The appliance: a privacy-first, OpenAI-compatible AI server."""
+    state = CliState(config_path)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+for command in (init, serve, db, tenant, key):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except ApplianceError as exc:
+        click.echo(f"error: {exc.detail}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("APPLIANCE_DEBUG"):
+            raise
+        click.echo(f"error: unexpected {type(exc).__name__}; rerun with APPLIANCE_DEBUG=1 for details", err=True)
+        sys.exit(2)

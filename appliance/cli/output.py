@@ -1,0 +1,52 @@
+"""Printing: rich tables for people, ``--json`` for scripts (stdout only, nothing else)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_plain(value), indent=2, sort_keys=True) + "\n")
+
+
+def table(rows: Sequence[Any], columns: Sequence[str], title: str | None = None) -> None:
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        data = _plain(row)
+        t.add_row(*("" if data.get(c) is None else str(data.get(c)) for c in columns))
+    console.print(t)
+
+
+def show(value: Any, as_json: bool, columns: Sequence[str], title: str | None = None) -> None:
+    if as_json:
+        emit_json(value)
+    else:
+        table(value if isinstance(value, list) else [value], columns, title)

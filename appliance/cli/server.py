@@ -1,0 +1,131 @@
+"""``appliance init``, ``serve`` and ``db ...``."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from sqlalchemy import select
+
+from appliance.cli.context import CliState, pass_state
+from appliance.cli.output import console, emit_json, err_console, json_option
+from appliance.crypto.keyring import new_key, write_key_file
+from appliance.db import migrate
+from appliance.db.models import ApiKey, Role, Tenant
+from appliance.errors import ConfigError
+from appliance.logs import configure_logging
+from appliance.services.principal import Principal
+
+
+def _ensure_master_key(state: CliState) -> bool:
+    """Create a dev master key file (0600) when no key source is configured. True if created."""
+    s = state.settings
+    if s.keys.dev_master_key or os.environ.get("CREDENTIALS_DIRECTORY"):
+        return False
+    if s.master_key_path.exists():
+        return False
+    if s.keys.master_key_file is not None:
+        raise ConfigError(f"master key file {s.master_key_path} not found; the installer creates it")
+    write_key_file(s.master_key_path, new_key())
+    return True
+
+
+@click.command("init")
+@click.option("--demo-tenant", metavar="NAME", help="Also create tenant NAME (if absent) and an app key for it.")
+@json_option
+@pass_state
+def init(state: CliState, demo_tenant: str | None, as_json: bool) -> None:
+    """Create the data dir and master key (dev), migrate the database, issue the first operator key."""
+    s = state.settings
+    s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    created_key = _ensure_master_key(state)
+    services = state.services
+    migrate.upgrade(services.engine)
+    result: dict[str, object] = {
+        "data_dir": str(s.data_dir),
+        "master_key_created": created_key,
+        "database": "migrated",
+        "operator_api_key": None,
+        "demo": None,
+    }
+    op = Principal.local_operator()
+    with services.sessions() as session:
+        has_operator = session.scalar(select(ApiKey.id).where(ApiKey.role == Role.OPERATOR.value).limit(1))
+        demo_exists = demo_tenant and session.scalar(select(Tenant.id).where(Tenant.slug == demo_tenant))
+    if not has_operator:
+        result["operator_api_key"] = services.api_keys.create(op, role=Role.OPERATOR, name="first operator").api_key
+    if demo_tenant:
+        if not demo_exists:
+            services.tenants.create(op, demo_tenant, "Demo tenant")
+        app_key = services.api_keys.create(op, role=Role.APP, name="demo app", tenant=demo_tenant).api_key
+        result["demo"] = {"tenant": demo_tenant, "app_api_key": app_key}
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"data dir: {s.data_dir}")
+    if created_key:
+        console.print(
+            f"[yellow]created a development master key at {s.master_key_path} (0600); "
+            "production installs keep it in /etc/appliance or a systemd credential[/yellow]"
+        )
+    console.print("database: migrated to the latest schema")
+    if result["operator_api_key"]:
+        console.print(f"operator API key (shown once): [bold]{result['operator_api_key']}[/bold]", soft_wrap=True)
+    else:
+        console.print("an operator key already exists; create more with `appliance key create --role operator`")
+    if demo_tenant:
+        console.print(f"demo tenant {demo_tenant!r} app API key (shown once): [bold]{app_key}[/bold]", soft_wrap=True)
+
+
+@click.command("serve")
+@click.option("--host", help="Bind address (default from config: 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default from config: 8080).")
+@pass_state
+def serve(state: CliState, host: str | None, port: int | None) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from appliance.api.app import create_asgi
+
+    s = state.settings
+    configure_logging(s.log.level, s.log.format)
+    services = state.services
+    if not migrate.is_current(services.engine):
+        raise ConfigError("database schema is not current; run `appliance init` or `appliance db upgrade`")
+    err_console.print(f"serving on http://{host or s.server.host}:{port or s.server.port}")
+    uvicorn.run(
+        create_asgi(services),
+        host=host or s.server.host,
+        port=port or s.server.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@click.group("db")
+def db() -> None:
+    """Database schema migrations."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_state
+def db_upgrade(state: CliState, revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    migrate.upgrade(state.services.engine, revision)
+    console.print(f"database at {migrate.current_revision(state.services.engine)}")
+
+
+@db.command("current")
+@json_option
+@pass_state
+def db_current(state: CliState, as_json: bool) -> None:
+    """Show the schema revision and whether it is the latest."""
+    engine = state.services.engine
+    current, head = migrate.current_revision(engine), migrate.head_revision(engine)
+    info: dict[str, object] = {"current": current, "head": head, "up_to_date": current == head}
+    if as_json:
+        emit_json(info)
+    else:
+        console.print(f"current: {info['current']}  head: {info['head']}  up to date: {info['up_to_date']}")

@@ -1,0 +1,154 @@
+"""Settings: ``/etc/appliance/appliance.toml`` (or ``--config`` / ``APPLIANCE_CONFIG``), then
+``APPLIANCE_*`` environment variables (nested keys joined by ``__``, e.g.
+``APPLIANCE_SERVER__PORT=9000``).
+
+Loaded once at start-up by :func:`load_settings` and passed down; nothing reads the
+environment later. A bad value stops start-up with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from appliance.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/appliance/appliance.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Interface to bind; loopback unless a proxy fronts it.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the HTTP API.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824, description="Largest accepted request body.")
+    workers: int = Field(1, ge=1, le=64, description="Uvicorn worker processes.")
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default is SQLite in the data dir. Production: postgresql+psycopg://user@host/db",
+    )
+    echo: bool = Field(False, description="Log SQL statements (never enable in production).")
+
+
+class KeySettings(_Section):
+    master_key_file: Path | None = Field(
+        None, description="Root-only file (0600/0400) holding the 32-byte master key (KEK)."
+    )
+    previous_master_key_files: list[Path] = Field(
+        default_factory=list,
+        description="Older master keys still accepted for unwrapping during a rotation.",
+    )
+    credential_name: str = Field(
+        "appliance-master-key",
+        description="systemd credential name looked up in $CREDENTIALS_DIRECTORY.",
+    )
+    dev_master_key: str | None = Field(
+        None,
+        description="Base64 master key from the environment; only honoured when dev_mode is on.",
+    )
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = Field("json", description="json for machines.")
+
+
+class Settings(BaseSettings):
+    """All appliance settings. Every field may come from the TOML file or the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="APPLIANCE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(Path("/var/lib/appliance"), description="Holds the SQLite file, blobs and the model store.")
+    dev_mode: bool = Field(False, description="Allows an environment master key and other unsafe conveniences.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    keys: KeySettings = Field(default_factory=KeySettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="after")
+    def _dev_key_needs_dev_mode(self) -> Settings:
+        if self.keys.dev_master_key and not self.dev_mode:
+            raise ValueError("keys.dev_master_key is only allowed with dev_mode = true")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'appliance.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.keys.master_key_file or self.data_dir / "master.key"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init values); no .env, no secrets dir.
+        return (env_settings, init_settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(root)"
+    env = "APPLIANCE_" + "__".join(str(p) for p in first["loc"]).upper()
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown setting"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"invalid configuration: {key}: {msg} (file key {key!r} or env {env}){more}"
+
+
+def load_settings(config_path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the config file (if present) and the environment; raise ConfigError on any problem.
+
+    An explicitly named config file must exist; the default path is optional so a
+    development checkout runs without one.
+    """
+    explicit = config_path or os.environ.get("APPLIANCE_CONFIG")
+    path = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
+    values: dict[str, Any] = {}
+    if explicit or path.exists():
+        values = _read_toml(path)
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None

@@ -1,0 +1,129 @@
+"""Data keys (DEKs): created per tenant (or for the system) and purpose, versioned, stored
+only wrapped by the master key, unwrapped on demand and cached in memory.
+
+Random 96-bit GCM nonces are safe for about 2**32 messages per key; each process reserves
+encryption counts in blocks and a new version is started well before that limit.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from appliance.crypto.aead import context
+from appliance.crypto.keyring import MasterKeyring, new_key
+from appliance.db.base import utcnow
+from appliance.db.models import DataKey
+from appliance.errors import KeyUnavailable
+
+SYSTEM = "system"
+GCM_MESSAGE_LIMIT = 2**31  # half the NIST SP 800-38D bound for random nonces
+_RESERVE_BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class ActiveKey:
+    version: int
+    key: bytes
+
+
+def _wrap_context(scope: str, purpose: str, version: int) -> bytes:
+    return context("data-key", scope, purpose, str(version))
+
+
+class DataKeyService:
+    """Owns every DEK. Thread-safe; one instance per process."""
+
+    def __init__(self, keyring: MasterKeyring, sessions: sessionmaker[Session]) -> None:
+        self._keyring = keyring
+        self._sessions = sessions
+        self._cache: dict[tuple[str, str, int], bytes] = {}
+        self._budget: dict[tuple[str, str], tuple[int, int]] = {}  # -> (version, left)
+        self._lock = threading.RLock()
+
+    @property
+    def keyring(self) -> MasterKeyring:
+        return self._keyring
+
+    def create(self, session: Session, scope: str, purpose: str, tenant_id: str | None) -> int:
+        """Start a new version for (scope, purpose) inside the caller's transaction."""
+        latest = session.scalar(
+            select(func.max(DataKey.version)).where(DataKey.scope == scope, DataKey.purpose == purpose)
+        )
+        version = (latest or 0) + 1
+        session.execute(
+            update(DataKey)
+            .where(DataKey.scope == scope, DataKey.purpose == purpose, DataKey.retired_at.is_(None))
+            .values(retired_at=utcnow())
+        )
+        kek_id, wrapped = self._keyring.wrap(new_key(), _wrap_context(scope, purpose, version))
+        session.add(
+            DataKey(scope=scope, tenant_id=tenant_id, purpose=purpose, version=version, kek_id=kek_id, wrapped=wrapped)
+        )
+        session.flush()
+        return version
+
+    def key(self, scope: str, purpose: str, version: int) -> bytes:
+        """The unwrapped key of one version; KeyUnavailable if it was destroyed."""
+        ident = (scope, purpose, version)
+        with self._lock:
+            cached = self._cache.get(ident)
+        if cached is not None:
+            return cached
+        with self._sessions() as session:
+            row = session.scalar(
+                select(DataKey).where(DataKey.scope == scope, DataKey.purpose == purpose, DataKey.version == version)
+            )
+            if row is None:
+                raise KeyUnavailable("the data key for this record no longer exists")
+            key = self._keyring.unwrap(row.kek_id, row.wrapped, _wrap_context(scope, purpose, version))
+        with self._lock:
+            self._cache[ident] = key
+        return key
+
+    def active(self, scope: str, purpose: str, *, tenant_id: str | None = None) -> ActiveKey:
+        """The version new encryptions use, reserving nonce budget and rotating at the limit."""
+        with self._lock:
+            version, left = self._budget.get((scope, purpose), (0, 0))
+            if left > 0:
+                self._budget[(scope, purpose)] = (version, left - 1)
+                return ActiveKey(version, self.key(scope, purpose, version))
+            version = self._reserve(scope, purpose, tenant_id)
+            self._budget[(scope, purpose)] = (version, _RESERVE_BLOCK - 1)
+            return ActiveKey(version, self.key(scope, purpose, version))
+
+    def _reserve(self, scope: str, purpose: str, tenant_id: str | None) -> int:
+        with self._sessions() as session, session.begin():
+            row = session.scalar(
+                select(DataKey)
+                .where(DataKey.scope == scope, DataKey.purpose == purpose, DataKey.retired_at.is_(None))
+                .with_for_update()
+            )
+            if row is None or row.encryptions + _RESERVE_BLOCK > GCM_MESSAGE_LIMIT:
+                if scope != SYSTEM and tenant_id is None:
+                    tenant_id = scope
+                version = self.create(session, scope, purpose, tenant_id)
+                row = session.scalar(
+                    select(DataKey).where(
+                        DataKey.scope == scope, DataKey.purpose == purpose, DataKey.version == version
+                    )
+                )
+                assert row is not None
+            row.encryptions += _RESERVE_BLOCK
+            return row.version
+
+    def destroy_scope(self, session: Session, scope: str) -> int:
+        """Crypto-shred: delete every key of a scope; its ciphertexts become unreadable."""
+        result = session.execute(delete(DataKey).where(DataKey.scope == scope))
+        self.forget(scope)
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def forget(self, scope: str) -> None:
+        with self._lock:
+            for cached in [k for k in self._cache if k[0] == scope]:
+                del self._cache[cached]
+            for budget in [k for k in self._budget if k[0] == scope]:
+                del self._budget[budget]

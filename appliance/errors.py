@@ -1,0 +1,82 @@
+"""The appliance's exception tree, mapped to HTTP in exactly one place (``api/problems.py``).
+
+    ApplianceError                  base; ``status`` and ``slug`` say how callers see it
+    ├── ConfigError                 bad settings; start-up stops with one line
+    ├── InvalidInput                the caller sent something we will not accept (422)
+    │   └── Conflict                it clashes with what is stored (409)
+    ├── NotFound                    absent, or not visible to this principal (404)
+    ├── AuthenticationFailed        missing, unknown, revoked or expired key (401)
+    ├── PermissionDenied            known principal, wrong role (403)
+    ├── IntegrityError              ciphertext or chain failed verification (500-class, never leaks why)
+    ├── KeyUnavailable              the key needed is gone (shredded tenant) or not loaded
+    └── NotSupportedYet             a valid request for something not built yet (501)
+
+Messages must never contain secrets, PII or tenant content: they reach logs and clients.
+"""
+
+from __future__ import annotations
+
+
+class ApplianceError(Exception):
+    """Base class; ``slug`` is the stable problem type, ``status`` the HTTP status."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+
+
+class ConfigError(ApplianceError):
+    slug = "configuration-error"
+    title = "Invalid configuration"
+
+
+class InvalidInput(ApplianceError):
+    status = 422
+    slug = "invalid-input"
+    title = "Invalid input"
+
+
+class Conflict(InvalidInput):
+    status = 409
+    slug = "conflict"
+    title = "Conflict with stored state"
+
+
+class NotFound(ApplianceError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class AuthenticationFailed(ApplianceError):
+    status = 401
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+
+class PermissionDenied(ApplianceError):
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class IntegrityError(ApplianceError):
+    """Authenticated decryption or a hash chain failed; the detail never says more than that."""
+
+    slug = "integrity-error"
+    title = "Stored data failed an integrity check"
+
+
+class KeyUnavailable(ApplianceError):
+    slug = "key-unavailable"
+    title = "Encryption key unavailable"
+
+
+class NotSupportedYet(ApplianceError):
+    status = 501
+    slug = "not-supported-yet"
+    title = "Not supported yet"

@@ -1,0 +1,173 @@
+"""API keys: random 256-bit secrets shown once, stored as an HMAC under a system data key,
+checked in constant time, revocable and optionally expiring.
+
+Token shape: ``apl_<key id>_<secret>``; the key id is public (it names the key in lists
+and logs), the secret never leaves the response that created it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from appliance.crypto.data_keys import SYSTEM, DataKeyService
+from appliance.db.base import utcnow
+from appliance.db.engine import transaction
+from appliance.db.models import ApiKey, Role, Tenant
+from appliance.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
+from appliance.services.principal import Principal
+from appliance.services.tenants import find_tenant
+
+PREFIX = "apl"
+HASH_PURPOSE = "api-key-hash"
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+_TENANT_ROLES = (Role.TENANT_ADMIN, Role.APP)
+
+
+@dataclass(frozen=True)
+class KeyView:
+    id: str
+    tenant: str | None
+    role: str
+    name: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: KeyView
+    api_key: str  # the only time the secret exists outside the caller's hands
+
+
+def _view(k: ApiKey, slug: str | None) -> KeyView:
+    return KeyView(k.id, slug, k.role, k.name, k.created_at, k.expires_at, k.last_used_at, k.revoked_at)
+
+
+def _parse(token: str) -> tuple[str, str] | None:
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or len(parts[2]) != 43:
+        return None
+    return parts[1], parts[2]
+
+
+class ApiKeyService:
+    def __init__(self, sessions: sessionmaker[Session], data_keys: DataKeyService) -> None:
+        self._sessions = sessions
+        self._keys = data_keys
+
+    def _digest(self, token: str, version: int) -> bytes:
+        key = self._keys.key(SYSTEM, HASH_PURPOSE, version)
+        return hmac.new(key, token.encode(), hashlib.sha256).digest()
+
+    def create(
+        self,
+        principal: Principal,
+        *,
+        role: Role,
+        name: str,
+        tenant: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> IssuedKey:
+        principal.require(Role.OPERATOR, Role.TENANT_ADMIN)
+        if principal.role is Role.TENANT_ADMIN and role not in _TENANT_ROLES:
+            raise PermissionDenied("a tenant admin may only create tenant_admin or app keys")
+        if role.is_global and tenant is not None:
+            raise InvalidInput(f"role {role.value!r} is global; do not name a tenant")
+        if not role.is_global and tenant is None:
+            raise InvalidInput(f"role {role.value!r} needs a tenant")
+        if expires_at is not None and expires_at <= utcnow():
+            raise InvalidInput("expires_at must be in the future")
+        if not name.strip() or len(name) > 200:
+            raise InvalidInput("name must be 1-200 characters")
+        with transaction(self._sessions) as session:
+            slug = None
+            tenant_id = None
+            if tenant is not None:
+                t = find_tenant(session, principal, tenant)
+                slug, tenant_id = t.slug, t.id
+            version = self._keys.active(SYSTEM, HASH_PURPOSE).version
+            key_id = secrets.token_hex(8)
+            token = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+            row = ApiKey(
+                id=key_id,
+                tenant_id=tenant_id,
+                role=role.value,
+                name=name.strip(),
+                secret_hash=self._digest(token, version),
+                hash_key_version=version,
+                created_by=principal.key_id,
+                expires_at=expires_at,
+            )
+            session.add(row)
+            session.flush()
+            return IssuedKey(_view(row, slug), token)
+
+    def list(self, principal: Principal, tenant: str | None = None) -> list[KeyView]:
+        """Keys of one tenant, or (operator only, tenant=None) the global keys."""
+        with self._sessions() as session:
+            if tenant is None:
+                principal.require(Role.OPERATOR)
+                rows = session.scalars(select(ApiKey).where(ApiKey.tenant_id.is_(None)).order_by(ApiKey.created_at))
+                return [_view(k, None) for k in rows]
+            principal.require(Role.OPERATOR, Role.TENANT_ADMIN, Role.COMPLIANCE)
+            t = find_tenant(session, principal, tenant)
+            rows = session.scalars(select(ApiKey).where(ApiKey.tenant_id == t.id).order_by(ApiKey.created_at))
+            return [_view(k, t.slug) for k in rows]
+
+    def revoke(self, principal: Principal, key_id: str, tenant: str | None = None) -> KeyView:
+        principal.require(Role.OPERATOR, Role.TENANT_ADMIN)
+        with transaction(self._sessions) as session:
+            row = session.get(ApiKey, key_id)
+            if row is None:
+                raise NotFound("no such key")
+            slug = None
+            if row.tenant_id is None:
+                if principal.role is not Role.OPERATOR or tenant is not None:
+                    raise NotFound("no such key")
+            else:
+                t = session.get(Tenant, row.tenant_id)
+                assert t is not None
+                if tenant is not None and tenant not in (t.slug, t.id):
+                    raise NotFound("no such key")
+                try:
+                    principal.require_tenant_access(t.id)
+                except NotFound:
+                    raise NotFound("no such key") from None
+                slug = t.slug
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            return _view(row, slug)
+
+    def authenticate(self, token: str) -> Principal:
+        """Bearer token -> principal; every failure is the same AuthenticationFailed."""
+        failed = AuthenticationFailed("invalid, revoked or expired API key")
+        parsed = _parse(token)
+        if parsed is None:
+            raise failed
+        with self._sessions() as session:
+            row = session.get(ApiKey, parsed[0])
+            version = row.hash_key_version if row else self._keys.active(SYSTEM, HASH_PURPOSE).version
+            digest = self._digest(token, version)  # computed either way: no timing oracle on ids
+            if row is None or not hmac.compare_digest(digest, row.secret_hash):
+                raise failed
+            now = utcnow()
+            if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+                raise failed
+            slug = None
+            if row.tenant_id is not None:
+                slug = session.scalar(select(Tenant.slug).where(Tenant.id == row.tenant_id))
+                if slug is None:
+                    raise failed
+            if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
+                session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+                session.commit()
+            return Principal(key_id=row.id, role=Role(row.role), tenant_id=row.tenant_id, tenant_slug=slug)

@@ -1,0 +1,30 @@
+"""Who is asking: the identity every service call is checked against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.db.models import Role
+from appliance.errors import NotFound, PermissionDenied
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str | None
+    role: Role
+    tenant_id: str | None = None
+    tenant_slug: str | None = None
+
+    @classmethod
+    def local_operator(cls) -> Principal:
+        """The CLI on the appliance host: whoever can read the master key is the operator."""
+        return cls(key_id=None, role=Role.OPERATOR)
+
+    def require(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise PermissionDenied(f"role {self.role.value!r} may not do this")
+
+    def require_tenant_access(self, tenant_id: str) -> None:
+        """Global roles see every tenant; tenant roles only their own (others look absent)."""
+        if not self.role.is_global and self.tenant_id != tenant_id:
+            raise NotFound("no such tenant")
