@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from appliance.api.auth import roles
+from appliance.api.deps import Svc
 from appliance.db.models import Role
 from appliance.services.api_keys import IssuedKey, KeyView
-from appliance.services.container import Services
 from appliance.services.principal import Principal
 from appliance.services.tenants import TenantView
 
@@ -74,25 +74,25 @@ class TenantController(Controller):
     tags = ["admin: tenants"]
 
     @post("/", guards=[roles(Role.OPERATOR)], sync_to_thread=True)
-    def create_tenant(self, request: AuthedRequest, services: Services, data: TenantCreate) -> TenantOut:
+    def create_tenant(self, request: AuthedRequest, services: Svc, data: JSONBody[TenantCreate]) -> TenantOut:
         return _tenant(services.tenants.create(request.user, data.name, data.display_name))
 
     @get("/", guards=[roles(Role.OPERATOR, Role.COMPLIANCE, Role.TENANT_ADMIN)], sync_to_thread=True)
-    def list_tenants(self, request: AuthedRequest, services: Services) -> list[TenantOut]:
+    def list_tenants(self, request: AuthedRequest, services: Svc) -> list[TenantOut]:
         return [_tenant(t) for t in services.tenants.list(request.user)]
 
     @get("/{tenant:str}", guards=[roles(Role.OPERATOR, Role.COMPLIANCE, Role.TENANT_ADMIN)], sync_to_thread=True)
-    def get_tenant(self, request: AuthedRequest, services: Services, tenant: TenantRef) -> TenantOut:
+    def get_tenant(self, request: AuthedRequest, services: Svc, tenant: TenantRef) -> TenantOut:
         return _tenant(services.tenants.get(request.user, tenant))
 
     @delete("/{tenant:str}", guards=[roles(Role.OPERATOR)], sync_to_thread=True, status_code=200)
-    def delete_tenant(self, request: AuthedRequest, services: Services, tenant: TenantRef) -> TenantOut:
+    def delete_tenant(self, request: AuthedRequest, services: Svc, tenant: TenantRef) -> TenantOut:
         """Crypto-shreds the tenant: its data keys are destroyed, then its rows."""
         return _tenant(services.tenants.delete(request.user, tenant))
 
     @post("/{tenant:str}/keys", guards=[roles(Role.OPERATOR, Role.TENANT_ADMIN)], sync_to_thread=True)
     def create_key(
-        self, request: AuthedRequest, services: Services, tenant: TenantRef, data: KeyCreate
+        self, request: AuthedRequest, services: Svc, tenant: TenantRef, data: JSONBody[KeyCreate]
     ) -> IssuedKeyOut:
         """The response holds the secret; it is shown this once and never stored."""
         issued = services.api_keys.create(
@@ -101,7 +101,7 @@ class TenantController(Controller):
         return _issued(issued)
 
     @get("/{tenant:str}/keys", guards=[roles(Role.OPERATOR, Role.COMPLIANCE, Role.TENANT_ADMIN)], sync_to_thread=True)
-    def list_keys(self, request: AuthedRequest, services: Services, tenant: TenantRef) -> list[KeyOut]:
+    def list_keys(self, request: AuthedRequest, services: Svc, tenant: TenantRef) -> list[KeyOut]:
         return [_key(k) for k in services.api_keys.list(request.user, tenant)]
 
     @delete(
@@ -110,7 +110,7 @@ class TenantController(Controller):
         sync_to_thread=True,
         status_code=200,
     )
-    def revoke_key(self, request: AuthedRequest, services: Services, tenant: TenantRef, key_id: KeyRef) -> KeyOut:
+    def revoke_key(self, request: AuthedRequest, services: Svc, tenant: TenantRef, key_id: KeyRef) -> KeyOut:
         return _key(services.api_keys.revoke(request.user, key_id, tenant))
 
 
@@ -122,15 +122,15 @@ class GlobalKeyController(Controller):
     guards = [roles(Role.OPERATOR)]
 
     @post("/", sync_to_thread=True)
-    def create_global_key(self, request: AuthedRequest, services: Services, data: KeyCreate) -> IssuedKeyOut:
+    def create_global_key(self, request: AuthedRequest, services: Svc, data: JSONBody[KeyCreate]) -> IssuedKeyOut:
         return _issued(
             services.api_keys.create(request.user, role=data.role, name=data.name, expires_at=data.expires_at)
         )
 
     @get("/", sync_to_thread=True)
-    def list_global_keys(self, request: AuthedRequest, services: Services) -> list[KeyOut]:
+    def list_global_keys(self, request: AuthedRequest, services: Svc) -> list[KeyOut]:
         return [_key(k) for k in services.api_keys.list(request.user)]
 
     @delete("/{key_id:str}", sync_to_thread=True, status_code=200)
-    def revoke_global_key(self, request: AuthedRequest, services: Services, key_id: KeyRef) -> KeyOut:
+    def revoke_global_key(self, request: AuthedRequest, services: Svc, key_id: KeyRef) -> KeyOut:
         return _key(services.api_keys.revoke(request.user, key_id))

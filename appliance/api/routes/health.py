@@ -8,9 +8,9 @@ from litestar import Request, Response, get
 from sqlalchemy import text
 
 from appliance.api.auth import PUBLIC
+from appliance.api.deps import Svc
 from appliance.api.problems import problem
 from appliance.db.migrate import is_current
-from appliance.services.container import Services
 
 
 @get("/healthz", opt=PUBLIC, sync_to_thread=False, tags=["health"])
@@ -20,7 +20,7 @@ def healthz() -> dict[str, str]:
 
 
 @get("/readyz", opt=PUBLIC, sync_to_thread=True, tags=["health"])
-def readyz(request: Request[Any, Any, Any], services: Services) -> Response[dict[str, Any]]:
+def readyz(request: Request[Any, Any, Any], services: Svc) -> Response[dict[str, Any]]:
     """The database answers and its schema is at the shipped migration head."""
     try:
         with services.engine.connect() as conn:

@@ -8,9 +8,9 @@ import msgspec
 from litestar import get
 
 from appliance.api.auth import roles
+from appliance.api.deps import Svc
 from appliance.api.routes.admin import AuthedRequest
 from appliance.db.models import Role
-from appliance.services.container import Services
 
 
 class ModelCard(msgspec.Struct):
@@ -26,7 +26,7 @@ class ModelList(msgspec.Struct):
 
 
 @get("/v1/models", guards=[roles(Role.APP, Role.TENANT_ADMIN)], sync_to_thread=True, tags=["openai"])
-def list_models(request: AuthedRequest, services: Services) -> ModelList:
+def list_models(request: AuthedRequest, services: Svc) -> ModelList:
     """Models this tenant may call (empty until models are registered)."""
     _: Any = request.user
     return ModelList(data=[])

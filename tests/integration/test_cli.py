@@ -1,0 +1,106 @@
+"""The `appliance` command as an operator and the installer drive it (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env["APPLIANCE_DATA_DIR"] = str(tmp_path / "data")
+    env["APPLIANCE_CONFIG"] = str(tmp_path / "appliance.toml")
+    (tmp_path / "appliance.toml").write_text("")
+
+    def _run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "appliance.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=input,
+            check=False,
+        )
+
+    return _run
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def test_init_creates_a_0600_key_migrates_and_issues_one_operator_key(run: Run, tmp_path: Path) -> None:
+    first = _json(run("init", "--json"))
+    key_file = tmp_path / "data" / "master.key"
+    assert first["master_key_created"] is True
+    assert (key_file.stat().st_mode & 0o777) == 0o600
+    assert str(first["operator_api_key"]).startswith("apl_")
+    again = _json(run("init", "--json"))
+    assert again["master_key_created"] is False
+    assert again["operator_api_key"] is None  # never a second first-key
+    assert _json(run("db", "current", "--json"))["up_to_date"] is True
+
+
+def test_tenant_and_key_lifecycle_with_json_output(run: Run) -> None:
+    _json(run("init", "--json"))
+    tenant = _json(run("tenant", "create", "acme", "--display-name", "Acme", "--json"))
+    assert tenant["slug"] == "acme"
+    created = _json(run("key", "create", "--tenant", "acme", "--role", "app", "--json"))
+    assert str(created["api_key"]).startswith("apl_")
+    key_id = created["key"]["id"]  # type: ignore[index]
+    listed = json.loads(run("key", "list", "--tenant", "acme", "--json").stdout)
+    assert [k["id"] for k in listed] == [key_id]
+    assert created["api_key"] not in json.dumps(listed)
+    revoked = _json(run("key", "revoke", key_id, "--json"))
+    assert revoked["revoked_at"] is not None
+    assert json.loads(run("tenant", "list", "--json").stdout)[0]["slug"] == "acme"
+    assert _json(run("tenant", "delete", "acme", "--yes", "--json"))["slug"] == "acme"
+    assert json.loads(run("tenant", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("tenant", "create", "Bad Name!"),
+        ("tenant", "delete", "ghost", "--yes"),
+        ("key", "create", "--tenant", "ghost", "--role", "app"),
+        ("key", "create", "--role", "app"),
+        ("key", "create", "--role", "wizard"),
+        ("key", "revoke", "nope"),
+        ("no-such-command",),
+    ],
+)
+def test_errors_exit_2_with_one_clear_line(run: Run, args: tuple[str, ...]) -> None:
+    _json(run("init", "--json"))
+    proc = run(*args)
+    assert proc.returncode == 2, proc
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() != ""
+
+
+def test_bad_config_stops_with_one_line_naming_the_key(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "appliance.toml").write_text("[server]\nport = 'http'\n")
+    proc = run("db", "current")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert "server.port" in proc.stderr
+
+
+def test_world_readable_master_key_is_refused(run: Run, tmp_path: Path) -> None:
+    _json(run("init", "--json"))
+    (tmp_path / "data" / "master.key").chmod(0o644)
+    proc = run("tenant", "list")
+    assert proc.returncode == 2
+    assert "0644" in proc.stderr
+    assert "Traceback" not in proc.stderr

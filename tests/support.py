@@ -1,0 +1,128 @@
+"""Test helpers: real databases (SQLite file, PostgreSQL server), a real uvicorn server,
+and factories for tenants and keys. No mocks."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import uvicorn
+
+from appliance.api.app import create_asgi
+from appliance.config import Settings
+from appliance.crypto.keyring import MasterKeyring, new_key
+from appliance.db import migrate
+from appliance.db.models import Role
+from appliance.services.container import Services, build_services
+from appliance.services.principal import Principal
+
+PG_ADMIN_URL = os.environ.get("APPLIANCE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(PG_ADMIN_URL, autocommit=True)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for the duration of the block; dropped after."""
+    name = f"appliance_t_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with _pg_admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'appliance.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def make_settings(data_dir: Path, db_url: str, **extra: Any) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        dev_mode=True,
+        database={"url": db_url},  # type: ignore[arg-type]
+        keys={"dev_master_key": base64.b64encode(new_key()).decode()},  # type: ignore[arg-type]
+        **extra,
+    )
+
+
+def make_services(settings: Settings) -> Services:
+    services = build_services(settings, keyring=MasterKeyring(base64.b64decode(settings.keys.dev_master_key or "")))
+    migrate.upgrade(services.engine)
+    return services
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(services: Services) -> Iterator[str]:
+    """uvicorn serving the real app on a loopback port in a background thread."""
+    port = free_port()
+    config = uvicorn.Config(create_asgi(services), host="127.0.0.1", port=port, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@dataclass
+class Stack:
+    """A migrated database, its services, a live server and an operator key."""
+
+    services: Services
+    base_url: str
+    operator_key: str
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        c = httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        self.clients.append(c)
+        return c
+
+    def tenant(self, prefix: str = "t") -> str:
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        self.services.tenants.create(Principal.local_operator(), name)
+        return name
+
+    def key(self, role: Role, tenant: str | None = None) -> str:
+        return self.services.api_keys.create(Principal.local_operator(), role=role, name="test", tenant=tenant).api_key
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
