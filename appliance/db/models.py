@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from appliance.db.base import Base, UTCDateTime, new_id, utcnow
@@ -77,3 +77,124 @@ class DataKey(Base):
     encryptions: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Pseudonym(Base):
+    """Reversible pseudonym vault entry. The original value is sealed with the tenant key
+    (kind ``pseudonyms.value``, row = ``<scope_digest hex>:<token>``); lookups go through
+    keyed digests so the value never appears in the clear."""
+
+    __tablename__ = "pseudonyms"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "scope_digest", "value_digest"),
+        UniqueConstraint("tenant_id", "scope_digest", "token"),
+        Index(None, "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    scope_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    value_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    entity_type: Mapped[str] = mapped_column(String(64))
+    token: Mapped[str] = mapped_column(String(96))
+    value_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Blob(Base):
+    """Metadata of an encrypted blob file (datasets, model artifacts, checkpoints, exports).
+    The bytes live in ``<data_dir>/blobs/<tenant_id>/<id>``, sealed with the tenant key."""
+
+    __tablename__ = "blobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    key_version: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PolicyVersion(Base):
+    """An immutable applied policy. The YAML and comment are sealed (they may name people in
+    deny lists); ``content_hash`` is a keyed digest so equal documents are recognisable."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (UniqueConstraint("tenant_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    document_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    comment_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TenantPolicy(Base):
+    """Which policy version is active for a tenant; bumped on apply and rollback."""
+
+    __tablename__ = "tenant_policies"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    active_version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """One append-only audit record, chained by HMAC to its predecessor. ``tenant_id`` is not
+    a foreign key: the trail outlives a deleted tenant. ``facts`` holds counts and types, never
+    values; ``payload_sealed`` exists only when the tenant's retention policy asks for it."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (Index(None, "tenant_id", "id"), Index(None, "created_at"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    tenant_id: Mapped[str | None] = mapped_column(String(36))
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str | None] = mapped_column(String(200))
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(32))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    facts: Mapped[str] = mapped_column(Text, default="{}")
+    payload_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    payload_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    mac_key_version: Mapped[int] = mapped_column(Integer)
+    prev_mac: Mapped[bytes] = mapped_column(LargeBinary(32))
+    mac: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditCheckpoint(Base):
+    """Periodic signed statement of the chain head, so a truncated tail is detectable."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_entry_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    last_entry_mac: Mapped[bytes] = mapped_column(LargeBinary(32))
+    entry_count: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    mac_key_version: Mapped[int] = mapped_column(Integer)
+    signature: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class RegisteredModel(Base):
+    """A model the appliance can serve. ``owner_scope`` is a tenant id or ``shared``."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (UniqueConstraint("name", "owner_scope"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(1024))
+    device: Mapped[str] = mapped_column(String(32), default="auto")
+    owner_scope: Mapped[str] = mapped_column(String(36))
+    owner_tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    options: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -10,13 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.crypto.data_keys import DataKeyService
+from appliance.crypto.records import DATA_PURPOSE
 from appliance.db.engine import transaction
 from appliance.db.models import Role, Tenant
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.services.principal import Principal
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-DATA_PURPOSE = "data"
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,12 @@ def _schema(engine: Engine) -> dict[str, Any]:
     return out
 
 
+# SQLite has one INTEGER type; 64-bit ids are BIGINT on PostgreSQL only.
 _TYPE_FAMILY = {
     "VARCHAR": "string",
     "TEXT": "text",
     "INTEGER": "int",
-    "BIGINT": "bigint",
+    "BIGINT": "int",
     "BLOB": "bytes",
     "BYTEA": "bytes",
     "DATETIME": "datetime",
