@@ -3,11 +3,16 @@ only wrapped by the master key, unwrapped on demand and cached in memory.
 
 Random 96-bit GCM nonces are safe for about 2**32 messages per key; each process reserves
 encryption counts in blocks and a new version is started well before that limit.
+
+A reserved block also expires after ``budget_ttl_s`` seconds, so once a tenant rotation
+retires a version every process stops sealing with it within that time; the rotation waits
+at least that long (its grace period) before it destroys a retired version.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
@@ -22,6 +27,7 @@ from appliance.errors import KeyUnavailable
 SYSTEM = "system"
 GCM_MESSAGE_LIMIT = 2**31  # half the NIST SP 800-38D bound for random nonces
 _RESERVE_BLOCK = 4096
+BUDGET_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,19 +36,31 @@ class ActiveKey:
     key: bytes
 
 
-def _wrap_context(scope: str, purpose: str, version: int) -> bytes:
+def wrap_context(scope: str, purpose: str, version: int) -> bytes:
+    """Associated data of a wrapped DEK: a wrapped key copied to another row fails to unwrap."""
     return context("data-key", scope, purpose, str(version))
+
+
+_wrap_context = wrap_context
 
 
 class DataKeyService:
     """Owns every DEK. Thread-safe; one instance per process."""
 
-    def __init__(self, keyring: MasterKeyring, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, keyring: MasterKeyring, sessions: sessionmaker[Session], *, budget_ttl_s: float = BUDGET_TTL_S
+    ) -> None:
         self._keyring = keyring
         self._sessions = sessions
+        self._budget_ttl_s = budget_ttl_s
         self._cache: dict[tuple[str, str, int], bytes] = {}
-        self._budget: dict[tuple[str, str], tuple[int, int]] = {}  # -> (version, left)
+        self._budget: dict[tuple[str, str], tuple[int, int, float]] = {}  # -> (version, left, expires)
         self._lock = threading.RLock()
+
+    @property
+    def budget_ttl_s(self) -> float:
+        """How long a process may keep sealing with a version after it was retired."""
+        return self._budget_ttl_s
 
     @property
     def keyring(self) -> MasterKeyring:
@@ -64,6 +82,8 @@ class DataKeyService:
             DataKey(scope=scope, tenant_id=tenant_id, purpose=purpose, version=version, kek_id=kek_id, wrapped=wrapped)
         )
         session.flush()
+        with self._lock:
+            self._budget.pop((scope, purpose), None)  # this process moves to the new version at once
         return version
 
     def key(self, scope: str, purpose: str, version: int) -> bytes:
@@ -87,12 +107,13 @@ class DataKeyService:
     def active(self, scope: str, purpose: str, *, tenant_id: str | None = None) -> ActiveKey:
         """The version new encryptions use, reserving nonce budget and rotating at the limit."""
         with self._lock:
-            version, left = self._budget.get((scope, purpose), (0, 0))
-            if left > 0:
-                self._budget[(scope, purpose)] = (version, left - 1)
+            now = time.monotonic()
+            version, left, expires = self._budget.get((scope, purpose), (0, 0, 0.0))
+            if left > 0 and now < expires:
+                self._budget[(scope, purpose)] = (version, left - 1, expires)
                 return ActiveKey(version, self.key(scope, purpose, version))
             version = self._reserve(scope, purpose, tenant_id)
-            self._budget[(scope, purpose)] = (version, _RESERVE_BLOCK - 1)
+            self._budget[(scope, purpose)] = (version, _RESERVE_BLOCK - 1, now + self._budget_ttl_s)
             return ActiveKey(version, self.key(scope, purpose, version))
 
     def _reserve(self, scope: str, purpose: str, tenant_id: str | None) -> int:
@@ -114,6 +135,34 @@ class DataKeyService:
                 assert row is not None
             row.encryptions += _RESERVE_BLOCK
             return row.version
+
+    def rewrap(self, session: Session, row: DataKey, new_ring: MasterKeyring) -> bool:
+        """Re-wrap one DEK under ``new_ring.current`` in the caller's transaction.
+
+        ``new_ring`` must still hold the KEK that wrapped the row (as current or previous).
+        Returns False when the row is already on the new KEK, so a re-run skips it.
+        """
+        if row.kek_id == new_ring.current_id:
+            return False
+        ctx = wrap_context(row.scope, row.purpose, row.version)
+        dek = new_ring.unwrap(row.kek_id, row.wrapped, ctx)
+        row.kek_id, row.wrapped = new_ring.wrap(dek, ctx)
+        session.flush()
+        return True
+
+    def destroy_version(self, session: Session, scope: str, purpose: str, version: int) -> bool:
+        """Destroy one retired version (never the active one); its ciphertexts become unreadable."""
+        result = session.execute(
+            delete(DataKey).where(
+                DataKey.scope == scope,
+                DataKey.purpose == purpose,
+                DataKey.version == version,
+                DataKey.retired_at.is_not(None),
+            )
+        )
+        with self._lock:
+            self._cache.pop((scope, purpose, version), None)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def destroy_scope(self, session: Session, scope: str) -> int:
         """Crypto-shred: delete every key of a scope; its ciphertexts become unreadable."""

@@ -19,6 +19,11 @@ class TenantCipher:
         active = self._keys.active(tenant_id, DATA_PURPOSE, tenant_id=tenant_id)
         return seal(active.key, active.version, plaintext, context(tenant_id, kind, row))
 
+    def seal_with_version(self, tenant_id: str, kind: str, row: str, plaintext: bytes, version: int) -> bytes:
+        """Seal under one named version: key rotation re-encrypts to exactly the version it started."""
+        key = self._keys.key(tenant_id, DATA_PURPOSE, version)
+        return seal(key, version, plaintext, context(tenant_id, kind, row))
+
     def open(self, tenant_id: str, kind: str, row: str, sealed: bytes) -> bytes:
         """Raises IntegrityError if tampered or moved, KeyUnavailable if the tenant was shredded."""
         return open_sealed(lambda v: self._keys.key(tenant_id, DATA_PURPOSE, v), sealed, context(tenant_id, kind, row))
