@@ -13,7 +13,7 @@ import appliance
 from appliance.api.auth import PUBLIC, BearerKeyAuth
 from appliance.api.problems import EXCEPTION_HANDLERS
 from appliance.api.request_context import RequestContext
-from appliance.api.routes import admin, health, openai_compat
+from appliance.api.routes import admin, health, openai_compat, policies
 from appliance.services.container import Services
 
 
@@ -40,6 +40,8 @@ def create_app(services: Services) -> Litestar:
             admin.TenantController,
             admin.GlobalKeyController,
             openai_compat.list_models,
+            policies.PolicyController,
+            policies.PolicyToolsController,
             _Metrics,
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},

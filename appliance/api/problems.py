@@ -15,8 +15,9 @@ from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, Blocked, Overloaded
 from appliance.logs import request_id_var
+from appliance.policy.loader import PolicyError
 
 log = logging.getLogger(__name__)
 TYPE_BASE = "urn:appliance:problem:"
@@ -66,7 +67,14 @@ def _appliance_error(request: Request[Any, Any, Any], exc: ApplianceError) -> Re
     if exc.status >= 500:
         log.error("service error", extra={"error": exc.slug})
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return problem(request, exc.status, exc.slug, exc.title, exc.detail, headers=headers)
+    if isinstance(exc, Overloaded):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    errors = None
+    if isinstance(exc, PolicyError):
+        errors = [{"field": i.path, "message": i.message, "line": i.line, "column": i.column} for i in exc.issues]
+    if isinstance(exc, Blocked):
+        errors = [{"entity_type": t} for t in exc.entity_types]
+    return problem(request, exc.status, exc.slug, exc.title, exc.detail, errors=errors, headers=headers)
 
 
 def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:

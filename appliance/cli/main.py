@@ -10,6 +10,7 @@ import click
 
 from appliance.cli.admin import key, tenant
 from appliance.cli.context import CliState
+from appliance.cli.policy import policy
 from appliance.cli.server import db, init, serve
 from appliance.errors import ApplianceError
 
@@ -31,7 +32,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for command in (init, serve, db, tenant, key):
+for command in (init, serve, db, tenant, key, policy):
     cli.add_command(command)
 
 

@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from appliance.config import Settings
 from appliance.crypto.data_keys import DataKeyService
 from appliance.crypto.keyring import MasterKeyring, load_keyring
+from appliance.crypto.records import TenantCipher
 from appliance.db.engine import make_engine, make_sessionmaker
 from appliance.services.api_keys import ApiKeyService
+from appliance.services.policies import PolicyService
 from appliance.services.tenants import TenantService
 
 
@@ -24,6 +26,8 @@ class Services:
     data_keys: DataKeyService
     tenants: TenantService
     api_keys: ApiKeyService
+    cipher: TenantCipher
+    policies: PolicyService
 
     def close(self) -> None:
         self.engine.dispose()
@@ -34,6 +38,7 @@ def build_services(settings: Settings, keyring: MasterKeyring | None = None) -> 
     sessions = make_sessionmaker(engine)
     keyring = keyring or load_keyring(settings)
     data_keys = DataKeyService(keyring, sessions)
+    cipher = TenantCipher(data_keys)
     return Services(
         settings=settings,
         engine=engine,
@@ -42,4 +47,6 @@ def build_services(settings: Settings, keyring: MasterKeyring | None = None) -> 
         data_keys=data_keys,
         tenants=TenantService(sessions, data_keys),
         api_keys=ApiKeyService(sessions, data_keys),
+        cipher=cipher,
+        policies=PolicyService(sessions, cipher),
     )

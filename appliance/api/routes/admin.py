@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, PathParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
@@ -65,8 +65,8 @@ def _issued(k: IssuedKey) -> IssuedKeyOut:
     return IssuedKeyOut(_key(k.key), k.api_key)
 
 
-TenantRef = Annotated[str, Parameter(max_length=63, description="Tenant name or id")]
-KeyRef = Annotated[str, Parameter(max_length=24)]
+TenantRef = Annotated[str, PathParameter(max_length=63, description="Tenant name or id")]
+KeyRef = Annotated[str, PathParameter(max_length=24)]
 
 
 class TenantController(Controller):

@@ -1,0 +1,208 @@
+"""Policy versions per tenant: apply (immutable versions), history, diff, rollback, and the
+active policy every request runs under.
+
+The active version is read from the database on every call (a primary-key lookup), so a
+change takes effect on the next request on every node sharing the database; the parsed
+policy is cached per (tenant, version).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from appliance.crypto.records import TenantCipher
+from appliance.db.base import utcnow
+from appliance.db.engine import transaction
+from appliance.db.models import PolicyVersion, Role, TenantPolicy
+from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.policy.loader import load_policy_text, preset_text
+from appliance.policy.schema import Policy
+from appliance.services.principal import Principal
+from appliance.services.tenants import find_tenant
+
+DEFAULT_PRESET = "default"
+_DOC = "policy_versions.document"
+_COMMENT = "policy_versions.comment"
+_WRITERS = (Role.COMPLIANCE, Role.OPERATOR)
+_READERS = (Role.COMPLIANCE, Role.OPERATOR, Role.TENANT_ADMIN)
+
+
+@dataclass(frozen=True)
+class ActivePolicy:
+    version: int | None  # None: no policy applied yet, the default preset applies
+    policy: Policy
+
+
+@dataclass(frozen=True)
+class VersionView:
+    tenant: str
+    version: int
+    author: str
+    comment: str
+    content_hash: str
+    created_at: datetime
+    active: bool
+
+
+@dataclass(frozen=True)
+class VersionDocument:
+    view: VersionView
+    document: str
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class PolicyDiff:
+    tenant: str
+    from_version: int
+    to_version: int
+    changes: list[Change]
+    text_diff: str
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    return {prefix: value}
+
+
+def structural_diff(old: Policy, new: Policy) -> list[Change]:
+    a, b = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    return [Change(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+class PolicyService:
+    def __init__(self, sessions: sessionmaker[Session], cipher: TenantCipher) -> None:
+        self._sessions = sessions
+        self._cipher = cipher
+        self._cache: dict[tuple[str, int], Policy] = {}
+        self._lock = threading.Lock()
+        self._default = load_policy_text(preset_text(DEFAULT_PRESET))
+
+    # -- the live path -------------------------------------------------------------------
+
+    def effective(self, tenant_id: str) -> ActivePolicy:
+        """The policy the tenant's next request runs under."""
+        with self._sessions() as session:
+            active = session.scalar(select(TenantPolicy.active_version).where(TenantPolicy.tenant_id == tenant_id))
+            if active is None:
+                return ActivePolicy(None, self._default)
+            with self._lock:
+                cached = self._cache.get((tenant_id, active))
+            if cached is not None:
+                return ActivePolicy(active, cached)
+            row = self._row(session, tenant_id, active)
+            policy = load_policy_text(self._cipher.open_text(tenant_id, _DOC, str(active), row.document_sealed))
+        with self._lock:
+            self._cache[(tenant_id, active)] = policy
+        return ActivePolicy(active, policy)
+
+    # -- administration ------------------------------------------------------------------
+
+    def apply(self, principal: Principal, tenant: str, document: str, comment: str) -> VersionView:
+        """Validate and store a new immutable version, then make it active."""
+        principal.require(*_WRITERS)
+        load_policy_text(document)  # raises PolicyError listing every problem; nothing is stored
+        return self._store(principal, tenant, document, comment)
+
+    def rollback(self, principal: Principal, tenant: str, version: int, comment: str = "") -> VersionView:
+        """Re-apply an earlier version's document as a new version (history stays linear)."""
+        principal.require(*_WRITERS)
+        old = self.get(principal, tenant, version)
+        load_policy_text(old.document)  # presets may have changed since; never activate a broken policy
+        return self._store(principal, tenant, old.document, comment or f"rollback to version {version}")
+
+    def history(self, principal: Principal, tenant: str) -> list[VersionView]:
+        principal.require(*_READERS)
+        with self._sessions() as session:
+            t = find_tenant(session, principal, tenant)
+            active = session.scalar(select(TenantPolicy.active_version).where(TenantPolicy.tenant_id == t.id))
+            rows = session.scalars(
+                select(PolicyVersion).where(PolicyVersion.tenant_id == t.id).order_by(PolicyVersion.version)
+            )
+            return [self._view(t.id, t.slug, r, active) for r in rows]
+
+    def get(self, principal: Principal, tenant: str, version: int) -> VersionDocument:
+        principal.require(*_READERS)
+        with self._sessions() as session:
+            t = find_tenant(session, principal, tenant)
+            active = session.scalar(select(TenantPolicy.active_version).where(TenantPolicy.tenant_id == t.id))
+            row = self._row(session, t.id, version)
+            doc = self._cipher.open_text(t.id, _DOC, str(version), row.document_sealed)
+            return VersionDocument(self._view(t.id, t.slug, row, active), doc)
+
+    def diff(self, principal: Principal, tenant: str, v1: int, v2: int) -> PolicyDiff:
+        a, b = self.get(principal, tenant, v1), self.get(principal, tenant, v2)
+        text = "".join(
+            difflib.unified_diff(
+                a.document.splitlines(keepends=True),
+                b.document.splitlines(keepends=True),
+                fromfile=f"version {v1}",
+                tofile=f"version {v2}",
+            )
+        )
+        changes = structural_diff(load_policy_text(a.document), load_policy_text(b.document))
+        return PolicyDiff(a.view.tenant, v1, v2, changes, text)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _row(self, session: Session, tenant_id: str, version: int) -> PolicyVersion:
+        row = session.scalar(
+            select(PolicyVersion).where(PolicyVersion.tenant_id == tenant_id, PolicyVersion.version == version)
+        )
+        if row is None:
+            raise NotFound(f"no policy version {version}")
+        return row
+
+    def _view(self, tenant_id: str, slug: str, row: PolicyVersion, active: int | None) -> VersionView:
+        comment = self._cipher.open_text(tenant_id, _COMMENT, str(row.version), row.comment_sealed)
+        return VersionView(
+            slug, row.version, row.author, comment, row.content_hash, row.created_at, row.version == active
+        )
+
+    def _store(self, principal: Principal, tenant: str, document: str, comment: str) -> VersionView:
+        if len(comment) > 2000:
+            raise InvalidInput("comment must be at most 2000 characters")
+        try:
+            with transaction(self._sessions) as session:
+                t = find_tenant(session, principal, tenant)
+                version = (
+                    session.scalar(select(func.max(PolicyVersion.version)).where(PolicyVersion.tenant_id == t.id)) or 0
+                ) + 1
+                row = PolicyVersion(
+                    tenant_id=t.id,
+                    version=version,
+                    document_sealed=self._cipher.seal_text(t.id, _DOC, str(version), document),
+                    comment_sealed=self._cipher.seal_text(t.id, _COMMENT, str(version), comment),
+                    content_hash=hashlib.sha256(document.encode("utf-8")).hexdigest(),
+                    author=principal.key_id or "local-operator",
+                )
+                session.add(row)
+                pointer = session.get(TenantPolicy, t.id)
+                if pointer is None:
+                    session.add(TenantPolicy(tenant_id=t.id, active_version=version))
+                else:
+                    pointer.active_version = version
+                    pointer.updated_at = utcnow()
+                session.flush()
+                return self._view(t.id, t.slug, row, version)
+        except DbIntegrityError:
+            raise Conflict("another policy change was applied at the same time; retry") from None

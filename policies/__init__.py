@@ -1,0 +1,1 @@
+"""Shipped policy presets, installed as the package ``appliance._presets``."""
