@@ -1,0 +1,195 @@
+"""The detector: many texts, one pass through spaCy, then Presidio's recognizers per text,
+then one deterministic answer per character.
+
+Built once per process (loading the NER model takes seconds) and shared by every
+request thread. spaCy inference runs under a lock, because spaCy does not promise that
+one pipeline may be used from several threads at once; the recognizers after it are
+stateless and run in parallel.
+
+Offsets are Python string indices (Unicode code points), the same as spaCy's and
+Presidio's; callers slice the text they sent with them. Texts are never normalized, so
+offsets stay true to the caller's text whatever it contains (emoji, CJK, combining marks).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from presidio_analyzer import AnalyzerEngine, RecognizerResult
+from spacy.language import Language
+
+from appliance.config import PrivacySettings
+from appliance.errors import InvalidInput
+from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer, load_ner_pipeline, make_nlp_engine
+from appliance.privacy.recognizers import GATES, CustomRecognizerCache, build_registry, entity_types
+from appliance.privacy.rules import PrivacyRules
+
+# Types whose detectors check structure (checksums, formats). When one overlaps a span a
+# statistical model guessed (a phone number also tagged DATE by NER), the structured one
+# wins regardless of score.
+_NER_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
+_PIPE_BATCH = 64
+
+
+@dataclass(frozen=True, order=True)
+class Detection:
+    """One entity in one text: ``text[start:end]`` is the value. Carries no value itself,
+    so a Detection can be logged or audited without leaking what it points at."""
+
+    start: int
+    end: int
+    entity_type: str
+    score: float
+
+
+class Detector:
+    """Thread-safe PII detector over the configured NER pipeline and pattern recognizers."""
+
+    def __init__(self, settings: PrivacySettings) -> None:
+        self._settings = settings
+        self._nlp: Language = load_ner_pipeline(settings)
+        self._engine: NerOnlyNlpEngine = make_nlp_engine(self._nlp, settings)
+        self._analyzer: AnalyzerEngine = build_analyzer(self._engine, build_registry(self._engine))
+        self._supported = set(self._analyzer.get_supported_entities(LANGUAGE))
+        self._custom = CustomRecognizerCache()
+        self._nlp_lock = threading.Lock()
+
+    @property
+    def supported_entities(self) -> frozenset[str]:
+        return frozenset(self._supported)
+
+    @property
+    def patterns_only(self) -> bool:
+        return self._settings.patterns_only
+
+    def analyze(self, texts: Sequence[str], rules: PrivacyRules) -> list[list[Detection]]:
+        """Detections for each text, sorted by start, non-overlapping.
+
+        Raises InvalidInput when a text exceeds ``privacy.max_text_chars`` or a custom
+        recognizer's regex does not compile. Messages never quote the text.
+        """
+        limit = self._settings.max_text_chars
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise InvalidInput(f"text {i} has {len(text)} characters; the limit is {limit}")
+        if not texts:
+            return []
+        custom = self._custom.get(rules)
+        wanted = set(rules.detect) if rules.detect is not None else self._supported | entity_types(custom)
+        wanted &= self._supported | entity_types(custom)
+        allowed = {a.strip().casefold() for a in rules.allow_list}
+
+        with self._nlp_lock:
+            docs = list(self._nlp.pipe(texts, batch_size=_PIPE_BATCH))
+        candidates: list[list[Detection]] = []
+        for text, doc in zip(texts, docs, strict=True):
+            entities = sorted(e for e in wanted if (gate := GATES.get(e)) is None or gate(text))
+            if not entities or not text.strip():
+                candidates.append([])
+                continue
+            raw = self._analyzer.analyze(
+                text=text,
+                language=LANGUAGE,
+                entities=entities,
+                nlp_artifacts=self._engine.artifacts(doc),
+                ad_hoc_recognizers=custom or None,
+                score_threshold=0.0,
+            )
+            candidates.append(
+                [
+                    Detection(r.start, r.end, r.entity_type, round(float(r.score), 4))
+                    for r in raw
+                    if _keep(r, text, rules, allowed)
+                ]
+            )
+        if "PERSON" in wanted:
+            _propagate_names(texts, candidates, allowed)
+        return [_resolve(c) for c in candidates]
+
+
+def _keep(r: RecognizerResult, text: str, rules: PrivacyRules, allowed: set[str]) -> bool:
+    rule = rules.entities.get(r.entity_type)
+    threshold = rule.min_score if rule is not None and rule.min_score is not None else rules.score_threshold
+    if r.score < threshold or r.end <= r.start:
+        return False
+    return not (allowed and text[r.start : r.end].strip().casefold() in allowed)
+
+
+def _priority(d: Detection) -> tuple[int, float, int, str, int]:
+    """Higher wins: structured type, then score, then longer, then type name, then earlier."""
+    return (d.entity_type not in _NER_TYPES, d.score, d.end - d.start, d.entity_type, -d.start)
+
+
+_PROPAGATED_SCORE = 0.6
+_WORDISH = re.compile(r"[^\W\d_]{3,}")
+
+
+def _propagate_names(texts: Sequence[str], candidates: list[list[Detection]], allowed: set[str]) -> None:
+    """A name found once is a name everywhere in the request.
+
+    A conversation often names someone in full once ("I'm Anna Berg") and then in part
+    or in another case ("anna here again", "Berg said"); the NER model sees each message
+    alone and misses the later ones. Full names are matched in any case; single parts
+    (three letters or more) only when capitalized, so "Will Smith" does not turn every
+    "will" into a name.
+    """
+    full: set[str] = set()
+    parts: set[str] = set()
+    for text, found in zip(texts, candidates, strict=True):
+        for d in found:
+            if d.entity_type != "PERSON":
+                continue
+            value = " ".join(text[d.start : d.end].split())
+            if len(value) >= 3 and value.casefold() not in allowed:
+                full.add(value)
+                parts.update(
+                    p
+                    for p in value.split(" ")
+                    if _WORDISH.fullmatch(p) and p[0].isupper() and p.casefold() not in allowed
+                )
+    if not full:
+        return
+    full_re = re.compile(
+        r"(?<!\w)(?:"
+        + "|".join(re.escape(v).replace(r"\ ", r"\s+") for v in sorted(full, key=len, reverse=True))
+        + r")(?!\w)",
+        re.IGNORECASE,
+    )
+    part_re = (
+        re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p) for p in sorted(parts, key=len, reverse=True)) + r")(?!\w)")
+        if parts
+        else None
+    )
+    for text, found in zip(texts, candidates, strict=True):
+        for pattern in (full_re, part_re):
+            if pattern is None:
+                continue
+            found.extend(Detection(m.start(), m.end(), "PERSON", _PROPAGATED_SCORE) for m in pattern.finditer(text))
+
+
+def _resolve(detections: list[Detection]) -> list[Detection]:
+    """Overlaps: the highest-priority span keeps its characters, losers are dropped.
+    Adjacent or overlapping spans of the same type merge into one, so a value is never
+    transformed in pieces ("<PERSON><PERSON>")."""
+    candidates = sorted(set(detections))
+    # Same-type spans that touch or overlap become one span with the best score.
+    merged: list[Detection] = []
+    for by_type in sorted({d.entity_type for d in candidates}):
+        current: Detection | None = None
+        for d in (c for c in candidates if c.entity_type == by_type):
+            if current is not None and d.start <= current.end:
+                current = Detection(current.start, max(current.end, d.end), by_type, max(current.score, d.score))
+            else:
+                if current is not None:
+                    merged.append(current)
+                current = d
+        if current is not None:
+            merged.append(current)
+    chosen: list[Detection] = []
+    for d in sorted(merged, key=_priority, reverse=True):
+        if all(d.end <= c.start or d.start >= c.end for c in chosen):
+            chosen.append(d)
+    return sorted(chosen)

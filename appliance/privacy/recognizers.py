@@ -1,0 +1,199 @@
+"""Which recognizers run: Presidio's predefined English set, our additions, and the
+tenant's own (regexes with context words, deny lists) built from :class:`PrivacyRules`.
+
+Also the cheap gates that let the detector skip recognizers that cannot match a text
+(a text with no ``@`` holds no email address), which is most of the speed-up for chat
+messages that contain no numbers at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import regex
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerRegistry
+from presidio_analyzer.nlp_engine import NlpEngine
+from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, PhoneRecognizer
+
+from appliance.errors import InvalidInput
+from appliance.privacy.engine import LANGUAGE
+from appliance.privacy.rules import CustomRecognizer, PrivacyRules
+
+# Regions whose *national* formats are recognised; numbers written with a country code
+# (+41 ..., 0041 ...) are found for every country whatever this list says. Presidio's
+# default list holds "UK" and "FE", which are not region codes, so we spell our own.
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU", "IE", "NL", "CH", "AT", "ES", "IT")
+
+_DIGIT = regex.compile(r"\d")
+_CUE_NAME_CONTEXT = ["name", "called", "regards", "thanks", "cheers", "signed"]
+
+
+def _digits_at_least(n: int) -> Callable[[str], bool]:
+    def gate(text: str) -> bool:
+        return any(i + 1 >= n for i, _ in enumerate(_DIGIT.finditer(text)))
+
+    return gate
+
+
+_ANY_DIGIT = _digits_at_least(1)
+
+# Entity types found *only* by pattern recognizers that need these characters. A type a
+# NER model also reports (DATE_TIME, PERSON, ...) is never gated. Thresholds are the
+# fewest digits any accepted format of that type holds, rounded down generously.
+GATES: dict[str, Callable[[str], bool]] = {
+    "EMAIL_ADDRESS": lambda t: "@" in t,
+    "CREDIT_CARD": _digits_at_least(12),
+    "US_SSN": _digits_at_least(9),
+    "US_ITIN": _digits_at_least(9),
+    "US_BANK_NUMBER": _digits_at_least(8),
+    "US_PASSPORT": _digits_at_least(8),
+    "UK_NHS": _digits_at_least(10),
+    "PHONE_NUMBER": _digits_at_least(5),
+    "IBAN_CODE": _digits_at_least(4),
+    "IP_ADDRESS": lambda t: ":" in t or _digits_at_least(4)(t),
+    "US_DRIVER_LICENSE": _ANY_DIGIT,
+    "MEDICAL_LICENSE": _ANY_DIGIT,
+    "CRYPTO": _ANY_DIGIT,
+}
+
+
+def cue_name_recognizer() -> PatternRecognizer:
+    """Names after phrases that announce one ("my name is", "Customer:", "Hi Anna,").
+
+    spaCy's small English model misses many names, above all names typed in lowercase in
+    chats; after these cues a following one- or two-word name is very likely. Matches
+    start after the cue (variable-length look-behind, which the ``regex`` module Presidio
+    uses supports), so only the name is replaced. Words that often follow the cues and
+    are not names are excluded; greetings count only when the name ends the phrase
+    ("Hi Anna," but not "hi there" or "hey can you").
+    """
+    not_a_name = (
+        r"(?!(?:a|an|the|not|just|very|so|really|also|still|from|in|at|on|with|about|for|to|my|your|our"
+        r"|going|trying|looking|calling|writing|here|there|it|that|this|is|was|me|him|her|us|them|you|all"
+        r"|sorry|happy|glad|sure|fine|ok|okay|and|or|but|because|regarding|urgent|important|team|everyone"
+        r"|guys|folks|support|sir|madam|again|everybody|please|thank|thanks|good|morning|afternoon|evening)\b)"
+    )
+    word = r"[^\W\d_][\w'\u2019-]{1,30}"
+    name = not_a_name + word + r"(?:[ \t]+" + not_a_name + word + r")?\b"
+    statement = (
+        r"(?<=\b(?:my name is|my name's|name is|i am called|this is|call me|ask for|speak to|talk to"
+        r"|signed|regards,?|cheers,?|thanks,?|best,?)\s+)"
+    )
+    label = (
+        r"(?<=^[ \t]*(?:name|full name|customer|reporter|contact|account holder|account owner|patient)[ \t]*:[ \t]*)"
+    )
+    greeting = r"(?<=\b(?:dear|hi|hello|hey)[ \t]+)"
+    return PatternRecognizer(
+        supported_entity="PERSON",
+        name="CueNameRecognizer",
+        supported_language=LANGUAGE,
+        patterns=[
+            Pattern("name after statement", statement + name, 0.5),
+            Pattern("name after label", label + name, 0.6),
+            Pattern("name after greeting", greeting + name + r"(?=[ \t]*(?:[,!:\n]|$))", 0.5),
+        ],
+        context=_CUE_NAME_CONTEXT,
+    )
+
+
+class PossiblePhoneRecognizer(PhoneRecognizer):
+    """Numbers that have a possible phone length but are not (known to be) assigned.
+
+    libphonenumber's validity data lags reality (new ranges, private networks, typos of a
+    real number are still that person's number), so a "possible" number is reported with
+    a score below the default threshold; a context word nearby ("call", "mobile",
+    "fax", ...) lifts it over. A bare 9-digit order number stays untouched.
+    """
+
+    SCORE = 0.1
+    CONTEXT = [*PhoneRecognizer.CONTEXT, "tel", "fax", "reach", "office", "desk", "whatsapp", "sms", "text", "dial"]
+
+    def __init__(self) -> None:
+        super().__init__(
+            context=self.CONTEXT,
+            supported_language=LANGUAGE,
+            supported_regions=PHONE_REGIONS,
+            leniency=0,
+            name="PossiblePhoneRecognizer",
+        )
+
+
+def wide_card_recognizer() -> CreditCardRecognizer:
+    """Card numbers Presidio's pattern misses: Mastercard's 2-series (2221-2720, issued
+    since 2017), 19-digit Visa and Maestro, 12- to 15-digit Maestro and UATP. Every match
+    must still pass the Luhn check, which keeps random digit runs out."""
+    grouped = r"\b(?:[1-6]\d{3}[- ]\d{4}[- ]\d{4}[- ]\d{4}(?:[- ]\d{1,3})?|3\d{3}[- ]\d{6}[- ]\d{5})\b"
+    compact = r"\b[1-6]\d{11,18}\b"
+    return CreditCardRecognizer(
+        patterns=[Pattern("card grouped", grouped, 0.3), Pattern("card compact", compact, 0.1)],
+        supported_language=LANGUAGE,
+        name="WideCreditCardRecognizer",
+    )
+
+
+def build_registry(nlp_engine: NlpEngine) -> RecognizerRegistry:
+    """Presidio's predefined English recognizers plus our phone, card and name additions."""
+    registry = RecognizerRegistry(supported_languages=[LANGUAGE])
+    registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
+    registry.remove_recognizer("PhoneRecognizer")
+    registry.add_recognizer(PhoneRecognizer(supported_regions=PHONE_REGIONS, supported_language=LANGUAGE))
+    registry.add_recognizer(PossiblePhoneRecognizer())
+    registry.add_recognizer(wide_card_recognizer())
+    registry.add_recognizer(cue_name_recognizer())
+    for recognizer in registry.recognizers:  # load now: lazy loading is not thread-safe
+        if not recognizer.is_loaded:
+            recognizer.load()
+            recognizer.is_loaded = True
+    return registry
+
+
+def _custom(spec: CustomRecognizer) -> PatternRecognizer:
+    if not spec.patterns and not spec.deny_list:
+        raise InvalidInput(f"custom recognizer {spec.name!r} needs at least one pattern or deny_list entry")
+    patterns = []
+    for i, p in enumerate(spec.patterns):
+        try:
+            regex.compile(p.regex)
+        except regex.error as exc:
+            raise InvalidInput(f"custom recognizer {spec.name!r}: pattern {i} is not a valid regex ({exc})") from None
+        patterns.append(Pattern(f"{spec.name}-{i}", p.regex, p.score))
+    return PatternRecognizer(
+        supported_entity=spec.entity_type,
+        name=spec.name,
+        supported_language=LANGUAGE,
+        patterns=patterns,
+        deny_list=list(spec.deny_list),
+        context=list(spec.context),
+    )
+
+
+class CustomRecognizerCache:
+    """Builds the tenant's recognizers once per distinct rules document (compiling regexes
+    on every request would cost more than running them). Bounded LRU, thread-safe."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._items: OrderedDict[str, list[EntityRecognizer]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, rules: PrivacyRules) -> list[EntityRecognizer]:
+        if not rules.custom_recognizers:
+            return []
+        key = "\x00".join(r.model_dump_json() for r in rules.custom_recognizers)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        built: list[EntityRecognizer] = [_custom(spec) for spec in rules.custom_recognizers]
+        with self._lock:
+            self._items[key] = built
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return built
+
+
+def entity_types(recognizers: Sequence[EntityRecognizer]) -> set[str]:
+    return {e for r in recognizers for e in r.supported_entities}
