@@ -113,8 +113,9 @@ def db() -> None:
 @pass_state
 def db_upgrade(state: CliState, revision: str) -> None:
     """Apply migrations up to REVISION."""
-    migrate.upgrade(state.services.engine, revision)
-    console.print(f"database at {migrate.current_revision(state.services.engine)}")
+    engine = state.engine
+    migrate.upgrade(engine, revision)
+    console.print(f"database at {migrate.current_revision(engine)}")
 
 
 @db.command("current")
@@ -122,7 +123,7 @@ def db_upgrade(state: CliState, revision: str) -> None:
 @pass_state
 def db_current(state: CliState, as_json: bool) -> None:
     """Show the schema revision and whether it is the latest."""
-    engine = state.services.engine
+    engine = state.engine
     current, head = migrate.current_revision(engine), migrate.head_revision(engine)
     info: dict[str, object] = {"current": current, "head": head, "up_to_date": current == head}
     if as_json:
