@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal
+from sqlalchemy import ColumnElement, func, literal, literal_column
 
 from appliance.crypto.aead import HEADER_BYTES, MAGIC
 from appliance.crypto.records import TenantCipher
@@ -66,7 +66,8 @@ def sealed_version(column: ColumnElement[Any]) -> ColumnElement[bytes]:
     """SQL expression for the key version inside a sealed value (bytes 3-6 of ``aead`` format),
     so rotation and status can filter by version without fetching ciphertexts."""
     assert len(MAGIC) + 4 < HEADER_BYTES
-    return func.substr(column, len(MAGIC) + 1, 4)
+    # Inline constants: PostgreSQL treats two bound copies in SELECT and GROUP BY as different.
+    return func.substr(column, literal_column(str(len(MAGIC) + 1)), literal_column("4"))
 
 
 def not_version(column: ColumnElement[Any], version: int) -> ColumnElement[bool]:
