@@ -256,9 +256,13 @@ _ENTRY_COLUMNS = (
 def _stream_entries(session: Session, *where: Any) -> Iterator[ChainEntry]:
     """Chain entries in id order without loading payload bytes, a batch at a time."""
     query = select(*_ENTRY_COLUMNS).where(*where).order_by(AuditEntry.id).execution_options(yield_per=1000)
-    for r in session.execute(query):
-        values: tuple[Any, ...] = tuple(r)
-        yield ChainEntry(*values)
+    result = session.execute(query)
+    try:
+        for r in result:
+            values: tuple[Any, ...] = tuple(r)
+            yield ChainEntry(*values)
+    finally:
+        result.close()  # a verifier that stops early must not leave a server-side cursor open
 
 
 class AuditLog:

@@ -239,8 +239,9 @@ class ChainVerifier:
 
     def verify(self, entries: Iterable[ChainEntry]) -> VerifyResult:
         state: dict[str, Any] = {"checked": 0, "first": None, "last": None}
+        stream = iter(entries)
         try:
-            self._walk(entries, state)
+            self._walk(stream, state)
         except _Stop as stop:
             return VerifyResult(
                 ok=False,
@@ -253,6 +254,10 @@ class ChainVerifier:
                 checkpoint_id=stop.checkpoint_id,
                 detail=stop.detail,
             )
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # release the database cursor behind a generator at once
         return VerifyResult(
             ok=True,
             entries_checked=state["checked"],

@@ -65,6 +65,7 @@ CSV_COLUMNS = (
     "signature",
     "since",
     "until",
+    "format",
 )
 
 
