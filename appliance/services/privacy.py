@@ -1,0 +1,123 @@
+"""The privacy step as the rest of the appliance uses it: analyze, anonymize, restore.
+
+Chat, embeddings, datasets and the ``/v1/privacy`` endpoints all go through here, so the
+policy's actions mean the same thing everywhere. The :class:`Detector` is built once per
+process (loading the NER model takes seconds) and handed in; every method is safe to
+call from a thread pool.
+
+What leaves this module for logs, metrics and the audit trail is :class:`EntityFact`:
+entity types, actions and counts. Values never do.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from appliance.crypto.data_keys import DataKeyService
+from appliance.errors import Blocked, InvalidInput
+from appliance.privacy.detection import Detection, Detector
+from appliance.privacy.restore import StreamRestorer, restore
+from appliance.privacy.rules import PrivacyRules
+from appliance.privacy.transforms import EntityFact, apply
+from appliance.privacy.vault import PseudonymVault
+from appliance.services import metrics
+
+HASH_PURPOSE = "pii-hash"
+MAX_SCOPE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Anonymized:
+    texts: list[str]
+    scope: str | None  # the pseudonym scope used; None when nothing was pseudonymized
+    facts: dict[str, EntityFact]
+
+    def audit_facts(self) -> dict[str, dict[str, object]]:
+        """JSON-ready ``{"PERSON": {"count": 2, "action": "pseudonymize"}}`` for the audit entry."""
+        return {t: {"count": f.count, "action": f.action.value} for t, f in self.facts.items()}
+
+
+class PrivacyService:
+    def __init__(
+        self,
+        detector: Detector,
+        vault: PseudonymVault,
+        data_keys: DataKeyService,
+        *,
+        default_ttl: timedelta,
+    ) -> None:
+        self._detector = detector
+        self._vault = vault
+        self._keys = data_keys
+        self._default_ttl = default_ttl
+
+    @property
+    def detector(self) -> Detector:
+        return self._detector
+
+    def analyze(self, tenant_id: str, texts: Sequence[str], rules: PrivacyRules) -> list[list[Detection]]:
+        """Detections per text (code-point offsets); nothing is stored."""
+        del tenant_id  # detection is tenant-neutral today; kept so per-tenant models can come later
+        result = self._detector.analyze(texts, rules)
+        for ds in result:
+            for d in ds:
+                metrics.ENTITIES_DETECTED.labels(d.entity_type, "ingress").inc()
+        return result
+
+    def anonymize(
+        self,
+        tenant_id: str,
+        texts: Sequence[str],
+        rules: PrivacyRules,
+        *,
+        scope: str | None = None,
+        ttl: timedelta | None = None,
+    ) -> Anonymized:
+        """Apply the rules' actions. Raises :class:`Blocked` (types only) if a blocked type
+        is present; nothing is stored then. Pseudonyms go into ``scope`` (a conversation
+        id chosen by the caller); without one a fresh random scope is made and returned,
+        which the caller must keep to restore the answer."""
+        if scope is not None and not 0 < len(scope) <= MAX_SCOPE_CHARS:
+            raise InvalidInput(f"scope must be 1 to {MAX_SCOPE_CHARS} characters")
+        detections = self.analyze(tenant_id, texts, rules)
+        used_scope: list[str] = []
+
+        def pseudonymize(items: Sequence[tuple[str, str]]) -> Mapping[tuple[str, str], str]:
+            chosen = scope or secrets.token_urlsafe(18)
+            used_scope.append(chosen)
+            return self._vault.tokens(tenant_id, chosen, items, ttl or self._default_ttl)
+
+        try:
+            out, facts = apply(
+                texts,
+                detections,
+                rules,
+                hash_key=lambda: self._keys.active(tenant_id, HASH_PURPOSE, tenant_id=tenant_id).key,
+                pseudonymize=pseudonymize,
+            )
+        except Blocked as exc:
+            for t in exc.entity_types:
+                metrics.TRANSFORMS_APPLIED.labels(t, "block").inc()
+            raise
+        for fact in facts.values():
+            metrics.TRANSFORMS_APPLIED.labels(fact.entity_type, fact.action.value).inc(fact.count)
+        return Anonymized(out, used_scope[0] if used_scope else scope, facts)
+
+    def restore(self, tenant_id: str, scope: str, text: str) -> str:
+        """``text`` with this scope's known pseudonyms replaced by the originals."""
+        out, n = restore(text, lambda toks: self._lookup(tenant_id, scope, toks))
+        metrics.PSEUDONYMS_RESTORED.inc(n)
+        return out
+
+    def stream_restorer(self, tenant_id: str, scope: str) -> StreamRestorer:
+        """For streamed answers: ``feed`` each chunk, then ``flush`` once at the end."""
+        return StreamRestorer(lambda toks: self._lookup(tenant_id, scope, toks))
+
+    def _lookup(self, tenant_id: str, scope: str, tokens: Iterable[str]) -> Mapping[str, str]:
+        return self._vault.originals(tenant_id, scope, tokens)
+
+    def purge_expired(self) -> int:
+        return self._vault.purge_expired()
