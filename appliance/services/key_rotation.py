@@ -339,7 +339,7 @@ class KeyRotation:
                 select(Blob.tenant_id, Blob.key_version, func.count()).group_by(Blob.tenant_id, Blob.key_version)
             ):
                 blobs[(str(tenant_id), int(v))] = int(n)
-            slugs = dict(session.execute(select(Tenant.id, Tenant.slug)).tuples())
+            slugs = {str(i): str(slug) for i, slug in session.execute(select(Tenant.id, Tenant.slug))}
             keys = [
                 KeyVersionStatus(
                     tenant=slugs.get(k.tenant_id) if k.tenant_id else None,
