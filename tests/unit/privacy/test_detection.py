@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import pytest
+
+from appliance.config import PrivacySettings
+from appliance.errors import ConfigError, InvalidInput
+from appliance.privacy.detection import Detection, Detector
+from appliance.privacy.rules import CustomRecognizer, EntityRule, PatternSpec, PrivacyRules
+
+RULES = PrivacyRules()
+
+
+def found(detector: Detector, text: str, rules: PrivacyRules = RULES) -> list[tuple[str, str]]:
+    return [(d.entity_type, text[d.start : d.end]) for d in detector.analyze([text], rules)[0]]
+
+
+@pytest.mark.parametrize(
+    ("text", "entity_type", "value"),
+    [
+        ("mail me at anna.berg@example.org please", "EMAIL_ADDRESS", "anna.berg@example.org"),
+        ("call +41 44 668 18 00 tomorrow", "PHONE_NUMBER", "+41 44 668 18 00"),
+        ("my cell is (415) 555-2671", "PHONE_NUMBER", "(415) 555-2671"),
+        ("card 4111 1111 1111 1111 expired", "CREDIT_CARD", "4111 1111 1111 1111"),
+        ("new mastercard 2221 0000 0000 0009", "CREDIT_CARD", "2221 0000 0000 0009"),
+        ("IBAN DE89 3704 0044 0532 0130 00 thanks", "IBAN_CODE", "DE89 3704 0044 0532 0130 00"),
+        ("ssn 536-22-8726", "US_SSN", "536-22-8726"),
+        ("login from 203.0.113.54 failed", "IP_ADDRESS", "203.0.113.54"),
+        ("Yesterday Angela Merkel visited the office.", "PERSON", "Angela Merkel"),
+    ],
+)
+def test_when_text_holds_a_value_then_it_is_detected_with_exact_offsets(
+    detector: Detector, text: str, entity_type: str, value: str
+) -> None:
+    assert (entity_type, value) in found(detector, text)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["😀🎉 ", "東京都の ", "Jose\u0301 e\u0301crit: ", "👩\u200d👩\u200d👧 family ", "\u00e9\u0300\u0301 "],
+)
+def test_when_text_has_emoji_cjk_or_combining_marks_then_offsets_still_point_at_the_value(
+    detector: Detector, prefix: str
+) -> None:
+    text = prefix + "write to bob.smith@example.com or 203.0.113.9 ✅"
+    detections = detector.analyze([text], RULES)[0]
+    values = {text[d.start : d.end] for d in detections}
+    assert {"bob.smith@example.com", "203.0.113.9"} <= values
+
+
+def test_when_many_texts_are_analyzed_then_each_gets_its_own_detections(detector: Detector) -> None:
+    texts = ["nothing here", "a@b.co is mine", "", "ip 198.51.100.7"]
+    result = detector.analyze(texts, RULES)
+    assert [[d.entity_type for d in ds] for ds in result] == [[], ["EMAIL_ADDRESS"], [], ["IP_ADDRESS"]]
+
+
+def test_when_detections_overlap_then_the_result_is_sorted_non_overlapping_and_deterministic(
+    detector: Detector,
+) -> None:
+    text = "John Smith (john.smith@example.com, +1 415 555 2671) paid with 4111111111111111 on 2024-01-02"
+    first = detector.analyze([text], RULES)[0]
+    for _ in range(3):
+        assert detector.analyze([text], RULES)[0] == first
+    assert first == sorted(first)
+    for a, b in zip(first, first[1:], strict=False):
+        assert a.end <= b.start
+
+
+def test_when_a_structured_value_overlaps_a_ner_guess_then_the_structured_type_wins() -> None:
+    from appliance.privacy.detection import _resolve
+
+    ner = Detection(10, 30, "DATE_TIME", 0.85)
+    phone = Detection(12, 26, "PHONE_NUMBER", 0.4)
+    assert _resolve([ner, phone]) == [phone]
+
+
+def test_when_same_type_spans_touch_then_they_merge_into_one() -> None:
+    from appliance.privacy.detection import _resolve
+
+    assert _resolve([Detection(0, 4, "PERSON", 0.5), Detection(4, 9, "PERSON", 0.85)]) == [
+        Detection(0, 9, "PERSON", 0.85)
+    ]
+
+
+def test_when_value_is_on_the_allow_list_then_it_is_not_reported(detector: Detector) -> None:
+    rules = PrivacyRules(allow_list=["support@acme.example"])
+    text = "write to Support@Acme.example or to jane@example.org"
+    assert found(detector, text, rules) == [("EMAIL_ADDRESS", "jane@example.org")]
+
+
+def test_when_detect_limits_types_then_others_are_ignored(detector: Detector) -> None:
+    rules = PrivacyRules(detect=["IP_ADDRESS"])
+    assert found(detector, "jane@example.org from 203.0.113.1", rules) == [("IP_ADDRESS", "203.0.113.1")]
+
+
+def test_when_min_score_is_raised_for_a_type_then_weaker_detections_drop(detector: Detector) -> None:
+    rules = PrivacyRules(entities={"PHONE_NUMBER": EntityRule(action="replace", min_score=0.99)})
+    assert found(detector, "reach me on (415) 555-2671", rules) == []
+
+
+def test_when_custom_regex_has_context_then_context_lifts_it_over_the_threshold(detector: Detector) -> None:
+    rules = PrivacyRules(
+        custom_recognizers=[
+            CustomRecognizer(
+                name="employee-id",
+                entity_type="EMPLOYEE_ID",
+                patterns=[PatternSpec(regex=r"\bE\d{6}\b", score=0.2)],
+                context=["employee", "badge"],
+            )
+        ]
+    )
+    assert found(detector, "my employee number is E123456", rules) == [("EMPLOYEE_ID", "E123456")]
+    assert found(detector, "the part E123456 shipped", rules) == []
+
+
+def test_when_custom_deny_list_names_a_value_then_it_is_detected(detector: Detector) -> None:
+    rules = PrivacyRules(
+        custom_recognizers=[CustomRecognizer(name="projects", entity_type="PROJECT", deny_list=["Bluebird"])]
+    )
+    assert found(detector, "status of project bluebird?", rules) == [("PROJECT", "bluebird")]
+
+
+def test_when_custom_regex_is_invalid_then_input_is_rejected_without_crashing(detector: Detector) -> None:
+    rules = PrivacyRules(custom_recognizers=[CustomRecognizer(name="bad", entity_type="X", patterns=[{"regex": "("}])])
+    with pytest.raises(InvalidInput):
+        detector.analyze(["text"], rules)
+
+
+def test_when_text_exceeds_the_limit_then_input_is_rejected(detector: Detector) -> None:
+    limit = PrivacySettings().max_text_chars
+    with pytest.raises(InvalidInput) as exc:
+        detector.analyze(["x" * (limit + 1)], RULES)
+    assert "x" * 20 not in str(exc.value)
+
+
+def test_when_a_name_is_found_once_then_its_other_mentions_in_the_request_are_found(detector: Detector) -> None:
+    texts = ["Hello, my name is Marguerite Okonkwo and I need help.", "okay, marguerite okonkwo again. Okonkwo here."]
+    second = detector.analyze(texts, RULES)[1]
+    assert [texts[1][d.start : d.end] for d in second if d.entity_type == "PERSON"] == [
+        "marguerite okonkwo",
+        "Okonkwo",
+    ]
+
+
+def test_when_lowercase_name_follows_a_cue_then_it_is_detected(detector: Detector) -> None:
+    assert ("PERSON", "dana whitfield") in found(detector, "hi there, my name is dana whitfield")
+
+
+def test_when_patterns_only_then_patterns_work_without_ner(patterns_detector: Detector) -> None:
+    text = "Angela Merkel: angela@example.org"
+    assert found(patterns_detector, text) == [("EMAIL_ADDRESS", "angela@example.org")]
+
+
+def test_when_configured_model_is_not_installed_then_startup_fails_with_a_clear_message() -> None:
+    with pytest.raises(ConfigError, match="not installed"):
+        Detector(PrivacySettings(nlp_model="xx_no_such_pipeline_sm"))
+
+
+def test_the_ner_pipeline_runs_only_what_ner_needs(detector: Detector) -> None:
+    assert detector._nlp.pipe_names == ["ner"]
