@@ -1,0 +1,156 @@
+"""What every model runner offers, local or upstream, so the privacy pipeline wraps them alike.
+
+A *runner* owns one loaded model (or one upstream engine) and its worker thread. Callers
+on the event loop use the async methods; the heavy work never runs on the loop.
+
+    ChatRunner       stream(request) -> async iterator of ChatChunk; complete(request) -> ChatResult
+    EmbeddingRunner  embed(texts) -> EmbeddingResult
+
+Both accept an optional :data:`InputObserver` at construction: it is called with exactly
+the text the model (or the upstream engine) receives. Tests use it to prove the model sees
+only pseudonyms; production leaves it unset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from appliance.errors import Overloaded
+
+FinishReason = Literal["stop", "length"]
+ModelKind = Literal["chat", "embedding", "classifier", "upstream"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding", "classifier", "upstream")
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion. ``temperature`` 0 means greedy; ``seed`` makes sampling repeatable.
+
+    ``max_tokens`` None means "up to the runner's default cap". ``timeout_s`` None means the
+    runner's configured per-request timeout.
+    """
+
+    messages: Sequence[ChatMessage]
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """A text delta. The last chunk of a stream carries ``finish_reason`` and ``usage``."""
+
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a model was handed: the templated prompt (chat) or the texts (embeddings)."""
+
+    model: str
+    kind: Literal["chat", "embedding"]
+    texts: tuple[str, ...]
+
+
+InputObserver = Callable[[ModelInput], None]
+
+
+@dataclass
+class RunnerStats:
+    """Counters a runner exposes for tests, benchmarks and metrics (a snapshot copy)."""
+
+    forward_passes: int = 0
+    prefill_passes: int = 0
+    decode_steps: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    max_batch_seen: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+
+class GenerationTimeout(Overloaded):
+    """The model did not finish within the request's time limit (503, retry later).
+
+    Lives here until it moves into ``appliance/errors.py``; it is an ``Overloaded``, so the
+    API maps it with Retry-After already.
+    """
+
+    slug = "model-timeout"
+    title = "The model did not answer in time"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the model did not finish within {timeout_s:g} s", retry_after_s=1, status=503)
+
+
+@runtime_checkable
+class ChatRunner(Protocol):
+    name: str
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Text deltas; closing the iterator early cancels the generation and frees its slot."""
+        ...
+
+    async def complete(self, request: ChatRequest) -> ChatResult: ...
+
+    def warmup(self) -> None:
+        """Load the model (blocking) so the first request does not pay for it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class EmbeddingRunner(Protocol):
+    name: str
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddingResult: ...
+
+    def warmup(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+async def collect(chunks: AsyncIterator[ChatChunk]) -> ChatResult:
+    """Join a stream into one result (how ``complete`` is built on ``stream``)."""
+    parts: list[str] = []
+    async for chunk in chunks:
+        parts.append(chunk.text)
+        if chunk.finish_reason is not None:
+            return ChatResult("".join(parts), chunk.finish_reason, chunk.usage or Usage(0, 0))
+    raise RuntimeError("model stream ended without a finish reason")

@@ -1,0 +1,210 @@
+"""Which models exist, and who may use them: the ``registered_models`` table plus built-ins.
+
+Visibility: a tenant sees the built-ins, the shared models and its own; nobody sees
+another tenant's models (they look absent). A tenant's own model shadows a shared one of
+the same name, which shadows a built-in.
+
+The two built-in defaults are *virtual*: they are not rows, they are always present, and
+they cannot be removed or overwritten. That keeps an empty database (fresh install, a
+test, a restored backup) serving out of the box with no seeding step or migration, and it
+keeps the table for operator decisions only. The settings ``default_chat`` and
+``default_embedding`` only say which model answers when a request names none; they may
+point at a registered model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from appliance.config import ModelSettings
+from appliance.db.engine import transaction
+from appliance.db.models import RegisteredModel, Tenant
+from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.models.base import MODEL_KINDS, ModelKind
+from appliance.models.store import MINILM_PACKAGE, NAME, PACKAGE_SCHEME, SMOLLM2_PACKAGE, is_hf_directory
+
+SHARED = "shared"
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    kind: ModelKind
+    source: str
+    device: str = "auto"
+    owner: str = SHARED
+    """``shared`` or the owning tenant's id."""
+    version: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+    builtin: bool = False
+    created_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Unique per loaded runner: two tenants may own models with the same name."""
+        return (self.owner, self.name)
+
+
+BUILTINS: tuple[ModelInfo, ...] = (
+    ModelInfo("smollm2-135m-instruct", "chat", PACKAGE_SCHEME + SMOLLM2_PACKAGE, builtin=True),
+    ModelInfo("all-minilm-l6-v2", "embedding", PACKAGE_SCHEME + MINILM_PACKAGE, builtin=True),
+)
+
+
+def _view(row: RegisteredModel) -> ModelInfo:
+    return ModelInfo(
+        name=row.name,
+        kind=cast(ModelKind, row.kind),
+        source=row.source,
+        device=row.device,
+        owner=row.owner_scope,
+        version=row.version,
+        options=json.loads(row.options or "{}"),
+        created_at=row.created_at,
+    )
+
+
+def _valid_device(device: str) -> bool:
+    if device in DEVICE_CHOICES:
+        return True
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+class ModelRegistry:
+    """Mechanism only: callers (services, CLI) decide *whether* a principal may add or remove."""
+
+    def __init__(self, sessions: sessionmaker[Session], settings: ModelSettings) -> None:
+        self._sessions = sessions
+        self._settings = settings
+
+    @property
+    def default_chat(self) -> str:
+        return self._settings.default_chat
+
+    @property
+    def default_embedding(self) -> str:
+        return self._settings.default_embedding
+
+    def list(self, tenant_id: str | None = None, *, all_tenants: bool = False) -> list[ModelInfo]:
+        """Built-ins, shared models, and the tenant's own (or every tenant's for ``all_tenants``)."""
+        with self._sessions() as session:
+            query = select(RegisteredModel).order_by(RegisteredModel.name, RegisteredModel.owner_scope)
+            if not all_tenants:
+                scopes = [SHARED] + ([tenant_id] if tenant_id else [])
+                query = query.where(RegisteredModel.owner_scope.in_(scopes))
+            rows = [_view(r) for r in session.scalars(query)]
+        return [*BUILTINS, *rows]
+
+    def get(self, name: str, tenant_id: str | None = None) -> ModelInfo:
+        """The model ``name`` as this tenant sees it: its own, else shared, else built-in."""
+        with self._sessions() as session:
+            scopes = [SHARED] + ([tenant_id] if tenant_id else [])
+            rows = {
+                r.owner_scope: r
+                for r in session.scalars(
+                    select(RegisteredModel).where(RegisteredModel.name == name, RegisteredModel.owner_scope.in_(scopes))
+                )
+            }
+        if tenant_id and tenant_id in rows:
+            return _view(rows[tenant_id])
+        if SHARED in rows:
+            return _view(rows[SHARED])
+        for builtin in BUILTINS:
+            if builtin.name == name:
+                return builtin
+        raise NotFound(f"no model named {name!r}")
+
+    def add(
+        self,
+        name: str,
+        kind: str,
+        source: str,
+        *,
+        device: str = "auto",
+        tenant: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> ModelInfo:
+        """Register a model; ``tenant`` (slug or id) makes it private to that tenant."""
+        if not NAME.fullmatch(name):
+            raise InvalidInput("model name must be 1-128 lowercase letters, digits, '.', '_' or '-'")
+        if kind not in MODEL_KINDS:
+            raise InvalidInput(f"model kind must be one of {', '.join(MODEL_KINDS)}")
+        if any(b.name == name for b in BUILTINS):
+            raise Conflict(f"{name!r} is a built-in model name")
+        if not _valid_device(device):
+            raise InvalidInput("device must be auto, cpu, cuda or cuda:N")
+        source = self._check_source(kind, source)
+        try:
+            encoded = json.dumps(options or {}, sort_keys=True)
+        except (TypeError, ValueError):
+            raise InvalidInput("model options must be JSON values") from None
+        try:
+            with transaction(self._sessions) as session:
+                tenant_id = self._tenant_id(session, tenant) if tenant else None
+                scope = tenant_id or SHARED
+                exists = select(RegisteredModel.id).where(
+                    RegisteredModel.name == name, RegisteredModel.owner_scope == scope
+                )
+                if session.scalar(exists) is not None:
+                    raise Conflict(f"model {name!r} is already registered")
+                row = RegisteredModel(
+                    name=name,
+                    kind=kind,
+                    source=source,
+                    device=device,
+                    owner_scope=scope,
+                    owner_tenant_id=tenant_id,
+                    version=1,
+                    options=encoded,
+                )
+                session.add(row)
+                session.flush()
+                return _view(row)
+        except DbIntegrityError:
+            raise Conflict(f"model {name!r} is already registered") from None
+
+    def remove(self, name: str, tenant: str | None = None) -> ModelInfo:
+        if any(b.name == name for b in BUILTINS):
+            raise InvalidInput(f"{name!r} is a built-in model and cannot be removed")
+        with transaction(self._sessions) as session:
+            scope = self._tenant_id(session, tenant) if tenant else SHARED
+            row = session.scalar(
+                select(RegisteredModel).where(RegisteredModel.name == name, RegisteredModel.owner_scope == scope)
+            )
+            if row is None:
+                raise NotFound(f"no model named {name!r}")
+            view = _view(row)
+            session.delete(row)
+            return view
+
+    @staticmethod
+    def _tenant_id(session: Session, ref: str) -> str:
+        found = session.scalar(select(Tenant.id).where((Tenant.slug == ref) | (Tenant.id == ref)))
+        if found is None:
+            raise NotFound("no such tenant")
+        return found
+
+    @staticmethod
+    def _check_source(kind: str, source: str) -> str:
+        if kind == "upstream":
+            if not source.startswith(("http://", "https://")):
+                raise InvalidInput("an upstream source is the engine's base URL, e.g. http://10.0.0.5:8000/v1")
+            return source.rstrip("/")
+        if source.startswith(PACKAGE_SCHEME):
+            raise InvalidInput("package sources are reserved for built-in models")
+        path = Path(source).expanduser()
+        if not path.is_absolute():
+            raise InvalidInput("a local model source must be an absolute directory path")
+        if not is_hf_directory(path):
+            raise InvalidInput(f"{path} is not a Hugging Face-format model directory (config.json and weights)")
+        return str(path)
