@@ -183,31 +183,44 @@ def read_header(fh: BinaryIO) -> BlobHeader:
     return BlobHeader.parse(fh.read(HEADER_BYTES))
 
 
+def _read_full(fh: BinaryIO, buf: bytearray) -> int:
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        n = fh.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        got += n
+    return got
+
+
 def decrypt_stream(fh: BinaryIO, key_for_version: KeyForVersion, identity: bytes) -> Iterator[bytes]:
     """Yield verified plaintext segments; raise IntegrityError at the first bad or missing one.
 
     ``key_for_version`` may raise KeyUnavailable (the tenant was shredded). Holds two
-    segments in memory: the one being checked and one byte-for-byte look-ahead that tells
-    whether it is the last.
+    ciphertext segments in memory, reused: the one being checked and a look-ahead that tells
+    whether it is the last. Each yielded segment is a fresh ``bytes`` the caller may keep.
     """
     header = read_header(fh)
     cipher = _Cipher(key_for_version(header.key_version), header, identity)
     want = header.segment_size + TAG_BYTES
-    current = fh.read(want)
+    current, following = bytearray(want), bytearray(want)
+    n_current = _read_full(fh, current)
     index = 0
     while True:
-        following = fh.read(want) if len(current) == want else b""
-        last = not following
-        if len(current) < TAG_BYTES or (not last and len(current) != want):
+        n_following = _read_full(fh, following) if n_current == want else 0
+        last = n_following == 0
+        if n_current < TAG_BYTES or (not last and n_current != want):
             raise IntegrityError("blob file is truncated or malformed")
         try:
-            plaintext = cipher.aead.decrypt(cipher.nonce(index, last), current, cipher.aad)
+            plaintext = cipher.aead.decrypt(cipher.nonce(index, last), memoryview(current)[:n_current], cipher.aad)
         except InvalidTag:
             raise IntegrityError("blob file failed authentication") from None
         yield plaintext
         if last:
             return
-        current = following
+        current, following = following, current
+        n_current = n_following
         index += 1
 
 
