@@ -1,0 +1,133 @@
+"""``appliance model ...``: register, list, remove and pre-load models, as the local operator."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from appliance.cli.context import CliState, pass_state
+from appliance.cli.output import console, emit_json, json_option, show
+from appliance.models.base import MODEL_KINDS
+from appliance.models.manager import ModelManager, configure_torch_threads
+from appliance.models.registry import ModelInfo, ModelRegistry
+from appliance.models.store import ModelStore
+from appliance.services.principal import Principal
+
+MODEL_COLUMNS = ("name", "kind", "source", "device", "owner", "version", "builtin")
+
+
+def _registry(state: CliState) -> ModelRegistry:
+    return ModelRegistry(state.services.sessions, state.settings.models)
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        options[key] = value
+    return options
+
+
+@click.group("model")
+def model() -> None:
+    """Register, list, remove and warm up models."""
+
+
+@model.command("list")
+@click.option("--tenant", help="Also show this tenant's own models (slug or id).")
+@click.option("--all-tenants", is_flag=True, help="Show every tenant's models.")
+@json_option
+@pass_state
+def model_list(state: CliState, tenant: str | None, all_tenants: bool, as_json: bool) -> None:
+    """List the built-in, shared and (with --tenant) tenant-owned models."""
+    registry = _registry(state)
+    tenant_id = None
+    if tenant:
+        tenant_id = state.services.tenants.get(Principal.local_operator(), tenant).id
+    show(registry.list(tenant_id, all_tenants=all_tenants), as_json, MODEL_COLUMNS, "models")
+
+
+@model.command("add")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(MODEL_KINDS), required=True)
+@click.option(
+    "--source",
+    required=True,
+    help="A Hugging Face-format directory (absolute path), or an upstream engine's base URL (…/v1).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--tenant", help="Make the model private to this tenant (slug or id).")
+@click.option("--copy", "copy_in", is_flag=True, help="Copy the directory into the model store first.")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Runner option, e.g. remote_model=llama-3-8b or api_key_file=/etc/appliance/vllm.key (upstream).",
+)
+@json_option
+@pass_state
+def model_add(
+    state: CliState,
+    name: str,
+    kind: str,
+    source: str,
+    device: str,
+    tenant: str | None,
+    copy_in: bool,
+    options: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Register model NAME so requests can use it."""
+    parsed = _parse_options(options)
+    if copy_in and kind != "upstream":
+        with console.status(f"copying {source} into the model store"):
+            source = str(ModelStore(state.settings.model_dir).import_directory(name, Path(source)))
+    info = _registry(state).add(name, kind, source, device=device, tenant=tenant, options=parsed)
+    show(info, as_json, MODEL_COLUMNS)
+
+
+@model.command("remove")
+@click.argument("name")
+@click.option("--tenant", help="Remove the tenant's own model NAME (slug or id).")
+@json_option
+@pass_state
+def model_remove(state: CliState, name: str, tenant: str | None, as_json: bool) -> None:
+    """Unregister model NAME (files in the store are left in place)."""
+    show(_registry(state).remove(name, tenant), as_json, MODEL_COLUMNS)
+
+
+@model.command("warmup")
+@click.argument("name")
+@click.option("--tenant", help="Resolve NAME as this tenant sees it (slug or id).")
+@json_option
+@pass_state
+def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) -> None:
+    """Load NAME once: converts a built-in into the store on first use, checks it runs."""
+    settings = state.settings
+    configure_torch_threads()
+    registry = _registry(state)
+    tenant_id = state.services.tenants.get(Principal.local_operator(), tenant).id if tenant else None
+    manager = ModelManager(settings.models, registry, ModelStore(settings.model_dir))
+    started = time.monotonic()
+    try:
+        if as_json:
+            info = manager.warmup(name, tenant_id)
+        else:
+            with console.status(f"loading {name} (the first load of a built-in converts it, ~30 s)"):
+                info = manager.warmup(name, tenant_id)
+    finally:
+        manager.close()
+    seconds = round(time.monotonic() - started, 1)
+    if as_json:
+        emit_json({"model": info, "seconds": seconds})
+        return
+    console.print(f"[green]ready[/green] {_describe(info)} in {seconds} s")
+
+
+def _describe(info: ModelInfo) -> str:
+    return f"{info.name} ({info.kind}, {info.source})"
