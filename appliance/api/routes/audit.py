@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
@@ -83,6 +83,9 @@ def _verify(r: VerifyResult) -> VerifyOut:
     )
 
 
+EntryId = Annotated[int, PathParameter(ge=1, description="Audit entry id")]
+
+
 class AuditController(Controller):
     path = "/admin/v1/audit"
     tags = ["admin: audit"]
@@ -92,14 +95,16 @@ class AuditController(Controller):
         self,
         request: AuthedRequest,
         services: Svc,
-        since: Annotated[datetime | None, Parameter(description="Inclusive, ISO 8601 with zone.")] = None,
-        until: Annotated[datetime | None, Parameter(description="Exclusive, ISO 8601 with zone.")] = None,
-        tenant: Annotated[str | None, Parameter(max_length=63, description="Tenant name or id.")] = None,
-        actor: Annotated[str | None, Parameter(max_length=64)] = None,
-        action: Annotated[str | None, Parameter(max_length=64)] = None,
-        outcome: Annotated[str | None, Parameter(max_length=32)] = None,
-        cursor: Annotated[str | None, Parameter(max_length=64, description="next_cursor of the previous page.")] = None,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100,
+        since: Annotated[datetime | None, QueryParameter(description="Inclusive, ISO 8601 with zone.")] = None,
+        until: Annotated[datetime | None, QueryParameter(description="Exclusive, ISO 8601 with zone.")] = None,
+        tenant: Annotated[str | None, QueryParameter(max_length=63, description="Tenant name or id.")] = None,
+        actor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        action: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        outcome: Annotated[str | None, QueryParameter(max_length=32)] = None,
+        cursor: Annotated[
+            str | None, QueryParameter(max_length=64, description="next_cursor of the previous page.")
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
     ) -> AuditPageOut:
         """Newest first. A tenant admin sees its own tenant's entries only (other filters give empty pages)."""
         page = audit_log_of(services).query(
@@ -116,6 +121,6 @@ class AuditController(Controller):
         return _verify(audit_log_of(services).verify(request.user))
 
     @get("/{entry_id:int}", guards=[roles(Role.COMPLIANCE, Role.OPERATOR, Role.TENANT_ADMIN)], sync_to_thread=True)
-    def get_audit_entry(self, request: AuthedRequest, services: Svc, entry_id: int) -> AuditEntryOut:
+    def get_audit_entry(self, request: AuthedRequest, services: Svc, entry_id: EntryId) -> AuditEntryOut:
         """Another tenant's entry is 404, exactly like a missing one."""
         return _entry(audit_log_of(services).get(request.user, entry_id))
