@@ -147,10 +147,20 @@ class EmbeddingRunner(Protocol):
 
 
 async def collect(chunks: AsyncIterator[ChatChunk]) -> ChatResult:
-    """Join a stream into one result (how ``complete`` is built on ``stream``)."""
+    """Join a stream into one result (how ``complete`` is built on ``stream``).
+
+    The stream is closed before returning, so an upstream connection is released now and
+    not whenever the garbage collector gets to it. Callers that stop reading a stream
+    early (a disconnected client) must ``aclose()`` it the same way.
+    """
     parts: list[str] = []
-    async for chunk in chunks:
-        parts.append(chunk.text)
-        if chunk.finish_reason is not None:
-            return ChatResult("".join(parts), chunk.finish_reason, chunk.usage or Usage(0, 0))
+    try:
+        async for chunk in chunks:
+            parts.append(chunk.text)
+            if chunk.finish_reason is not None:
+                return ChatResult("".join(parts), chunk.finish_reason, chunk.usage or Usage(0, 0))
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
     raise RuntimeError("model stream ended without a finish reason")

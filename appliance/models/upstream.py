@@ -128,10 +128,10 @@ class UpstreamRunner:
         deadline = time.monotonic() + timeout_s
         async with self._slot():
             self._observe("chat", tuple(m.content for m in request.messages))
+            finish: FinishReason | None = None
+            usage: Usage | None = None
+            deltas = 0
             async with self._open("POST", "/chat/completions", body) as response:
-                finish: FinishReason | None = None
-                usage: Usage | None = None
-                deltas = 0
                 async for data in _sse_data(response):
                     if time.monotonic() > deadline:
                         raise GenerationTimeout(timeout_s)
@@ -144,10 +144,11 @@ class UpstreamRunner:
                         if text:
                             deltas += 1
                             yield ChatChunk(text)
-                usage = usage or Usage(0, deltas)
-                with self._lock:
-                    self._stats.completion_tokens += usage.completion_tokens
-                yield ChatChunk("", finish_reason=finish or "stop", usage=usage)
+            usage = usage or Usage(0, deltas)
+            with self._lock:
+                self._stats.completion_tokens += usage.completion_tokens
+        # Sent after the connection is released, so a caller that stops here leaks nothing.
+        yield ChatChunk("", finish_reason=finish or "stop", usage=usage)
 
     # ---------------------------------------------------------------- embeddings
 
