@@ -110,6 +110,7 @@ def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) 
     """Load NAME once: converts a built-in into the store on first use, checks it runs."""
     settings = state.settings
     configure_torch_threads()
+    _quiet_progress_bars()
     registry = _registry(state)
     tenant_id = state.services.tenants.get(Principal.local_operator(), tenant).id if tenant else None
     manager = ModelManager(settings.models, registry, ModelStore(settings.model_dir))
@@ -131,3 +132,10 @@ def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) 
 
 def _describe(info: ModelInfo) -> str:
     return f"{info.name} ({info.kind}, {info.source})"
+
+
+def _quiet_progress_bars() -> None:
+    """transformers' per-tensor progress bars would tear through the spinner."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
