@@ -138,4 +138,4 @@ def _quiet_progress_bars() -> None:
     """transformers' per-tensor progress bars would tear through the spinner."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
