@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -106,22 +106,21 @@ class KeyAgeCollector(Collector):
         try:
             with self._sessions() as session:
                 rows = session.execute(
-                    select(DataKey.scope == "system", DataKey.purpose, func.min(DataKey.created_at), func.count())
-                    .where(DataKey.retired_at.is_(None))
-                    .group_by(DataKey.scope == "system", DataKey.purpose)
+                    select(DataKey.scope, DataKey.purpose, DataKey.created_at).where(DataKey.retired_at.is_(None))
                 ).all()
         except SQLAlchemyError:
             return  # a scrape never fails because the database is away; other metrics still show
         now = utcnow()
-        for is_system, purpose, oldest, n in rows:
-            scope = "system" if is_system else "tenant"
-            if isinstance(oldest, str):  # SQLite returns aggregates of our UTC column as text
-                oldest = datetime.fromisoformat(oldest)
-            if isinstance(oldest, datetime):
-                if oldest.tzinfo is None:
-                    oldest = oldest.replace(tzinfo=now.tzinfo)
-                age.add_metric([scope, purpose], (now - oldest).total_seconds())
-            count.add_metric([scope, purpose], float(n))
+        oldest: dict[tuple[str, str], datetime] = {}
+        counts: dict[tuple[str, str], int] = {}
+        for scope, purpose, created_at in rows:
+            ident = ("system" if scope == "system" else "tenant", purpose)
+            counts[ident] = counts.get(ident, 0) + 1
+            if ident not in oldest or created_at < oldest[ident]:
+                oldest[ident] = created_at
+        for ident, created_at in sorted(oldest.items()):
+            age.add_metric(list(ident), max(0.0, (now - created_at).total_seconds()))
+            count.add_metric(list(ident), float(counts[ident]))
         yield age
         yield count
 
