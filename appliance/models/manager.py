@@ -2,8 +2,8 @@
 
 Resolution goes through the registry with the caller's tenant id, so a tenant can only
 reach built-in, shared and its own models. Loading is blocking (seconds); async callers use
-:meth:`ModelManager.chat` / :meth:`ModelManager.embeddings`, which load in a thread so the
-event loop keeps serving.
+:meth:`ModelManager.load_chat` / :meth:`ModelManager.load_embedding` (or warm up at start-up),
+which load in a thread so the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -75,8 +75,16 @@ class ModelManager:
 
     # ---------------------------------------------------------------- lookup
 
-    def chat_runner(self, name: str | None = None, tenant_id: str | None = None) -> ChatRunner:
-        """The loaded chat runner for ``name`` (default model when None). Blocks while loading."""
+    def visible(self, tenant_id: str | None = None) -> list[ModelInfo]:
+        """Built-in, shared and the tenant's own models (what ``GET /v1/models`` lists)."""
+        return self.registry.list(tenant_id)
+
+    def chat(self, name: str | None = None, tenant_id: str | None = None) -> ChatRunner:
+        """The chat runner for ``name`` (the default model when None).
+
+        Blocks while a model loads for the first time: on the event loop use
+        :meth:`load_chat`, or warm the models up at start-up.
+        """
         info = self.registry.get(name or self._settings.default_chat, tenant_id)
         if info.kind not in ("chat", "upstream"):
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not a chat model")
@@ -84,7 +92,8 @@ class ModelManager:
         assert isinstance(runner, LocalChatRunner | UpstreamRunner)
         return runner
 
-    def embedding_runner(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner:
+    def embedding(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner:
+        """The embedding runner for ``name`` (the default model when None); blocks like :meth:`chat`."""
         info = self.registry.get(name or self._settings.default_embedding, tenant_id)
         if info.kind not in ("embedding", "upstream"):
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not an embedding model")
@@ -92,11 +101,12 @@ class ModelManager:
         assert isinstance(runner, LocalEmbeddingRunner | UpstreamRunner)
         return runner
 
-    async def chat(self, name: str | None = None, tenant_id: str | None = None) -> ChatRunner:
-        return await asyncio.to_thread(self.chat_runner, name, tenant_id)
+    async def load_chat(self, name: str | None = None, tenant_id: str | None = None) -> ChatRunner:
+        """:meth:`chat` with any loading done in a worker thread, off the event loop."""
+        return await asyncio.to_thread(self.chat, name, tenant_id)
 
-    async def embeddings(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner:
-        return await asyncio.to_thread(self.embedding_runner, name, tenant_id)
+    async def load_embedding(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner:
+        return await asyncio.to_thread(self.embedding, name, tenant_id)
 
     def warmup(self, name: str, tenant_id: str | None = None) -> ModelInfo:
         """Load ``name`` now (and, for SmolLM2, convert it into the store the first time)."""

@@ -103,13 +103,15 @@ def test_the_manager_resolves_defaults_loads_once_and_shuts_down(sqlite_services
         settings.models, ModelRegistry(sqlite_services.sessions, settings.models), ModelStore(settings.model_dir)
     )
     try:
-        chat = manager.chat_runner()
+        chat = manager.chat()
         assert isinstance(chat, LocalChatRunner)
-        assert manager.chat_runner("smollm2-135m-instruct") is chat
-        embed = asyncio.run(manager.embeddings())
+        assert manager.chat("smollm2-135m-instruct") is chat
+        embed = asyncio.run(manager.load_embedding())
+        assert manager.embedding() is embed
+        assert [m.name for m in manager.visible()] == ["smollm2-135m-instruct", "all-minilm-l6-v2"]
         assert isinstance(embed, LocalEmbeddingRunner)
         with pytest.raises(InvalidInput):
-            manager.chat_runner("all-minilm-l6-v2")  # an embedding model cannot chat
+            manager.chat("all-minilm-l6-v2")  # an embedding model cannot chat
         request = ChatRequest([ChatMessage("user", "Say hi.")], temperature=0, max_tokens=4)
         assert asyncio.run(chat.complete(request)).usage.completion_tokens > 0
     finally:
