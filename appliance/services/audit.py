@@ -38,8 +38,7 @@ from sqlalchemy import Select, delete, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
-from appliance.crypto.aead import context
-from appliance.crypto.data_keys import SYSTEM, DataKeyService
+from appliance.crypto.data_keys import SYSTEM, DataKeyService, wrap_context
 from appliance.crypto.records import DATA_PURPOSE, TenantCipher
 from appliance.db.base import utcnow
 from appliance.db.engine import transaction
@@ -385,7 +384,7 @@ class AuditLog:
         """The active MAC key, created on first use inside this (locked) transaction.
 
         A key created here is not yet visible to other connections, so it is unwrapped from the
-        row in hand rather than through ``DataKeyService.key`` (same associated data)."""
+        row in hand rather than through ``DataKeyService.key``."""
         row = s.scalar(
             select(DataKey)
             .where(DataKey.scope == SYSTEM, DataKey.purpose == MAC_PURPOSE, DataKey.retired_at.is_(None))
@@ -399,7 +398,7 @@ class AuditLog:
             select(DataKey).where(DataKey.scope == SYSTEM, DataKey.purpose == MAC_PURPOSE, DataKey.version == version)
         )
         assert row is not None
-        key = self._keys.keyring.unwrap(row.kek_id, row.wrapped, context("data-key", SYSTEM, MAC_PURPOSE, str(version)))
+        key = self._keys.keyring.unwrap(row.kek_id, row.wrapped, wrap_context(SYSTEM, MAC_PURPOSE, version))
         return version, key
 
     def _head(self, s: Session) -> tuple[bytes, datetime | None]:
