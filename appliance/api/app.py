@@ -13,7 +13,7 @@ import appliance
 from appliance.api.auth import PUBLIC, BearerKeyAuth
 from appliance.api.problems import EXCEPTION_HANDLERS
 from appliance.api.request_context import RequestContext
-from appliance.api.routes import admin, health, openai_compat, policies
+from appliance.api.routes import admin, audit, health, openai_compat, policies
 from appliance.services.container import Services
 
 
@@ -39,6 +39,7 @@ def create_app(services: Services) -> Litestar:
             health.readyz,
             admin.TenantController,
             admin.GlobalKeyController,
+            audit.AuditController,
             openai_compat.list_models,
             policies.PolicyController,
             policies.PolicyToolsController,

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from appliance.cli.admin import key, tenant
+from appliance.cli.audit import audit
 from appliance.cli.context import CliState
 from appliance.cli.policy import policy
 from appliance.cli.server import db, init, serve
@@ -32,7 +33,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for command in (init, serve, db, tenant, key, policy):
+for command in (init, serve, db, tenant, key, policy, audit):
     cli.add_command(command)
 
 

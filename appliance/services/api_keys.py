@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from appliance.db.base import utcnow
 from appliance.db.engine import transaction
 from appliance.db.models import ApiKey, Role, Tenant
 from appliance.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
+from appliance.services.audit import AuditLog
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant
 
@@ -28,6 +30,7 @@ PREFIX = "apl"
 HASH_PURPOSE = "api-key-hash"
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 _TENANT_ROLES = (Role.TENANT_ADMIN, Role.APP)
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")  # the id part of a token we issued
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,10 @@ def _parse(token: str) -> tuple[str, str] | None:
 
 
 class ApiKeyService:
-    def __init__(self, sessions: sessionmaker[Session], data_keys: DataKeyService) -> None:
+    def __init__(self, sessions: sessionmaker[Session], data_keys: DataKeyService, audit: AuditLog) -> None:
         self._sessions = sessions
         self._keys = data_keys
+        self._audit = audit
 
     def _digest(self, token: str, version: int) -> bytes:
         key = self._keys.key(SYSTEM, HASH_PURPOSE, version)
@@ -109,6 +113,14 @@ class ApiKeyService:
             )
             session.add(row)
             session.flush()
+            self._audit.record(
+                "key.create",
+                actor=principal,
+                tenant_id=tenant_id,
+                object=key_id,
+                facts={"role": role.value},
+                session=session,
+            )
             return IssuedKey(_view(row, slug), token)
 
     def list(self, principal: Principal, tenant: str | None = None) -> list[KeyView]:
@@ -143,30 +155,55 @@ class ApiKeyService:
                 except NotFound:
                     raise NotFound("no such key") from None
                 slug = t.slug
-            if row.revoked_at is None:
+            already = row.revoked_at is not None
+            if not already:
                 row.revoked_at = utcnow()
+            self._audit.record(
+                "key.revoke",
+                actor=principal,
+                tenant_id=row.tenant_id,
+                object=row.id,
+                facts={"already_revoked": already},
+                session=session,
+            )
             return _view(row, slug)
 
     def authenticate(self, token: str) -> Principal:
-        """Bearer token -> principal; every failure is the same AuthenticationFailed."""
-        failed = AuthenticationFailed("invalid, revoked or expired API key")
+        """Bearer token -> principal; every failure is the same AuthenticationFailed, and audited."""
         parsed = _parse(token)
+        outcome = self._check(token, parsed)
+        if isinstance(outcome, Principal):
+            return outcome
+        key_id = parsed[0] if parsed and _KEY_ID.fullmatch(parsed[0]) else None
+        self._audit.record(
+            "auth.failure",
+            actor=key_id or "unparseable-key",
+            outcome="denied",
+            object=key_id,
+            facts={"reason": outcome},
+        )
+        raise AuthenticationFailed("invalid, revoked or expired API key")
+
+    def _check(self, token: str, parsed: tuple[str, str] | None) -> Principal | str:
+        """The principal, or why not (a fixed word: malformed, unknown-key, revoked, expired, tenant-gone)."""
         if parsed is None:
-            raise failed
+            return "malformed"
         with self._sessions() as session:
             row = session.get(ApiKey, parsed[0])
             version = row.hash_key_version if row else self._keys.active(SYSTEM, HASH_PURPOSE).version
             digest = self._digest(token, version)  # computed either way: no timing oracle on ids
             if row is None or not hmac.compare_digest(digest, row.secret_hash):
-                raise failed
+                return "unknown-key"
             now = utcnow()
-            if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
-                raise failed
+            if row.revoked_at is not None:
+                return "revoked"
+            if row.expires_at is not None and row.expires_at <= now:
+                return "expired"
             slug = None
             if row.tenant_id is not None:
                 slug = session.scalar(select(Tenant.slug).where(Tenant.id == row.tenant_id))
                 if slug is None:
-                    raise failed
+                    return "tenant-gone"
             if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
                 session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
                 session.commit()

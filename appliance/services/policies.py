@@ -26,6 +26,7 @@ from appliance.db.models import PolicyVersion, Role, TenantPolicy
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.policy.loader import load_policy_text, preset_text
 from appliance.policy.schema import Policy
+from appliance.services.audit import AuditLog
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant
 
@@ -90,9 +91,10 @@ def structural_diff(old: Policy, new: Policy) -> list[Change]:
 
 
 class PolicyService:
-    def __init__(self, sessions: sessionmaker[Session], cipher: TenantCipher) -> None:
+    def __init__(self, sessions: sessionmaker[Session], cipher: TenantCipher, audit: AuditLog) -> None:
         self._sessions = sessions
         self._cipher = cipher
+        self._audit = audit
         self._cache: dict[tuple[str, int], Policy] = {}
         self._lock = threading.Lock()
         self._default = load_policy_text(preset_text(DEFAULT_PRESET))
@@ -115,20 +117,29 @@ class PolicyService:
             self._cache[(tenant_id, active)] = policy
         return ActivePolicy(active, policy)
 
+    def retention_days(self, tenant_id: str | None) -> int | None:
+        """How long a tenant's audit entries are kept (the audit purge asks this); entries
+        about no tenant (operator actions) are kept until an operator purges them explicitly."""
+        if tenant_id is None:
+            return None
+        return self.effective(tenant_id).policy.retention.audit_days
+
     # -- administration ------------------------------------------------------------------
 
     def apply(self, principal: Principal, tenant: str, document: str, comment: str) -> VersionView:
         """Validate and store a new immutable version, then make it active."""
         principal.require(*_WRITERS)
         load_policy_text(document)  # raises PolicyError listing every problem; nothing is stored
-        return self._store(principal, tenant, document, comment)
+        return self._store(principal, tenant, document, comment, "policy.apply")
 
     def rollback(self, principal: Principal, tenant: str, version: int, comment: str = "") -> VersionView:
         """Re-apply an earlier version's document as a new version (history stays linear)."""
         principal.require(*_WRITERS)
         old = self.get(principal, tenant, version)
         load_policy_text(old.document)  # presets may have changed since; never activate a broken policy
-        return self._store(principal, tenant, old.document, comment or f"rollback to version {version}")
+        return self._store(
+            principal, tenant, old.document, comment or f"rollback to version {version}", "policy.rollback"
+        )
 
     def history(self, principal: Principal, tenant: str) -> list[VersionView]:
         principal.require(*_READERS)
@@ -178,7 +189,7 @@ class PolicyService:
             slug, row.version, row.author, comment, row.content_hash, row.created_at, row.version == active
         )
 
-    def _store(self, principal: Principal, tenant: str, document: str, comment: str) -> VersionView:
+    def _store(self, principal: Principal, tenant: str, document: str, comment: str, action: str) -> VersionView:
         if len(comment) > 2000:
             raise InvalidInput("comment must be at most 2000 characters")
         try:
@@ -203,6 +214,19 @@ class PolicyService:
                     pointer.active_version = version
                     pointer.updated_at = utcnow()
                 session.flush()
+                policy = load_policy_text(document)
+                self._audit.record(
+                    action,
+                    actor=principal,
+                    tenant_id=t.id,
+                    object=f"policy:{version}",
+                    policy_version=version,
+                    facts={
+                        "anonymizes": policy.anonymizes_anything,
+                        "acknowledged_no_anonymization": policy.acknowledge_no_anonymization,
+                    },
+                    session=session,
+                )
                 return self._view(t.id, t.slug, row, version)
         except DbIntegrityError:
             raise Conflict("another policy change was applied at the same time; retry") from None

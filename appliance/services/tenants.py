@@ -14,6 +14,7 @@ from appliance.crypto.records import DATA_PURPOSE
 from appliance.db.engine import transaction
 from appliance.db.models import Role, Tenant
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.services.audit import AuditLog
 from appliance.services.principal import Principal
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -41,9 +42,10 @@ def find_tenant(session: Session, principal: Principal, ref: str) -> Tenant:
 
 
 class TenantService:
-    def __init__(self, sessions: sessionmaker[Session], data_keys: DataKeyService) -> None:
+    def __init__(self, sessions: sessionmaker[Session], data_keys: DataKeyService, audit: AuditLog) -> None:
         self._sessions = sessions
         self._keys = data_keys
+        self._audit = audit
 
     def create(self, principal: Principal, slug: str, display_name: str | None = None) -> TenantView:
         principal.require(Role.OPERATOR)
@@ -58,6 +60,7 @@ class TenantService:
             session.add(tenant)
             session.flush()
             self._keys.create(session, tenant.id, DATA_PURPOSE, tenant.id)
+            self._audit.record("tenant.create", actor=principal, tenant_id=tenant.id, object=slug, session=session)
             return _view(tenant)
 
     def list(self, principal: Principal) -> list[TenantView]:
@@ -77,6 +80,14 @@ class TenantService:
         with transaction(self._sessions) as session:
             tenant = find_tenant(session, principal, ref)
             view = _view(tenant)
-            self._keys.destroy_scope(session, tenant.id)
+            destroyed = self._keys.destroy_scope(session, tenant.id)
             session.delete(tenant)
+            self._audit.record(
+                "tenant.delete",
+                actor=principal,
+                tenant_id=view.id,
+                object=view.slug,
+                facts={"crypto_shredded": True, "data_keys_destroyed": destroyed},
+                session=session,
+            )
         return view

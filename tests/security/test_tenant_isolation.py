@@ -89,8 +89,11 @@ ADMIN_ENDPOINTS = [
     ("GET", "/admin/v1/policies/schema", None),
     ("GET", "/admin/v1/policies/presets", None),
     ("GET", "/admin/v1/policies/presets/{name}", None),
+    ("GET", "/admin/v1/audit", None),
+    ("GET", "/admin/v1/audit/{entry_id}", None),
+    ("GET", "/admin/v1/audit/verify", None),
 ]
-_PLACEHOLDERS = {"key_id": "0000000000000000", "version": "1", "name": "default"}
+_PLACEHOLDERS = {"key_id": "0000000000000000", "version": "1", "name": "default", "entry_id": "1"}
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_ENDPOINTS)
