@@ -311,6 +311,8 @@ class LocalChatRunner:
             queue=asyncio.Queue(),
             generator=generator,
         )
+        if self._observer is not None:  # before queueing: an observer that raises leaves nothing behind
+            self._observer(ModelInput(self.name, "chat", (prompt,)))
         with self._cond:
             if self._closed:
                 raise Overloaded("model is shutting down", status=503)
@@ -323,8 +325,6 @@ class LocalChatRunner:
             self._pending.append(seq)
             self._stats.requests += 1
             self._cond.notify()
-        if self._observer is not None:
-            self._observer(ModelInput(self.name, "chat", (prompt,)))
         return seq
 
     def _cancel(self, seq: _Seq) -> None:

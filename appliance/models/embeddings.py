@@ -132,6 +132,8 @@ class LocalEmbeddingRunner:
         self.warmup()
         loop = asyncio.get_running_loop()
         job = _Job(items, loop, loop.create_future(), [None] * len(items))
+        if self._observer is not None:
+            self._observer(ModelInput(self.name, "embedding", tuple(items)))
         with self._cond:
             if self._closed:
                 raise Overloaded("model is shutting down", status=503)
@@ -140,8 +142,6 @@ class LocalEmbeddingRunner:
             self._pending.append(job)
             self._stats.requests += 1
             self._cond.notify()
-        if self._observer is not None:
-            self._observer(ModelInput(self.name, "embedding", tuple(items)))
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout=self._timeout_s)
         except TimeoutError:
