@@ -11,6 +11,8 @@ import click
 from appliance.cli.admin import key, tenant
 from appliance.cli.audit import audit
 from appliance.cli.context import CliState
+from appliance.cli.keys import keys
+from appliance.cli.models import model
 from appliance.cli.policy import policy
 from appliance.cli.server import db, init, serve
 from appliance.errors import ApplianceError
@@ -33,7 +35,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for command in (init, serve, db, tenant, key, policy, audit):
+for command in (init, serve, db, tenant, key, keys, policy, audit, model):
     cli.add_command(command)
 
 

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from appliance.cli.context import CliState, pass_state
 from appliance.cli.output import console, emit_json, json_option, show
 from appliance.models.base import MODEL_KINDS
-from appliance.models.manager import ModelManager, configure_torch_threads
-from appliance.models.registry import ModelInfo, ModelRegistry
-from appliance.models.store import ModelStore
 from appliance.services.principal import Principal
+
+if TYPE_CHECKING:  # torch and transformers load only for the commands that need them
+    from appliance.models.registry import ModelInfo, ModelRegistry
 
 MODEL_COLUMNS = ("name", "kind", "source", "device", "owner", "version", "builtin")
 
 
 def _registry(state: CliState) -> ModelRegistry:
-    return ModelRegistry(state.services.sessions, state.settings.models)
+    return state.services.model_registry
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -86,6 +87,8 @@ def model_add(
     parsed = _parse_options(options)
     if copy_in and kind != "upstream":
         with console.status(f"copying {source} into the model store"):
+            from appliance.models.store import ModelStore
+
             source = str(ModelStore(state.settings.model_dir).import_directory(name, Path(source)))
     info = _registry(state).add(name, kind, source, device=device, tenant=tenant, options=parsed)
     show(info, as_json, MODEL_COLUMNS)
@@ -108,6 +111,9 @@ def model_remove(state: CliState, name: str, tenant: str | None, as_json: bool) 
 @pass_state
 def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) -> None:
     """Load NAME once: converts a built-in into the store on first use, checks it runs."""
+    from appliance.models.manager import ModelManager, configure_torch_threads
+    from appliance.models.store import ModelStore
+
     settings = state.settings
     configure_torch_threads()
     _quiet_progress_bars()
