@@ -4,9 +4,14 @@ only wrapped by the master key, unwrapped on demand and cached in memory.
 Random 96-bit GCM nonces are safe for about 2**32 messages per key; each process reserves
 encryption counts in blocks and a new version is started well before that limit.
 
-A reserved block also expires after ``budget_ttl_s`` seconds, so once a tenant rotation
-retires a version every process stops sealing with it within that time; the rotation waits
-at least that long (its grace period) before it destroys a retired version.
+A reserved block is re-checked after ``budget_ttl_s`` seconds (a read: it takes no write
+lock), so once a tenant rotation retires a version every process stops sealing with it
+within that time; the rotation waits longer than that (its grace period) before it destroys
+a retired version.
+
+Reserving a block is a short write transaction on a connection of its own. On SQLite a
+caller that seals inside its own write transaction must therefore warm the key first
+(``active()`` before the first write), or the reservation waits on the caller's lock.
 """
 
 from __future__ import annotations
@@ -109,21 +114,42 @@ class DataKeyService:
         with self._lock:
             now = time.monotonic()
             version, left, expires = self._budget.get((scope, purpose), (0, 0, 0.0))
-            if left > 0 and now < expires:
+            # Past the TTL, a read confirms the version is still active (no write lock needed).
+            if left > 0 and (now < expires or self._active_version(scope, purpose) == version):
+                expires = expires if now < expires else now + self._budget_ttl_s
                 self._budget[(scope, purpose)] = (version, left - 1, expires)
                 return ActiveKey(version, self.key(scope, purpose, version))
             version = self._reserve(scope, purpose, tenant_id)
             self._budget[(scope, purpose)] = (version, _RESERVE_BLOCK - 1, now + self._budget_ttl_s)
             return ActiveKey(version, self.key(scope, purpose, version))
 
-    def _reserve(self, scope: str, purpose: str, tenant_id: str | None) -> int:
+    def prepare(self, scope: str, purpose: str, n: int = 1, *, tenant_id: str | None = None) -> None:
+        """Make sure the next ``n`` calls to :meth:`active` need no reservation (and, for a while,
+        no database access at all). Call it before a SQLite write transaction that seals."""
+        with self._lock:
+            version, left, expires = self._budget.get((scope, purpose), (0, 0, 0.0))
+            if left >= n and time.monotonic() < expires:
+                return
+            version = self._reserve(scope, purpose, tenant_id, blocks=max(1, -(-n // _RESERVE_BLOCK)))
+            left = max(1, -(-n // _RESERVE_BLOCK)) * _RESERVE_BLOCK
+            self._budget[(scope, purpose)] = (version, left, time.monotonic() + self._budget_ttl_s)
+
+    def _active_version(self, scope: str, purpose: str) -> int | None:
+        with self._sessions() as session:
+            return session.scalar(
+                select(DataKey.version).where(
+                    DataKey.scope == scope, DataKey.purpose == purpose, DataKey.retired_at.is_(None)
+                )
+            )
+
+    def _reserve(self, scope: str, purpose: str, tenant_id: str | None, blocks: int = 1) -> int:
         with self._sessions() as session, session.begin():
             row = session.scalar(
                 select(DataKey)
                 .where(DataKey.scope == scope, DataKey.purpose == purpose, DataKey.retired_at.is_(None))
                 .with_for_update()
             )
-            if row is None or row.encryptions + _RESERVE_BLOCK > GCM_MESSAGE_LIMIT:
+            if row is None or row.encryptions + blocks * _RESERVE_BLOCK > GCM_MESSAGE_LIMIT:
                 if scope != SYSTEM and tenant_id is None:
                     tenant_id = scope
                 version = self.create(session, scope, purpose, tenant_id)
@@ -133,7 +159,7 @@ class DataKeyService:
                     )
                 )
                 assert row is not None
-            row.encryptions += _RESERVE_BLOCK
+            row.encryptions += blocks * _RESERVE_BLOCK
             return row.version
 
     def rewrap(self, session: Session, row: DataKey, new_ring: MasterKeyring) -> bool:

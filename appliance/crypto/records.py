@@ -19,6 +19,11 @@ class TenantCipher:
         active = self._keys.active(tenant_id, DATA_PURPOSE, tenant_id=tenant_id)
         return seal(active.key, active.version, plaintext, context(tenant_id, kind, row))
 
+    def prepare(self, tenant_id: str, n: int = 1) -> None:
+        """Reserve key budget for ``n`` seals up front. On SQLite, call it before a write
+        transaction that seals: a reservation inside it would wait on that transaction's lock."""
+        self._keys.prepare(tenant_id, DATA_PURPOSE, n, tenant_id=tenant_id)
+
     def seal_with_version(self, tenant_id: str, kind: str, row: str, plaintext: bytes, version: int) -> bytes:
         """Seal under one named version: key rotation re-encrypts to exactly the version it started."""
         key = self._keys.key(tenant_id, DATA_PURPOSE, version)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from appliance.crypto.records import DATA_PURPOSE, TenantCipher
+from appliance.crypto.records import TenantCipher
 from appliance.crypto.sealed_columns import SEALED_COLUMNS, SealedColumn
 from appliance.db.base import Base, utcnow
 from appliance.db.engine import transaction
@@ -79,7 +79,7 @@ def create_sealed_rows(services: Services, tenant_id: str, plaintext: bytes) -> 
     cipher = TenantCipher(services.data_keys)
     # Reserve nonce budget before the write transaction: on SQLite a reservation inside it
     # would wait on our own write lock (the audit service documents the same rule).
-    services.data_keys.active(tenant_id, DATA_PURPOSE, tenant_id=tenant_id)
+    cipher.prepare(tenant_id, n=len(SEALED_COLUMNS))
     refs: list[SealedRef] = []
     with transaction(services.sessions) as session:
         for model, build in BUILDERS.items():
