@@ -1,9 +1,6 @@
-"""``appliance keys ...`` as an operator drives it: real subprocesses over a real SQLite file
-and key files, rotation end to end, and every failure a one-line exit 2.
-
-Until ``keys`` is registered in ``appliance/cli/main.py`` the child adds it to the real
-``cli`` group itself and runs the real ``main()`` (same error mapping, same exit codes).
-"""
+"""``appliance keys ...`` as an operator drives it: real ``python -m appliance.cli``
+subprocesses over a real SQLite file and key files, rotation end to end, and every failure a
+one-line exit 2."""
 
 from __future__ import annotations
 
@@ -25,12 +22,6 @@ from appliance.services.principal import Principal
 from tests.unit.crypto.factories import create_sealed_rows, open_ref
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
-ENTRY = (
-    "from appliance.cli.main import cli, main\n"
-    "from appliance.cli.keys import keys\n"
-    "if 'keys' not in cli.commands: cli.add_command(keys)\n"
-    "main()\n"
-)
 
 
 @pytest.fixture
@@ -46,7 +37,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 def run(env: dict[str, str]) -> Run:
     def _run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-c", ENTRY, *args], env=env, capture_output=True, text=True, timeout=180, check=False
+            [sys.executable, "-m", "appliance.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
 
     return _run
