@@ -17,7 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from appliance.cli.context import CliState, pass_state
 from appliance.cli.output import console, emit_json, err_console, json_option, show
-from appliance.crypto.blobs import BlobStore
 from appliance.crypto.keyring import MasterKeyring, read_key_file
 from appliance.services.key_rotation import KeyRotation
 from appliance.services.key_rotation import Progress as ProgressFn
@@ -45,7 +44,7 @@ _LABELS = {
 
 def _rotation(state: CliState, grace_s: float | None = None) -> KeyRotation:
     s = state.services
-    blobs = BlobStore(state.settings.blob_dir, s.data_keys, s.sessions)
+    blobs = s.blobs
     grace = timedelta(seconds=grace_s) if grace_s is not None else None
     return KeyRotation(s.sessions, s.data_keys, blobs, grace=grace)
 

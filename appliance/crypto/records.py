@@ -39,6 +39,10 @@ class TenantCipher:
     def open_text(self, tenant_id: str, kind: str, row: str, sealed: bytes) -> str:
         return self.open(tenant_id, kind, row, sealed).decode("utf-8")
 
+    def derived_key(self, tenant_id: str, purpose: str) -> bytes:
+        """A tenant-scoped MAC key for one purpose (never used to encrypt); destroyed with the tenant."""
+        return self._keys.active(tenant_id, purpose, tenant_id=tenant_id).key
+
     @staticmethod
     def key_version(sealed: bytes) -> int:
         return key_version_of(sealed)

@@ -1,20 +1,24 @@
-"""Wires the process's collaborators once from settings; api/ and cli/ both start here."""
+"""Wires the process's collaborators once from settings; api/ and cli/ both start here.
+
+Heavy parts (the model layer imports torch; the PII analyzer loads spaCy) are built on
+first use, so CLI commands that only touch the database stay fast. ``Services`` is a plain
+class on purpose: Litestar hands it to handlers as a dependency and would otherwise try to
+validate a dataclass field by field.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
 from appliance.config import Settings
+from appliance.crypto.blobs import BlobStore
 from appliance.crypto.data_keys import DataKeyService
 from appliance.crypto.keyring import MasterKeyring, load_keyring
 from appliance.crypto.records import TenantCipher
 from appliance.db.engine import make_engine, make_sessionmaker
+from appliance.models.base import InputObserver
 from appliance.services.api_keys import ApiKeyService
 from appliance.services.audit import AuditLog
 from appliance.services.metrics import install_key_age_collector
@@ -22,30 +26,34 @@ from appliance.services.policies import PolicyService
 from appliance.services.ratelimit import TenantRateLimiter
 from appliance.services.tenants import TenantService
 
-if TYPE_CHECKING:  # the model layer imports torch: loaded on first use, not for every CLI command
-    from appliance.models import InputObserver, ModelManager, ModelRegistry
-
+if TYPE_CHECKING:
+    from appliance.models import ModelManager, ModelRegistry
 
 T = TypeVar("T")
 
 
-@dataclass
 class Services:
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    keyring: MasterKeyring
-    data_keys: DataKeyService
-    tenants: TenantService
-    api_keys: ApiKeyService
-    audit: AuditLog
-    cipher: TenantCipher
-    policies: PolicyService
-    rate_limiter: TenantRateLimiter = field(default_factory=TenantRateLimiter)
-    model_observer: InputObserver | None = None
-    """Test seam: called with exactly what each model receives."""
-    _lazy: dict[str, object] = field(default_factory=dict, repr=False)
-    _lazy_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(
+        self, settings: Settings, keyring: MasterKeyring | None = None, *, model_observer: InputObserver | None = None
+    ) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url, echo=settings.database.echo)
+        self.sessions = make_sessionmaker(self.engine)
+        self.keyring = keyring or load_keyring(settings)
+        self.data_keys = DataKeyService(self.keyring, self.sessions)
+        self.cipher = TenantCipher(self.data_keys)
+        self.blobs = BlobStore(settings.blob_dir, self.data_keys, self.sessions)
+        # The audit log asks the policies how long each tenant's entries are kept.
+        self.audit = AuditLog(self.sessions, self.data_keys, retention=lambda t: self.policies.retention_days(t))
+        self.policies = PolicyService(self.sessions, self.cipher, self.audit)
+        self.tenants = TenantService(self.sessions, self.data_keys, self.audit, self.blobs)
+        self.api_keys = ApiKeyService(self.sessions, self.data_keys, self.audit)
+        self.rate_limiter = TenantRateLimiter()
+        self.model_observer = model_observer
+        """Test seam: called with exactly what each model receives."""
+        self._lazy: dict[str, object] = {}
+        self._lazy_lock = threading.Lock()
+        install_key_age_collector(self.sessions)
 
     @property
     def model_registry(self) -> ModelRegistry:
@@ -59,12 +67,8 @@ class Services:
             from appliance.models import ModelManager, ModelStore, configure_torch_threads
 
             configure_torch_threads()
-            return ModelManager(
-                self.settings.models,
-                self.model_registry,
-                ModelStore(self.settings.model_dir),
-                observer=self.model_observer,
-            )
+            store = ModelStore(self.settings.model_dir)
+            return ModelManager(self.settings.models, self.model_registry, store, observer=self.model_observer)
 
         return self._once("models", build)
 
@@ -84,25 +88,4 @@ class Services:
 def build_services(
     settings: Settings, keyring: MasterKeyring | None = None, *, model_observer: InputObserver | None = None
 ) -> Services:
-    engine = make_engine(settings.database_url, echo=settings.database.echo)
-    sessions = make_sessionmaker(engine)
-    keyring = keyring or load_keyring(settings)
-    data_keys = DataKeyService(keyring, sessions)
-    cipher = TenantCipher(data_keys)
-    policies: list[PolicyService] = []  # the audit log asks the policies for retention; built just below
-    audit = AuditLog(sessions, data_keys, retention=lambda tenant_id: policies[0].retention_days(tenant_id))
-    policies.append(PolicyService(sessions, cipher, audit))
-    install_key_age_collector(sessions)
-    return Services(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        keyring=keyring,
-        data_keys=data_keys,
-        tenants=TenantService(sessions, data_keys, audit),
-        api_keys=ApiKeyService(sessions, data_keys, audit),
-        audit=audit,
-        cipher=cipher,
-        policies=policies[0],
-        model_observer=model_observer,
-    )
+    return Services(settings, keyring, model_observer=model_observer)

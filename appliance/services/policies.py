@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import hmac
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -175,6 +176,12 @@ class PolicyService:
 
     # -- internals -----------------------------------------------------------------------
 
+    def _digest(self, tenant_id: str, document: str) -> str:
+        """Keyed, so a database dump cannot confirm a guessed document; equal documents of one
+        tenant still get equal digests."""
+        key = self._cipher.derived_key(tenant_id, "policy-digest")
+        return hmac.new(key, document.encode("utf-8"), hashlib.sha256).hexdigest()
+
     def _row(self, session: Session, tenant_id: str, version: int) -> PolicyVersion:
         row = session.scalar(
             select(PolicyVersion).where(PolicyVersion.tenant_id == tenant_id, PolicyVersion.version == version)
@@ -203,7 +210,7 @@ class PolicyService:
                     version=version,
                     document_sealed=self._cipher.seal_text(t.id, _DOC, str(version), document),
                     comment_sealed=self._cipher.seal_text(t.id, _COMMENT, str(version), comment),
-                    content_hash=hashlib.sha256(document.encode("utf-8")).hexdigest(),
+                    content_hash=self._digest(t.id, document),
                     author=principal.key_id or "local-operator",
                 )
                 session.add(row)

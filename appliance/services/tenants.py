@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from appliance.crypto.blobs import BlobStore
 from appliance.crypto.data_keys import DataKeyService
 from appliance.crypto.records import DATA_PURPOSE
 from appliance.db.engine import transaction
@@ -42,10 +43,13 @@ def find_tenant(session: Session, principal: Principal, ref: str) -> Tenant:
 
 
 class TenantService:
-    def __init__(self, sessions: sessionmaker[Session], data_keys: DataKeyService, audit: AuditLog) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], data_keys: DataKeyService, audit: AuditLog, blobs: BlobStore
+    ) -> None:
         self._sessions = sessions
         self._keys = data_keys
         self._audit = audit
+        self._blobs = blobs
 
     def create(self, principal: Principal, slug: str, display_name: str | None = None) -> TenantView:
         principal.require(Role.OPERATOR)
@@ -90,4 +94,5 @@ class TenantService:
                 facts={"crypto_shredded": True, "data_keys_destroyed": destroyed},
                 session=session,
             )
+        self._blobs.purge_tenant(view.id)  # already unreadable without the keys; this frees the disk
         return view
