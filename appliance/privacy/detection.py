@@ -123,7 +123,7 @@ def _priority(d: Detection) -> tuple[int, float, int, str, int]:
     return (d.entity_type not in _NER_TYPES, d.score, d.end - d.start, d.entity_type, -d.start)
 
 
-_PROPAGATED_SCORE = 0.6
+_PROPAGATED_SCORE = 0.9  # above NER guesses: the request itself already called this value a name
 _WORDISH = re.compile(r"[^\W\d_]{3,}")
 
 

@@ -18,6 +18,7 @@ import os
 
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""  # must precede any presidio import
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,12 @@ NER_LABELS_IGNORED = (
     "QUANTITY",
     "WORK_OF_ART",
 )
+
+
+# Presidio logs the words around every match at DEBUG ("Context list is: ... the email
+# address ..."): raw PII. Its loggers stay at WARNING whatever the root level is.
+for _name in ("presidio-analyzer", "presidio-anonymizer"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def ner_model_configuration() -> NerModelConfiguration:

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.crypto.data_keys import DataKeyService
@@ -39,7 +42,11 @@ from appliance.errors import Conflict
 VAULT_PURPOSE = "pii-vault"
 SEALED_KIND = "pseudonyms.value"
 TOKEN_RE = re.compile(r"<([A-Z][A-Z0-9_]{0,63})_([1-9][0-9]{0,8})>")
-_RETRIES = 8
+_RETRIES = 20
+
+
+class _Stale(Exception):
+    """A row read outside the write transaction changed before the write."""
 
 
 def token(entity_type: str, n: int) -> str:
@@ -90,72 +97,88 @@ class PseudonymVault:
         key = self._key(tenant_id)
         scope_d = self._mac(key, "scope", scope)
         digests = {(t, v): self._mac(key, "value", t, _fold(v)) for t, v in items}
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
             try:
                 return self._allocate(tenant_id, scope_d, digests, ttl)
-            except DbIntegrityError:
+            except (DbIntegrityError, _Stale):
                 continue  # someone else took a number or stored the same value: read again
+            except OperationalError:
+                # SQLite refuses to upgrade a reader to a writer while another writes
+                # ("database is locked"); back off briefly and start over.
+                time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))  # noqa: S311 (jitter, not crypto)
         raise Conflict("could not allocate pseudonyms under concurrent load; retry the request")
 
     def _allocate(
         self, tenant_id: str, scope_d: bytes, digests: Mapping[tuple[str, str], bytes], ttl: timedelta
     ) -> dict[tuple[str, str], str]:
+        """Optimistic: read the scope, choose numbers and seal outside any transaction
+        (sealing may itself touch the key table, which on SQLite must not wait on our own
+        write lock), then write in one short transaction the unique constraints guard."""
         now = self._clock()
         expires = now + ttl
-        with self._sessions() as session, session.begin():
-            session.execute(
-                delete(Pseudonym).where(
-                    Pseudonym.tenant_id == tenant_id,
-                    Pseudonym.scope_digest == scope_d,
-                    Pseudonym.expires_at <= now,
-                )
-            )
+        with self._sessions() as session:
             rows = session.execute(
                 select(Pseudonym.entity_type, Pseudonym.token, Pseudonym.value_digest).where(
-                    Pseudonym.tenant_id == tenant_id, Pseudonym.scope_digest == scope_d
+                    Pseudonym.tenant_id == tenant_id,
+                    Pseudonym.scope_digest == scope_d,
+                    Pseudonym.expires_at > now,
                 )
             ).all()
-            by_digest = {r.value_digest: r.token for r in rows}
-            used: dict[str, int] = {}
-            for r in rows:
-                m = TOKEN_RE.fullmatch(r.token)
-                if m:
-                    used[r.entity_type] = max(used.get(r.entity_type, 0), int(m.group(2)))
-            out: dict[tuple[str, str], str] = {}
-            seen = set()
-            for (etype, value), digest in sorted(digests.items()):
-                existing = by_digest.get(digest)
-                if existing is not None:
-                    out[(etype, value)] = existing
-                    seen.add(digest)
-                    continue
-                n = used.get(etype, 0) + 1
-                used[etype] = n
-                tok = token(etype, n)
-                by_digest[digest] = tok
-                out[(etype, value)] = tok
-                session.add(
-                    Pseudonym(
-                        tenant_id=tenant_id,
-                        scope_digest=scope_d,
-                        value_digest=digest,
-                        entity_type=etype,
-                        token=tok,
-                        value_sealed=self._cipher.seal_text(tenant_id, SEALED_KIND, f"{scope_d.hex()}:{tok}", value),
-                        created_at=now,
-                        expires_at=expires,
+        by_digest = {r.value_digest: r.token for r in rows}
+        used: dict[str, int] = {}
+        for r in rows:
+            m = TOKEN_RE.fullmatch(r.token)
+            if m:
+                used[r.entity_type] = max(used.get(r.entity_type, 0), int(m.group(2)))
+        out: dict[tuple[str, str], str] = {}
+        seen: set[bytes] = set()
+        new: list[Pseudonym] = []
+        for (etype, value), digest in sorted(digests.items()):
+            existing = by_digest.get(digest)
+            if existing is not None:
+                out[(etype, value)] = existing
+                seen.add(digest)
+                continue
+            n = used.get(etype, 0) + 1
+            used[etype] = n
+            tok = token(etype, n)
+            by_digest[digest] = tok
+            out[(etype, value)] = tok
+            new.append(
+                Pseudonym(
+                    tenant_id=tenant_id,
+                    scope_digest=scope_d,
+                    value_digest=digest,
+                    entity_type=etype,
+                    token=tok,
+                    value_sealed=self._cipher.seal_text(tenant_id, SEALED_KIND, f"{scope_d.hex()}:{tok}", value),
+                    created_at=now,
+                    expires_at=expires,
+                )
+            )
+        with self._sessions() as session, session.begin():
+            if new:
+                session.execute(
+                    delete(Pseudonym).where(
+                        Pseudonym.tenant_id == tenant_id,
+                        Pseudonym.scope_digest == scope_d,
+                        Pseudonym.expires_at <= now,
                     )
                 )
+                session.add_all(new)
             if seen:  # sliding expiry: a scope in use stays restorable
-                session.execute(
+                result = session.execute(
                     update(Pseudonym)
                     .where(
                         Pseudonym.tenant_id == tenant_id,
                         Pseudonym.scope_digest == scope_d,
                         Pseudonym.value_digest.in_(seen),
+                        Pseudonym.expires_at > now,
                     )
                     .values(expires_at=expires)
                 )
+                if int(result.rowcount or 0) != len(seen):  # type: ignore[attr-defined]
+                    raise _Stale  # expired or purged since we read: start over
             session.flush()
         return out
 

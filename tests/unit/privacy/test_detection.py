@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from appliance.config import PrivacySettings
@@ -61,7 +63,7 @@ def test_when_detections_overlap_then_the_result_is_sorted_non_overlapping_and_d
     for _ in range(3):
         assert detector.analyze([text], RULES)[0] == first
     assert first == sorted(first)
-    for a, b in zip(first, first[1:], strict=False):
+    for a, b in itertools.pairwise(first):
         assert a.end <= b.start
 
 
