@@ -14,11 +14,13 @@ Usage: ``python -m bench.pii_corpus [N]`` prints a few samples and per-type coun
 
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
@@ -73,12 +75,24 @@ def _presidio_samples(n: int, seed: int) -> list[Sample]:
         generated = faker.generate_new_fake_sentences(n)
     out = []
     for s in generated:
+        text, shift = _real_newlines(s.full_text)
         spans = [
-            GoldSpan(LABEL_MAP.get(sp.entity_type, sp.entity_type), sp.start_position, sp.end_position)
+            GoldSpan(LABEL_MAP.get(sp.entity_type, sp.entity_type), shift(sp.start_position), shift(sp.end_position))
             for sp in s.spans
         ]
-        out.append(Sample(s.full_text, spans, "presidio-evaluator"))
+        out.append(Sample(text, spans, "presidio-evaluator"))
     return out
+
+
+def _real_newlines(text: str) -> tuple[str, Callable[[int], int]]:
+    """Some templates spell line breaks as a literal backslash-n; make them real ones
+    (the templates' intent: addresses and signatures on several lines) and map offsets."""
+    marks = [m.start() for m in re.finditer(r"\\n", text)]
+
+    def shift(pos: int) -> int:
+        return pos - bisect.bisect_left(marks, pos)
+
+    return text.replace("\\n", "\n"), shift
 
 
 # ---------------------------------------------------------------------------- our own templates

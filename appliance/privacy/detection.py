@@ -27,10 +27,24 @@ from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer,
 from appliance.privacy.recognizers import GATES, CustomRecognizerCache, build_registry, entity_types
 from appliance.privacy.rules import PrivacyRules
 
-# Types whose detectors check structure (checksums, formats). When one overlaps a span a
-# statistical model guessed (a phone number also tagged DATE by NER), the structured one
-# wins regardless of score.
+# Overlap tiers, highest first: formats with real structure or strong checksums (email,
+# card, IBAN, IP, SSN, ...); phone numbers, which are any digit run of a possible length
+# and so also match IP addresses and card numbers; bare digit-run identifiers whose
+# checks pass by chance (one random 10-digit run in 11 is a "valid" NHS number, and a US
+# phone number has the same 3-3-4 shape); and what a statistical model guessed (a phone
+# number also tagged DATE by NER). Score decides only within a tier.
 _NER_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
+_WEAK_TYPES = frozenset({"UK_NHS", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_PASSPORT", "US_ITIN", "MEDICAL_LICENSE"})
+
+
+def _tier(entity_type: str) -> int:
+    if entity_type in _NER_TYPES:
+        return 0
+    if entity_type in _WEAK_TYPES:
+        return 1
+    return 2 if entity_type == "PHONE_NUMBER" else 3
+
+
 _PIPE_BATCH = 64
 
 
@@ -56,6 +70,9 @@ class Detector:
         self._supported = set(self._analyzer.get_supported_entities(LANGUAGE))
         self._custom = CustomRecognizerCache()
         self._nlp_lock = threading.Lock()
+        # First use builds tldextract's suffix table and compiles every recognizer's
+        # regexes (about half a second); pay it at start-up, not in a caller's request.
+        self.analyze(["Warm-up: a.b@example.org, +1 212 555 0100, 203.0.113.1, Ann Lee in Paris."], PrivacyRules())
 
     @property
     def supported_entities(self) -> frozenset[str]:
@@ -119,8 +136,8 @@ def _keep(r: RecognizerResult, text: str, rules: PrivacyRules, allowed: set[str]
 
 
 def _priority(d: Detection) -> tuple[int, float, int, str, int]:
-    """Higher wins: structured type, then score, then longer, then type name, then earlier."""
-    return (d.entity_type not in _NER_TYPES, d.score, d.end - d.start, d.entity_type, -d.start)
+    """Higher wins: tier, then score, then longer, then type name, then earlier."""
+    return (_tier(d.entity_type), d.score, d.end - d.start, d.entity_type, -d.start)
 
 
 _PROPAGATED_SCORE = 0.9  # above NER guesses: the request itself already called this value a name

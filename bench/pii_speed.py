@@ -1,0 +1,91 @@
+"""Stock Presidio vs the appliance's detector: same process, same texts, same spaCy model.
+
+- stock: ``AnalyzerEngine(nlp_engine=<explicit spaCy config>).analyze(text)`` per text,
+  every spaCy component running, every predefined recognizer, default threshold;
+- appliance: :class:`appliance.privacy.detection.Detector`, NER-only pipeline, one
+  ``nlp.pipe`` pass per request, gated recognizers; measured both one text per call and
+  in request-sized batches of 32 (a chat request with history, a dataset chunk).
+
+Prints texts/s, p50/p99 latency per call and the throughput ratio, plus recall on the
+scored types for both (from the corpus labels), so speed is never bought with recall.
+
+Usage: ``python -m bench.pii_speed [N_TEXTS]`` (default 800; about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.pii_corpus import build_corpus
+from bench.pii_quality import SCORED, appliance_predictor, score, stock_predictor
+
+BATCH = 32
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _timed(calls: Sequence[Sequence[str]], fn: Callable[[Sequence[str]], object]) -> tuple[float, list[float]]:
+    latencies = []
+    start = time.perf_counter()
+    for chunk in calls:
+        t0 = time.perf_counter()
+        fn(chunk)
+        latencies.append(time.perf_counter() - t0)
+    return time.perf_counter() - start, latencies
+
+
+def _line(name: str, n_texts: int, total: float, lat: list[float]) -> float:
+    rate = n_texts / total
+    print(
+        f"{name:34s} {rate:9.1f} texts/s   p50 {1000 * statistics.median(lat):7.2f} ms"
+        f"   p99 {1000 * _pct(lat, 0.99):7.2f} ms per call"
+    )
+    return rate
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 800
+    corpus = build_corpus()
+    step = max(1, len(corpus) // n)
+    sample = corpus[::step][:n]
+    texts = [s.text for s in sample]
+    print(f"{len(texts)} texts from the seeded corpus, mean {statistics.mean(map(len, texts)):.0f} chars")
+
+    stock = stock_predictor(threshold=None)
+    ours = appliance_predictor()
+    stock(texts[:20])  # warm-up: lazy loads, caches
+    ours(texts[:20])
+
+    singles = [[t] for t in texts]
+    batches = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
+    t_stock, l_stock = _timed(singles, stock)
+    t_one, l_one = _timed(singles, ours)
+    t_batch, l_batch = _timed(batches, ours)
+
+    print()
+    r_stock = _line("stock presidio, per text", len(texts), t_stock, l_stock)
+    r_one = _line("appliance, one text per call", len(texts), t_one, l_one)
+    r_batch = _line(f"appliance, {BATCH} texts per call", len(texts), t_batch, l_batch)
+    print(f"\nthroughput ratio: {r_one / r_stock:.2f}x one per call, {r_batch / r_stock:.2f}x batched (target >= 2x)")
+
+    s_stock, s_ours = score(sample, stock(texts)), score(sample, ours(texts))
+    print(f"\n{'recall':15s} {'stock':>7s} {'appliance':>9s}")
+    for t in SCORED:
+        a, b = s_stock.get(t), s_ours.get(t)
+        if a is None or b is None:
+            continue
+        print(f"{t:15s} {a.recall:7.3f} {b.recall:9.3f}")
+
+
+if __name__ == "__main__":
+    main()
