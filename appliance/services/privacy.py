@@ -12,7 +12,8 @@ entity types, actions and counts. Values never do.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -41,27 +42,42 @@ class Anonymized:
 
 
 class PrivacyService:
+    """``detector`` may be a ready :class:`Detector` or a factory for one: the factory runs
+    once, on first use (or when :meth:`warm_up` is called at server start), so building
+    the service container stays cheap for commands and tests that never detect PII."""
+
     def __init__(
         self,
-        detector: Detector,
+        detector: Detector | Callable[[], Detector],
         vault: PseudonymVault,
         data_keys: DataKeyService,
         *,
         default_ttl: timedelta,
     ) -> None:
-        self._detector = detector
+        self._detector = detector if isinstance(detector, Detector) else None
+        self._factory = None if isinstance(detector, Detector) else detector
+        self._detector_lock = threading.Lock()
         self._vault = vault
         self._keys = data_keys
         self._default_ttl = default_ttl
 
     @property
     def detector(self) -> Detector:
+        if self._detector is None:
+            with self._detector_lock:
+                if self._detector is None:
+                    assert self._factory is not None
+                    self._detector = self._factory()
         return self._detector
+
+    def warm_up(self) -> None:
+        """Load the NER model now (seconds); raises ConfigError if it is not installed."""
+        _ = self.detector
 
     def analyze(self, tenant_id: str, texts: Sequence[str], rules: PrivacyRules) -> list[list[Detection]]:
         """Detections per text (code-point offsets); nothing is stored."""
         del tenant_id  # detection is tenant-neutral today; kept so per-tenant models can come later
-        result = self._detector.analyze(texts, rules)
+        result = self.detector.analyze(texts, rules)
         for ds in result:
             for d in ds:
                 metrics.ENTITIES_DETECTED.labels(d.entity_type, "ingress").inc()

@@ -184,3 +184,18 @@ def test_blocked_request_stores_nothing(services: Services, detector: Detector) 
     assert "4111" not in exc.value.detail
     with services.sessions() as s:
         assert s.scalars(select(Pseudonym)).all() == []
+
+
+def test_a_detector_factory_runs_once_on_first_use(services: Services, detector: Detector) -> None:
+    built: list[Detector] = []
+
+    def factory() -> Detector:
+        built.append(detector)
+        return detector
+
+    svc = PrivacyService(factory, vault(services), services.data_keys, default_ttl=TTL)
+    assert built == []
+    t = tenant(services)
+    svc.analyze(t, ["a@example.org"], PSEUDO)
+    svc.warm_up()
+    assert built == [detector]
