@@ -4,6 +4,7 @@ and factories for tenants and keys. No mocks."""
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import secrets
 import socket
@@ -14,19 +15,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
 import uvicorn
 
 from appliance.api.app import create_asgi
-from appliance.config import Settings
+from appliance.config import PrivacySettings, Settings
 from appliance.crypto.keyring import MasterKeyring, new_key
 from appliance.db import migrate
 from appliance.db.models import Role
+from appliance.models.base import InputObserver
 from appliance.services.container import Services, build_services
 from appliance.services.principal import Principal
+
+if TYPE_CHECKING:
+    from appliance.privacy.detection import Detector
 
 PG_ADMIN_URL = os.environ.get("APPLIANCE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -58,18 +63,40 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
-def make_settings(data_dir: Path, db_url: str, **extra: Any) -> Settings:
+MODEL_STORE = Path(
+    os.environ.get(
+        "APPLIANCE_TEST_MODEL_STORE", Path(__file__).parent.parent / ".pytest_cache" / "appliance-model-store"
+    )
+)
+"""Shared by every test process so SmolLM2 is converted from its GGUF once per checkout."""
+
+
+def make_settings(data_dir: Path, db_url: str, *, models: dict[str, Any] | None = None, **extra: Any) -> Settings:
     return Settings(
         data_dir=data_dir,
         dev_mode=True,
         database={"url": db_url},  # type: ignore[arg-type]
         keys={"dev_master_key": base64.b64encode(new_key()).decode()},  # type: ignore[arg-type]
+        models={"store_dir": MODEL_STORE, **(models or {})},  # type: ignore[arg-type]
         **extra,
     )
 
 
-def make_services(settings: Settings) -> Services:
-    services = build_services(settings, keyring=MasterKeyring(base64.b64decode(settings.keys.dev_master_key or "")))
+@functools.cache
+def shared_detector() -> Detector:
+    """One NER pipeline per test process (loading takes seconds)."""
+    from appliance.privacy.detection import Detector
+
+    return Detector(PrivacySettings())  # type: ignore[call-arg]
+
+
+def make_services(settings: Settings, *, model_observer: InputObserver | None = None) -> Services:
+    services = build_services(
+        settings,
+        keyring=MasterKeyring(base64.b64decode(settings.keys.dev_master_key or "")),
+        model_observer=model_observer,
+        detector=shared_detector(),
+    )
     migrate.upgrade(services.engine)
     return services
 

@@ -13,7 +13,7 @@ import appliance
 from appliance.api.auth import PUBLIC, BearerKeyAuth
 from appliance.api.problems import EXCEPTION_HANDLERS
 from appliance.api.request_context import RequestContext
-from appliance.api.routes import admin, audit, health, openai_compat, policies
+from appliance.api.routes import admin, audit, health, openai_compat, policies, privacy
 from appliance.services.container import Services
 
 
@@ -41,6 +41,9 @@ def create_app(services: Services) -> Litestar:
             admin.GlobalKeyController,
             audit.AuditController,
             openai_compat.list_models,
+            openai_compat.chat_completions,
+            openai_compat.embeddings,
+            privacy.PrivacyController,
             policies.PolicyController,
             policies.PolicyToolsController,
             _Metrics,

@@ -55,6 +55,63 @@ def policy_lint(file: Path, as_json: bool) -> None:
         console.print(f"{file}: ok ({p.name})")
 
 
+@policy.command("test")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--text", "texts", multiple=True, help="Sample text (repeatable).")
+@click.option("--file", "sample", type=click.Path(path_type=Path, dir_okay=False), help="Sample text file.")
+@json_option
+@pass_state
+def policy_test(state: CliState, file: Path, texts: tuple[str, ...], sample: Path | None, as_json: bool) -> None:
+    """Run FILE on sample text: each detection and the text a model would see. Stores nothing."""
+    samples = list(texts) + ([_read(sample)] if sample else [])
+    if not samples:
+        raise click.UsageError("give --text or --file")
+    try:
+        p = load_policy_text(_read(file))
+    except PolicyError as exc:
+        for issue in exc.issues:
+            click.echo(f"{file}:{issue}", err=True)
+        sys.exit(2)
+    result = state.services.privacy.preview(samples, p.pii)
+    if as_json:
+        emit_json(
+            {
+                "blocked": result.blocked,
+                "texts": result.texts,
+                "detections": [
+                    [
+                        {
+                            "entity_type": d.entity_type,
+                            "start": d.start,
+                            "end": d.end,
+                            "score": round(d.score, 3),
+                            "text": t[d.start : d.end],
+                        }
+                        for d in ds
+                    ]
+                    for t, ds in zip(samples, result.detections, strict=True)
+                ],
+            }
+        )
+        return
+    for i, (t, ds) in enumerate(zip(samples, result.detections, strict=True)):
+        rows = [
+            {
+                "entity_type": d.entity_type,
+                "text": t[d.start : d.end],
+                "span": f"{d.start}-{d.end}",
+                "score": f"{d.score:.2f}",
+                "action": p.pii.rule_for(d.entity_type).action.value,
+            }
+            for d in ds
+        ]
+        show(rows, False, ("entity_type", "text", "span", "score", "action"), f"sample {i + 1}: detections")
+        if result.texts is not None:
+            click.echo(f"model sees: {result.texts[i]}")
+    if result.blocked:
+        click.echo(f"BLOCKED: the request would be refused (422) for {', '.join(result.blocked)}")
+
+
 @policy.command("apply")
 @click.argument("tenant")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))

@@ -80,8 +80,9 @@ def init(state: CliState, demo_tenant: str | None, as_json: bool) -> None:
 @click.command("serve")
 @click.option("--host", help="Bind address (default from config: 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (default from config: 8080).")
+@click.option("--no-warmup", is_flag=True, help="Load the default models on first use instead of at start.")
 @pass_state
-def serve(state: CliState, host: str | None, port: int | None) -> None:
+def serve(state: CliState, host: str | None, port: int | None, no_warmup: bool) -> None:
     """Run the HTTP API."""
     import uvicorn
 
@@ -92,6 +93,11 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
     services = state.services
     if not migrate.is_current(services.engine):
         raise ConfigError("database schema is not current; run `appliance init` or `appliance db upgrade`")
+    services.privacy.warm_up()  # a missing NER model stops start-up here with one clear line
+    if not no_warmup:
+        with err_console.status("loading the default models (the first start converts SmolLM2, about 30 s)"):
+            for name in (s.models.default_embedding, s.models.default_chat):
+                services.models.warmup(name)
     err_console.print(f"serving on http://{host or s.server.host}:{port or s.server.port}")
     uvicorn.run(
         create_asgi(services),

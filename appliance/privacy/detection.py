@@ -123,6 +123,8 @@ class Detector:
                 ]
             )
         if "PERSON" in wanted:
+            for text, found in zip(texts, candidates, strict=True):
+                _names_from_emails(text, found, allowed)
             _propagate_names(texts, candidates, allowed)
         return [_resolve(c) for c in candidates]
 
@@ -185,6 +187,120 @@ def _propagate_names(texts: Sequence[str], candidates: list[list[Detection]], al
             if pattern is None:
                 continue
             found.extend(Detection(m.start(), m.end(), "PERSON", _PROPAGATED_SCORE) for m in pattern.finditer(text))
+
+
+_EMAIL_NAME_SCORE = 0.75
+# Mailboxes of roles, not people: their local part names no one.
+_ROLE_MAILBOXES = frozenset(
+    [
+        "info",
+        "sales",
+        "support",
+        "admin",
+        "contact",
+        "office",
+        "help",
+        "hello",
+        "team",
+        "noreply",
+        "reply",
+        "billing",
+        "jobs",
+        "careers",
+        "press",
+        "marketing",
+        "service",
+        "services",
+        "webmaster",
+        "postmaster",
+        "security",
+        "privacy",
+        "legal",
+        "accounts",
+        "finance",
+        "orders",
+    ]
+)
+# Capitalized words that open a sentence or a header line before a name, not part of it.
+_LEAD_WORDS = frozenset(
+    [
+        "contact",
+        "email",
+        "e-mail",
+        "mail",
+        "call",
+        "ask",
+        "reach",
+        "send",
+        "dear",
+        "hi",
+        "hello",
+        "hey",
+        "thanks",
+        "thank",
+        "cc",
+        "bcc",
+        "from",
+        "to",
+        "attn",
+        "please",
+        "ping",
+        "message",
+        "write",
+        "tell",
+        "invite",
+        "meet",
+        "forward",
+        "and",
+        "or",
+        "with",
+        "by",
+        "for",
+        "via",
+    ]
+)
+_CAPITALIZED = re.compile(r"[^\W\d_][^\W\d_'\u2019-]*(?:[-'\u2019][^\W\d_]+)*")
+_LOCAL_PART = re.compile(r"[^\W\d_]{3,}")
+
+
+def _names_from_emails(text: str, found: list[Detection], allowed: set[str]) -> None:
+    """Capitalized words near an e-mail address that spell part of its local part are a name.
+
+    People are written next to their own address ("Contact Ana Lima-Souza at
+    ana.lima@corp.example"); the small NER model often misses unusual or hyphenated names
+    there, while the address itself is found with certainty. A capitalized run of words
+    within 60 characters is taken as a PERSON when one of its words equals a 3+ letter
+    piece of the local part. Ordinary words rarely collide with a mailbox name, and
+    lowercase text is left to NER.
+    """
+    emails = [d for d in found if d.entity_type == "EMAIL_ADDRESS"]
+    for email in emails:
+        local = text[email.start : email.end].split("@", 1)[0]
+        pieces = {p.casefold() for p in _LOCAL_PART.findall(local)} - _ROLE_MAILBOXES
+        if not pieces:
+            continue
+        lo, hi = max(0, email.start - 60), min(len(text), email.end + 60)
+        words = [m for m in _CAPITALIZED.finditer(text, lo, hi) if m.group()[0].isupper()]
+        runs: list[list[re.Match[str]]] = []
+        for m in words:
+            if runs and text[runs[-1][-1].end() : m.start()].strip() == "" and m.start() - runs[-1][-1].end() <= 2:
+                runs[-1].append(m)
+            else:
+                runs.append([m])
+        for run in runs:
+            while run and run[0].group().casefold() in _LEAD_WORDS:
+                run = run[1:]
+            if not run or _overlaps(run, email):
+                continue
+            tokens = {t.casefold() for w in run for t in re.split(r"[-'\u2019]", w.group()) if len(t) >= 3}
+            if tokens & pieces:
+                start, end = run[0].start(), run[-1].end()
+                if text[start:end].casefold() not in allowed:
+                    found.append(Detection(start, end, "PERSON", _EMAIL_NAME_SCORE))
+
+
+def _overlaps(run: list[re.Match[str]], d: Detection) -> bool:
+    return run[0].start() < d.end and d.start < run[-1].end()
 
 
 def _resolve(detections: list[Detection]) -> list[Detection]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from appliance.config import Settings
@@ -28,13 +29,21 @@ from appliance.services.tenants import TenantService
 
 if TYPE_CHECKING:
     from appliance.models import ModelManager, ModelRegistry
+    from appliance.privacy.detection import Detector
+    from appliance.services.inference import InferenceService
+    from appliance.services.privacy import PrivacyService
 
 T = TypeVar("T")
 
 
 class Services:
     def __init__(
-        self, settings: Settings, keyring: MasterKeyring | None = None, *, model_observer: InputObserver | None = None
+        self,
+        settings: Settings,
+        keyring: MasterKeyring | None = None,
+        *,
+        model_observer: InputObserver | None = None,
+        detector: Detector | None = None,
     ) -> None:
         self.settings = settings
         self.engine = make_engine(settings.database_url, echo=settings.database.echo)
@@ -51,8 +60,9 @@ class Services:
         self.rate_limiter = TenantRateLimiter()
         self.model_observer = model_observer
         """Test seam: called with exactly what each model receives."""
+        self._detector = detector  # tests share one across many Services; loading takes seconds
         self._lazy: dict[str, object] = {}
-        self._lazy_lock = threading.Lock()
+        self._lazy_lock = threading.RLock()  # builders of one part ask for others
         install_key_age_collector(self.sessions)
 
     @property
@@ -72,6 +82,38 @@ class Services:
 
         return self._once("models", build)
 
+    @property
+    def privacy(self) -> PrivacyService:
+        def build() -> PrivacyService:
+            from appliance.privacy.detection import Detector
+            from appliance.privacy.vault import PseudonymVault
+            from appliance.services.privacy import PrivacyService
+
+            detector = self._detector
+            return PrivacyService(
+                detector if detector is not None else (lambda: Detector(self.settings.privacy)),
+                PseudonymVault(self.sessions, self.data_keys, self.cipher),
+                self.data_keys,
+                default_ttl=timedelta(seconds=self.settings.privacy.vault_ttl_seconds),
+            )
+
+        return self._once("privacy", build)
+
+    @property
+    def inference(self) -> InferenceService:
+        def build() -> InferenceService:
+            from appliance.services.inference import InferenceService
+
+            return InferenceService(
+                policies=self.policies.effective,
+                privacy=self.privacy,
+                models=self.models,
+                audit=self.audit,
+                rate_limit=self.rate_limiter.check,
+            )
+
+        return self._once("inference", build)
+
     def _once(self, name: str, build: Callable[[], T]) -> T:
         with self._lazy_lock:
             if name not in self._lazy:
@@ -86,6 +128,10 @@ class Services:
 
 
 def build_services(
-    settings: Settings, keyring: MasterKeyring | None = None, *, model_observer: InputObserver | None = None
+    settings: Settings,
+    keyring: MasterKeyring | None = None,
+    *,
+    model_observer: InputObserver | None = None,
+    detector: Detector | None = None,
 ) -> Services:
-    return Services(settings, keyring, model_observer=model_observer)
+    return Services(settings, keyring, model_observer=model_observer, detector=detector)

@@ -23,7 +23,7 @@ from appliance.privacy.detection import Detection, Detector
 from appliance.privacy.restore import StreamRestorer, restore
 from appliance.privacy.rules import PrivacyRules
 from appliance.privacy.transforms import EntityFact, apply
-from appliance.privacy.vault import PseudonymVault
+from appliance.privacy.vault import PseudonymVault, token
 from appliance.services import metrics
 
 HASH_PURPOSE = "pii-hash"
@@ -39,6 +39,26 @@ class Anonymized:
     def audit_facts(self) -> dict[str, dict[str, object]]:
         """JSON-ready ``{"PERSON": {"count": 2, "action": "pseudonymize"}}`` for the audit entry."""
         return {t: {"count": f.count, "action": f.action.value} for t, f in self.facts.items()}
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A dry run of a policy on sample text: what was found and what a model would see."""
+
+    detections: list[list[Detection]]
+    texts: list[str] | None  # None when the policy blocks the text
+    blocked: list[str]
+    facts: dict[str, EntityFact]
+
+
+def _numbered(items: Sequence[tuple[str, str]]) -> Mapping[tuple[str, str], str]:
+    """Pseudonyms numbered in memory, exactly as a fresh vault scope would number them."""
+    counters: dict[str, int] = {}
+    out: dict[tuple[str, str], str] = {}
+    for entity_type, value in items:
+        counters[entity_type] = counters.get(entity_type, 0) + 1
+        out[(entity_type, value)] = token(entity_type, counters[entity_type])
+    return out
 
 
 class PrivacyService:
@@ -121,6 +141,20 @@ class PrivacyService:
         for fact in facts.values():
             metrics.TRANSFORMS_APPLIED.labels(fact.entity_type, fact.action.value).inc(fact.count)
         return Anonymized(out, used_scope[0] if used_scope else scope, facts)
+
+    def preview(self, texts: Sequence[str], rules: PrivacyRules, *, hash_key: bytes | None = None) -> Preview:
+        """The live detection and transforms on sample text, storing nothing: pseudonyms are
+        numbered in memory and, without a tenant's key, hash tags use a throwaway key."""
+        detections = self.detector.analyze(texts, rules)
+        key = hash_key or secrets.token_bytes(32)
+        try:
+            out, facts = apply(texts, detections, rules, hash_key=lambda: key, pseudonymize=_numbered)
+        except Blocked as exc:
+            return Preview(detections, None, exc.entity_types, {})
+        return Preview(detections, out, [], facts)
+
+    def tenant_hash_key(self, tenant_id: str) -> bytes:
+        return self._keys.active(tenant_id, HASH_PURPOSE, tenant_id=tenant_id).key
 
     def restore(self, tenant_id: str, scope: str, text: str) -> str:
         """``text`` with this scope's known pseudonyms replaced by the originals."""

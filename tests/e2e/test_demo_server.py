@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import free_port
+from tests.support import MODEL_STORE, free_port
 
 
 @dataclass
@@ -30,7 +30,11 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("served")
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env.update(APPLIANCE_DATA_DIR=str(tmp / "data"), APPLIANCE_CONFIG=str(tmp / "a.toml"))
+    env.update(
+        APPLIANCE_DATA_DIR=str(tmp / "data"),
+        APPLIANCE_CONFIG=str(tmp / "a.toml"),
+        APPLIANCE_MODELS__STORE_DIR=str(MODEL_STORE),
+    )
     (tmp / "a.toml").write_text("")
     cli = [sys.executable, "-m", "appliance.cli"]
     init = subprocess.run(
@@ -45,7 +49,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     port = free_port()
     log = tmp / "server.log"
     with log.open("w") as fh:
-        proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*cli, "serve", "--port", str(port), "--no-warmup"], env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

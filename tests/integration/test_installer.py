@@ -18,9 +18,21 @@ ROOT = Path(__file__).resolve().parents[2]
 def _install(root: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     return subprocess.run(
-        ["bash", str(ROOT / "installer" / "install.sh"), "--root", str(root), "--venv", str(Path(sys.executable).parent.parent),
-         "--no-systemd", "--no-user"],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            "bash",
+            str(ROOT / "installer" / "install.sh"),
+            "--root",
+            str(root),
+            "--venv",
+            str(Path(sys.executable).parent.parent),
+            "--no-systemd",
+            "--no-user",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -40,16 +52,27 @@ def test_staging_install_creates_root_only_key_config_and_first_operator_key(tmp
     assert key.read_bytes() == key_bytes
     assert "apl_" not in again.stdout
 
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")},
-           "APPLIANCE_CONFIG": str(tmp_path / "etc/appliance/appliance.toml")}
-    current = subprocess.run([sys.executable, "-m", "appliance.cli", "db", "current", "--json"], env=env,
-                             capture_output=True, text=True, check=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")},
+        "APPLIANCE_CONFIG": str(tmp_path / "etc/appliance/appliance.toml"),
+    }
+    current = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "db", "current", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(current.stdout)["up_to_date"] is True
 
 
 def test_installer_rejects_unknown_options(tmp_path: Path) -> None:
-    proc = subprocess.run(["bash", str(ROOT / "installer" / "install.sh"), "--root", str(tmp_path), "--frobnicate"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "installer" / "install.sh"), "--root", str(tmp_path), "--frobnicate"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "unknown option --frobnicate" in proc.stderr
 
@@ -57,6 +80,7 @@ def test_installer_rejects_unknown_options(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_units_parse(tmp_path: Path) -> None:
     for unit in (ROOT / "systemd").glob("*.service"):
-        proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, check=False
+        )
         assert "Unknown key" not in proc.stderr and "Invalid" not in proc.stderr, proc.stderr

@@ -86,6 +86,7 @@ ADMIN_ENDPOINTS = [
     ("GET", "/admin/v1/tenants/{tenant}/policy/versions/{version}", None),
     ("GET", "/admin/v1/tenants/{tenant}/policy/diff", None),
     ("POST", "/admin/v1/policies/lint", {"document": "name: x\n"}),
+    ("POST", "/admin/v1/policies/preview", {"document": "name: x\n", "texts": ["hi"]}),
     ("GET", "/admin/v1/policies/schema", None),
     ("GET", "/admin/v1/policies/presets", None),
     ("GET", "/admin/v1/policies/presets/{name}", None),

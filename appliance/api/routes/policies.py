@@ -38,6 +38,27 @@ class LintBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     document: Document
 
 
+class PreviewBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    document: Document
+    texts: Annotated[list[Annotated[str, msgspec.Meta(max_length=100_000)]], msgspec.Meta(min_length=1, max_length=64)]
+    tenant: Annotated[str, msgspec.Meta(max_length=63)] | None = None
+
+
+class DetectionOut(msgspec.Struct):
+    entity_type: str
+    start: int
+    end: int
+    score: float
+    text: str
+    action: str
+
+
+class PreviewOut(msgspec.Struct):
+    detections: list[list[DetectionOut]]
+    texts: list[str] | None
+    blocked: list[str]
+
+
 class VersionOut(msgspec.Struct):
     tenant: str
     version: int
@@ -136,6 +157,34 @@ class PolicyToolsController(Controller):
         except PolicyError as exc:
             return LintOut(False, [LintIssue(i.path, i.message, i.line, i.column) for i in exc.issues])
         return LintOut(True, [], policy.model_dump(mode="json"))
+
+    @post("/preview", sync_to_thread=True, status_code=200)
+    def preview_policy(self, request: AuthedRequest, services: Svc, data: JSONBody[PreviewBody]) -> PreviewOut:
+        """Run a draft on sample text through the live detection and transforms; stores nothing.
+        With ``tenant``, hash tags use that tenant's key, so they match what live requests get."""
+        policy = load_policy_text(data.document)
+        key = None
+        if data.tenant is not None:
+            key = services.privacy.tenant_hash_key(services.tenants.get(request.user, data.tenant).id)
+        result = services.privacy.preview(data.texts, policy.pii, hash_key=key)
+        return PreviewOut(
+            detections=[
+                [
+                    DetectionOut(
+                        d.entity_type,
+                        d.start,
+                        d.end,
+                        round(d.score, 3),
+                        t[d.start : d.end],
+                        policy.pii.rule_for(d.entity_type).action.value,
+                    )
+                    for d in ds
+                ]
+                for t, ds in zip(data.texts, result.detections, strict=True)
+            ],
+            texts=result.texts,
+            blocked=result.blocked,
+        )
 
     @get("/schema", sync_to_thread=False)
     def policy_schema(self) -> dict[str, object]:

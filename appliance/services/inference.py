@@ -1,0 +1,337 @@
+"""The request flow of ARCHITECTURE.md for model calls: policy, ingress privacy, the model,
+egress restoration, audit. Used by the OpenAI-compatible API; no HTTP types here.
+
+Everything that must reach the caller as a status (blocked, unknown model, rate or queue
+limits, audit unavailable) happens before the first byte of a streamed answer: the stream
+is opened by prefetching the model's first chunk and writing the audit entry.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol, cast
+
+import anyio.to_thread
+
+from appliance.db.base import utcnow
+from appliance.errors import Blocked, InvalidInput, NotFound
+from appliance.models.base import ChatChunk, ChatMessage, ChatRequest, ChatRunner, EmbeddingRunner, Usage
+from appliance.models.registry import ModelInfo
+from appliance.policy.schema import Policy
+from appliance.privacy.rules import Action, PrivacyRules
+from appliance.services import metrics
+from appliance.services.audit import AuditLog
+from appliance.services.policies import ActivePolicy
+from appliance.services.principal import Principal
+from appliance.services.privacy import Anonymized, PrivacyService
+
+
+class Models(Protocol):
+    """What the flow needs from the model manager (appliance.models.ModelManager)."""
+
+    def visible(self, tenant_id: str | None = None) -> list[ModelInfo]: ...
+
+    async def load_chat(self, name: str | None = None, tenant_id: str | None = None) -> ChatRunner: ...
+
+    async def load_embedding(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner: ...
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    model: str
+    messages: list[ChatMessage]
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    scope: str | None = None  # pseudonym scope (a conversation); default: this request only
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    id: str
+    model: str
+    text: str
+    finish_reason: str
+    usage: Usage
+
+
+@dataclass
+class ChatStream:
+    id: str
+    model: str
+    chunks: AsyncGenerator[ChatChunk, None]
+    usage: Usage | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class EmbedAnswer:
+    model: str
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+def output_rules(rules: PrivacyRules, action: str) -> PrivacyRules:
+    """The tenant's detection settings with one non-reversible action for everything the model
+    produced (pseudonym tokens already in the text are not PII and stay restorable)."""
+    return rules.model_copy(update={"default_action": Action(action), "entities": {}})
+
+
+class InferenceService:
+    def __init__(
+        self,
+        *,
+        policies: Callable[[str], ActivePolicy],
+        privacy: PrivacyService,
+        models: Models,
+        audit: AuditLog,
+        rate_limit: Callable[[str, int], None],
+    ) -> None:
+        self._policies = policies
+        self._privacy = privacy
+        self._models = models
+        self._audit = audit
+        self._rate_limit = rate_limit
+
+    # -- shared steps ----------------------------------------------------------------------
+
+    @staticmethod
+    def _tenant(principal: Principal) -> str:
+        if principal.tenant_id is None:
+            raise InvalidInput("model calls need a tenant key (roles app or tenant_admin)")
+        return principal.tenant_id
+
+    def visible_models(self, principal: Principal, policy: Policy | None = None) -> list[ModelInfo]:
+        tenant_id = self._tenant(principal)
+        policy = policy or self._policies(tenant_id).policy
+        return [m for m in self._models.visible(tenant_id) if policy.allows_model(m.name)]
+
+    def _admit(self, principal: Principal, model: str, kind: str) -> tuple[str, ActivePolicy]:
+        tenant_id = self._tenant(principal)
+        active = self._policies(tenant_id)
+        self._rate_limit(tenant_id, active.policy.limits.requests_per_minute)
+        info = {m.name: m for m in self.visible_models(principal, active.policy)}.get(model)
+        if info is None:
+            raise NotFound(f"the model {model!r} does not exist or this tenant may not use it")
+        if info.kind not in (kind, "upstream"):
+            raise InvalidInput(f"the model {model!r} is a {info.kind} model, not a {kind} model")
+        return tenant_id, active
+
+    async def _anonymize(
+        self,
+        principal: Principal,
+        action: str,
+        model: str,
+        active: ActivePolicy,
+        texts: list[str],
+        scope: str | None,
+        started: float,
+    ) -> Anonymized:
+        tenant_id = self._tenant(principal)
+        ttl = timedelta(hours=active.policy.retention.vault_ttl_hours)
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: self._privacy.anonymize(tenant_id, texts, active.policy.pii, scope=scope, ttl=ttl)
+            )
+        except Blocked as exc:
+            metrics.BLOCKED_REQUESTS.labels(action).inc()
+            await self._record(
+                principal,
+                action,
+                model=model,
+                policy_version=active.version,
+                outcome="blocked",
+                started=started,
+                facts={"blocked_types": exc.entity_types},
+            )
+            raise
+
+    async def _record(
+        self,
+        principal: Principal,
+        action: str,
+        *,
+        model: str,
+        policy_version: int | None,
+        outcome: str,
+        started: float,
+        facts: dict[str, Any],
+        payload: bytes | None = None,
+        payload_days: int = 0,
+    ) -> None:
+        """One audit entry; raises AuditUnavailable (503) if it cannot be written."""
+        expires = utcnow() + timedelta(days=payload_days) if payload is not None else None
+        latency = (time.perf_counter() - started) * 1000
+        await anyio.to_thread.run_sync(
+            lambda: self._audit.record(
+                action,
+                actor=principal,
+                tenant_id=principal.tenant_id,
+                object=model,
+                outcome=outcome,
+                policy_version=policy_version,
+                latency_ms=latency,
+                facts=facts,
+                payload=payload,
+                payload_expires_at=expires,
+            )
+        )
+
+    @staticmethod
+    def _payload(policy: Policy, request: Any, answer: str | None) -> bytes | None:
+        """Kept only when the tenant's retention asks for it; the audit log seals it."""
+        if policy.retention.payload_days <= 0:
+            return None
+        return json.dumps({"request": request, "response": answer}).encode("utf-8")
+
+    def _scrub(self, tenant_id: str, policy: Policy, text: str) -> str:
+        if not policy.egress.scan_output or not text:
+            return text
+        rules = output_rules(policy.pii, policy.egress.output_action)
+        return self._privacy.anonymize(tenant_id, [text], rules).texts[0]
+
+    # -- chat --------------------------------------------------------------------------
+
+    async def _prepare_chat(
+        self, principal: Principal, call: ChatCall, action: str, started: float
+    ) -> tuple[str, ActivePolicy, ChatRequest, Anonymized]:
+        tenant_id, active = await anyio.to_thread.run_sync(self._admit, principal, call.model, "chat")
+        policy = active.policy
+        if call.max_tokens is not None and call.max_tokens > policy.limits.max_tokens:
+            raise InvalidInput(f"max_tokens may be at most {policy.limits.max_tokens} under this tenant's policy")
+        anonymized = await self._anonymize(
+            principal, action, call.model, active, [m.content for m in call.messages], call.scope, started
+        )
+        request = ChatRequest(
+            messages=[ChatMessage(m.role, t) for m, t in zip(call.messages, anonymized.texts, strict=True)],
+            max_tokens=call.max_tokens,
+            temperature=call.temperature,
+            top_p=call.top_p,
+            stop=call.stop,
+            seed=call.seed,
+        )
+        return tenant_id, active, request, anonymized
+
+    def _egress(self, tenant_id: str, policy: Policy, scope: str | None, text: str) -> str:
+        text = self._scrub(tenant_id, policy, text)
+        if policy.egress.restore_pseudonyms and scope is not None:
+            text = self._privacy.restore(tenant_id, scope, text)
+        return text
+
+    async def chat(self, principal: Principal, call: ChatCall) -> ChatAnswer:
+        started = time.perf_counter()
+        action = "chat.completion"
+        tenant_id, active, request, anonymized = await self._prepare_chat(principal, call, action, started)
+        runner = await self._models.load_chat(call.model, tenant_id)
+        with metrics.MODEL_LATENCY.labels(call.model, "chat").time():
+            result = await runner.complete(request)
+        self._count_tokens(call.model, result.usage)
+        text = await anyio.to_thread.run_sync(self._egress, tenant_id, active.policy, anonymized.scope, result.text)
+        payload = self._payload(active.policy, [m.__dict__ for m in call.messages], text)
+        # Audit must succeed before the answer leaves: AuditUnavailable fails the request.
+        await self._record(
+            principal,
+            action,
+            model=call.model,
+            policy_version=active.version,
+            outcome="ok",
+            started=started,
+            facts={
+                "entities": anonymized.audit_facts(),
+                "prompt_tokens": result.usage.prompt_tokens,
+                "completion_tokens": result.usage.completion_tokens,
+                "finish": result.finish_reason,
+            },
+            payload=payload,
+            payload_days=active.policy.retention.payload_days,
+        )
+        return ChatAnswer(f"chatcmpl-{uuid.uuid4().hex}", call.model, text, result.finish_reason, result.usage)
+
+    async def chat_stream(self, principal: Principal, call: ChatCall) -> ChatStream:
+        """Everything that can refuse the request happens here, before the caller sees a byte."""
+        started = time.perf_counter()
+        action = "chat.completion.stream"
+        tenant_id, active, request, anonymized = await self._prepare_chat(principal, call, action, started)
+        policy = active.policy
+        runner = await self._models.load_chat(call.model, tenant_id)
+        upstream = cast(AsyncGenerator[ChatChunk, None], runner.stream(request))
+        try:
+            first = await upstream.__anext__()  # queue admission and model errors surface now
+            await self._record(
+                principal,
+                action,
+                model=call.model,
+                policy_version=active.version,
+                outcome="started",
+                started=started,
+                facts={"entities": anonymized.audit_facts()},
+            )
+        except BaseException:
+            await upstream.aclose()  # refused after admission: free the model's slot
+            raise
+        scope = anonymized.scope
+        restorer = (
+            self._privacy.stream_restorer(tenant_id, scope)
+            if policy.egress.restore_pseudonyms and scope is not None
+            else None
+        )
+        stream = ChatStream(f"chatcmpl-{uuid.uuid4().hex}", call.model, _empty())
+
+        async def chunks() -> AsyncGenerator[ChatChunk, None]:
+            chunk: ChatChunk | None = first
+            try:
+                while chunk is not None:
+                    text = await anyio.to_thread.run_sync(self._scrub, tenant_id, policy, chunk.text)
+                    if restorer is not None:
+                        text = restorer.feed(text) + (restorer.flush() if chunk.finish_reason else "")
+                    if chunk.usage is not None:
+                        stream.usage = chunk.usage
+                        self._count_tokens(call.model, chunk.usage)
+                    yield ChatChunk(text, chunk.finish_reason, chunk.usage)
+                    if chunk.finish_reason is not None:
+                        return
+                    chunk = await upstream.__anext__()
+            finally:
+                await upstream.aclose()  # a disconnected caller stops the generation
+                metrics.MODEL_LATENCY.labels(call.model, "chat").observe(time.perf_counter() - started)
+
+        stream.chunks = chunks()
+        return stream
+
+    @staticmethod
+    def _count_tokens(model: str, usage: Usage) -> None:
+        metrics.MODEL_TOKENS.labels(model, "prompt").inc(usage.prompt_tokens)
+        metrics.MODEL_TOKENS.labels(model, "completion").inc(usage.completion_tokens)
+
+    # -- embeddings --------------------------------------------------------------------
+
+    async def embed(self, principal: Principal, model: str, texts: list[str], scope: str | None = None) -> EmbedAnswer:
+        started = time.perf_counter()
+        action = "embeddings"
+        tenant_id, active = await anyio.to_thread.run_sync(self._admit, principal, model, "embedding")
+        anonymized = await self._anonymize(principal, action, model, active, texts, scope, started)
+        runner = await self._models.load_embedding(model, tenant_id)
+        with metrics.MODEL_LATENCY.labels(model, "embedding").time():
+            result = await runner.embed(anonymized.texts)
+        metrics.MODEL_TOKENS.labels(model, "prompt").inc(result.prompt_tokens)
+        await self._record(
+            principal,
+            action,
+            model=model,
+            policy_version=active.version,
+            outcome="ok",
+            started=started,
+            facts={"entities": anonymized.audit_facts(), "inputs": len(texts), "prompt_tokens": result.prompt_tokens},
+        )
+        return EmbedAnswer(model, result.vectors, result.prompt_tokens)
+
+
+async def _empty() -> AsyncGenerator[ChatChunk, None]:
+    return
+    yield  # pragma: no cover

@@ -1,0 +1,218 @@
+"""The official openai client against a live appliance serving real local models, with the
+privacy pipeline end to end: the model sees pseudonyms, the caller gets originals back."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import select
+
+from appliance.db.models import AuditEntry, Pseudonym, Role
+from appliance.models.base import ModelInput
+from appliance.services.principal import Principal
+from tests.support import Stack, make_services, make_settings, running_server
+
+CHAT = "smollm2-135m-instruct"
+EMBED = "all-minilm-l6-v2"
+pytestmark = pytest.mark.slow
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.inputs: list[ModelInput] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, item: ModelInput) -> None:
+        with self.lock:
+            self.inputs.append(item)
+
+    def text(self) -> str:
+        with self.lock:
+            return "\n".join(t for i in self.inputs for t in i.texts)
+
+
+@pytest.fixture(scope="module")
+def seen() -> Seen:
+    return Seen()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, seen: Seen) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("chat")
+    svc = make_services(make_settings(tmp / "data", f"sqlite:///{tmp / 'a.db'}"), model_observer=seen)
+    with running_server(svc) as base_url:
+        op = svc.api_keys.create(Principal.local_operator(), role=Role.OPERATOR, name="op").api_key
+        stack = Stack(svc, base_url, op)
+        yield stack
+        stack.close()
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def client(live: Stack) -> openai.OpenAI:
+    key = live.key(Role.APP, live.tenant("chat"))
+    return openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=key, max_retries=0, timeout=300)
+
+
+def test_models_are_listed(client: openai.OpenAI) -> None:
+    assert {CHAT, EMBED} <= {m.id for m in client.models.list()}
+
+
+def test_smollm2_knows_the_capital_of_france(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        temperature=0,
+        max_tokens=24,
+    )
+    assert "Paris" in (r.choices[0].message.content or "")
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage is not None and r.usage.completion_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_streamed_answer_equals_the_plain_one(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "Name three colours."}]
+    plain = client.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=20)  # type: ignore[arg-type]
+    chunks = list(
+        client.chat.completions.create(
+            model=CHAT,
+            messages=messages,
+            temperature=0,
+            max_tokens=20,
+            stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        plain.choices[0].finish_reason
+    ]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens  # type: ignore[union-attr]
+
+
+ECHO_SYSTEM = "You repeat the user's message exactly, character for character, and say nothing else."
+SECRET_NAME = "Marguerite Okonkwo-Lindqvist"
+SECRET_EMAIL = "m.okonkwo.lindqvist@example.org"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_model_sees_only_pseudonyms_and_caller_gets_originals(
+    client: openai.OpenAI, seen: Seen, live: Stack, stream: bool
+) -> None:
+    prompt = f"Contact {SECRET_NAME} at {SECRET_EMAIL}"
+    before = len(seen.inputs)
+    kwargs = {
+        "model": CHAT,
+        "temperature": 0,
+        "max_tokens": 40,
+        "messages": [{"role": "system", "content": ECHO_SYSTEM}, {"role": "user", "content": prompt}],
+    }
+    if stream:
+        answer = "".join(
+            c.choices[0].delta.content or "" for c in client.chat.completions.create(**kwargs, stream=True) if c.choices
+        )
+    else:
+        answer = client.chat.completions.create(**kwargs).choices[0].message.content or ""
+    model_side = "\n".join(t for i in seen.inputs[before:] for t in i.texts)
+    assert SECRET_NAME not in model_side and SECRET_EMAIL not in model_side
+    assert "<PERSON_1>" in model_side and "<EMAIL_ADDRESS_1>" in model_side
+    # SmolLM2 echoes (some of) the tokens; the appliance puts the originals back for the caller.
+    assert SECRET_NAME in answer or SECRET_EMAIL in answer, answer
+    assert "<PERSON_1>" not in answer and "<EMAIL_ADDRESS_1>" not in answer
+    with live.services.sessions() as s:
+        stored = b"".join(p.value_sealed + p.token.encode() for p in s.scalars(select(Pseudonym)))
+    assert SECRET_EMAIL.encode() not in stored
+
+
+def test_blocked_entity_is_a_422_naming_the_type_not_the_value(client: openai.OpenAI, seen: Seen) -> None:
+    card = "4111 1111 1111 1111"
+    before = len(seen.inputs)
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": f"Charge card {card}"}])
+    assert "CREDIT_CARD" in str(info.value)
+    assert card not in str(info.value)
+    assert len(seen.inputs) == before  # the model never saw it
+
+
+def test_unknown_model_is_a_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_unsupported_options_are_refused_clearly(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.UnprocessableEntityError, match="tools"):
+        client.chat.completions.create(
+            model=CHAT,
+            messages=[{"role": "user", "content": "hi"}],
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        )
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}], n=2)
+
+
+def _cos(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (math.hypot(*a) * math.hypot(*b))
+
+
+def test_embeddings_related_sentences_are_closer(client: openai.OpenAI) -> None:
+    r = client.embeddings.create(
+        model=EMBED,
+        input=[
+            "The cat sat on the mat.",
+            "A kitten is resting on a rug.",
+            "Quarterly revenue grew by eight percent.",
+        ],
+    )
+    a, b, c = (d.embedding for d in r.data)
+    assert _cos(a, b) > _cos(a, c) + 0.2
+    assert r.usage.prompt_tokens > 0
+
+
+def test_embeddings_base64_matches_float(client: openai.OpenAI, live: Stack) -> None:
+    text = "Privacy first."
+    floats = client.embeddings.create(model=EMBED, input=text).data[0].embedding  # the client decodes base64 itself
+    raw = httpx.post(
+        f"{live.base_url}/v1/embeddings",
+        headers={"Authorization": f"Bearer {client.api_key}"},
+        json={"model": EMBED, "input": text, "encoding_format": "float"},
+    ).json()
+    assert all(abs(x - y) < 1e-6 for x, y in zip(floats, raw["data"][0]["embedding"], strict=True))
+
+
+def test_every_model_call_is_audited_without_values(client: openai.OpenAI, live: Stack) -> None:
+    client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": f"Hi, I am {SECRET_NAME}"}], max_tokens=5, temperature=0
+    )
+    with live.services.sessions() as s:
+        entries = s.scalars(select(AuditEntry).where(AuditEntry.action.like("chat.%"))).all()
+    assert entries
+    last = entries[-1]
+    assert last.object == CHAT and last.outcome == "ok" and last.policy_version is None
+    assert '"PERSON"' in last.facts
+    all_text = " ".join(e.facts + (e.object or "") for e in entries)
+    assert SECRET_NAME not in all_text and "Okonkwo" not in all_text
+    assert live.services.audit.verify().ok
+
+
+def test_when_audit_cannot_be_written_the_call_fails_with_503(
+    client: openai.OpenAI, live: Stack, tmp_path: Path
+) -> None:
+    from sqlalchemy import text
+
+    with live.services.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_entries RENAME TO audit_entries_away"))
+    try:
+        with pytest.raises(openai.InternalServerError) as info:
+            client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hello"}], max_tokens=3)
+        assert info.value.status_code == 503
+    finally:
+        with live.services.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_entries_away RENAME TO audit_entries"))
