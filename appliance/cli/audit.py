@@ -77,7 +77,7 @@ def audit_checkpoint(state: CliState, as_json: bool) -> None:
     "--retention-days",
     type=click.IntRange(0, 36500),
     default=None,
-    help="Purge entries older than N days for every tenant (default: keep entries; policies set this later).",
+    help="Purge entries older than N days for every tenant (default: each tenant policy's retention.audit_days).",
 )
 @json_option
 @pass_state

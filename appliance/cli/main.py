@@ -12,6 +12,7 @@ from appliance.cli.admin import key, tenant
 from appliance.cli.audit import audit
 from appliance.cli.context import CliState
 from appliance.cli.keys import keys
+from appliance.cli.maintenance import maintenance
 from appliance.cli.models import model
 from appliance.cli.policy import policy
 from appliance.cli.server import db, init, serve
@@ -35,7 +36,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for command in (init, serve, db, tenant, key, keys, policy, audit, model):
+for command in (init, serve, db, tenant, key, keys, policy, audit, model, maintenance):
     cli.add_command(command)
 
 

@@ -104,3 +104,13 @@ def test_world_readable_master_key_is_refused(run: Run, tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "0644" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_maintenance_purges_and_signs_a_checkpoint(run: Run) -> None:
+    _json(run("init", "--json"))
+    _json(run("tenant", "create", "acme", "--json"))
+    out = _json(run("maintenance", "--json"))
+    assert out["pseudonyms_purged"] == 0
+    assert out["checkpoint"]["entry_count"] >= 1  # type: ignore[index]
+    verify = run("audit", "verify", "--json")
+    assert verify.returncode == 0, verify.stdout
