@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 from appliance.db.engine import transaction
 from appliance.db.models import AuditCheckpoint, AuditEntry, Role, Tenant
 from appliance.errors import AuditUnavailable, InvalidInput, NotFound, PermissionDenied
-from appliance.services.audit import AuditFilter, AuditLog
+from appliance.services.audit import AuditFilter, AuditLog, AuditView
 from appliance.services.audit_chain import Problem
 from appliance.services.audit_export import read_key_file, verify_export, write_export, write_key_file
 from appliance.services.container import Services
@@ -43,6 +43,11 @@ def _tenant(services: Services, name: str) -> Principal:
     return Principal(key_id=f"adm-{name}", role=Role.TENANT_ADMIN, tenant_id=view.id, tenant_slug=name)
 
 
+def _setup_entries(audit: AuditLog) -> list[AuditView]:
+    """What the wired services audited during a test's setup (creating tenants), oldest first."""
+    return sorted(audit.query(COMPLIANCE, limit=500).items, key=lambda e: e.id)
+
+
 def _renamed_audit_table(services: Services) -> Callable[[], None]:
     """Make audit writes fail for real: the table is renamed away; returns the undo."""
     with services.engine.begin() as conn:
@@ -58,6 +63,8 @@ def _renamed_audit_table(services: Services) -> Callable[[], None]:
 def test_entries_chain_and_verify_with_facts_but_no_values(services: Services) -> None:
     audit = AuditLog(services.sessions, services.data_keys)
     acme = _tenant(services, "acme")
+    setup = _setup_entries(audit)
+    assert [(e.action, e.tenant_id) for e in setup] == [("tenant.create", acme.tenant_id)]
     first = audit.record(
         "chat.completion",
         actor=acme,
@@ -71,7 +78,7 @@ def test_entries_chain_and_verify_with_facts_but_no_values(services: Services) -
     assert second > first
     result = audit.verify()
     assert result.ok, result
-    assert result.entries_checked == 2
+    assert result.entries_checked == len(setup) + 2
     entry = audit.get(COMPLIANCE, first)
     assert entry.facts == {"entities": {"EMAIL_ADDRESS": 2, "PERSON": 1}, "actions": ["redact", "pseudonymize"]}
     assert entry.latency_ms == 12.346
@@ -153,17 +160,23 @@ def test_concurrent_appends_from_threads_never_fork_the_chain(services: Services
 def test_tenant_admin_reads_only_its_own_tenants_entries(services: Services) -> None:
     audit = AuditLog(services.sessions, services.data_keys)
     a, b = _tenant(services, "ta"), _tenant(services, "tb")
+    setup = _setup_entries(audit)
+    a_setup = [e.id for e in setup if e.tenant_id == a.tenant_id]
+    b_setup = [e.id for e in setup if e.tenant_id == b.tenant_id]
+    assert a_setup and b_setup  # each tenant's creation is audited under that tenant
+    assert len(a_setup) + len(b_setup) == len(setup)
     a_entry = audit.record("key.create", actor=a, tenant_id=a.tenant_id, object="k1")
     b_entry = audit.record("key.create", actor=b, tenant_id=b.tenant_id, object="k2")
     audit.record("tenant.create", actor=OPERATOR, object="tc")
-    assert [e.id for e in audit.query(a).items] == [a_entry]
+    assert [e.id for e in audit.query(a).items] == [a_entry, *a_setup[::-1]]
     assert audit.query(a, AuditFilter(tenant="tb")).items == []
     assert audit.query(a, AuditFilter(tenant=b.tenant_id)).items == []
-    with pytest.raises(NotFound):
-        audit.get(a, b_entry)
+    for hidden in [b_entry, *b_setup]:
+        with pytest.raises(NotFound):
+            audit.get(a, hidden)
     assert audit.get(a, a_entry).object == "k1"
-    assert {e.id for e in audit.query(COMPLIANCE, AuditFilter(tenant="tb")).items} == {b_entry}
-    assert len(audit.query(COMPLIANCE).items) == 3
+    assert {e.id for e in audit.query(COMPLIANCE, AuditFilter(tenant="tb")).items} == {b_entry, *b_setup}
+    assert len(audit.query(COMPLIANCE).items) == len(setup) + 3
     with pytest.raises(PermissionDenied):
         audit.query(Principal(key_id="app", role=Role.APP, tenant_id=a.tenant_id))
 
@@ -211,6 +224,12 @@ def test_retention_purge_removes_exactly_what_policy_says_and_chain_still_verifi
     clock = Clock(datetime(2030, 1, 1, tzinfo=UTC))
     audit = AuditLog(services.sessions, services.data_keys, clock=clock, checkpoint_every=3)
     short, long = _tenant(services, "short"), _tenant(services, "long")
+    # Creating the tenants was audited by the services (under each tenant, on the real clock);
+    # the purge applies the same policy to those entries, so the expectations include them.
+    setup = _setup_entries(audit)
+    assert sorted((e.action, e.tenant_id) for e in setup) == sorted(
+        [("tenant.create", short.tenant_id), ("tenant.create", long.tenant_id)]
+    )
     written: dict[str, list[int]] = {"short": [], "long": [], "system": []}
     for _day in range(10):
         written["short"].append(audit.record("chat.completion", actor=short, tenant_id=short.tenant_id))
@@ -226,15 +245,28 @@ def test_retention_purge_removes_exactly_what_policy_says_and_chain_still_verifi
         written["system"].append(audit.record("tenant.create", actor=OPERATOR))
         clock.advance(days=1)
     days = {short.tenant_id: 3, long.tenant_id: 30, None: 5}
+    setup_purged = {e.id for e in setup if e.created_at < clock.now - timedelta(days=days[e.tenant_id])}
     report = audit.purge(now=clock.now, retention=lambda tenant: days[tenant])
     # now = day 10: short keeps days 7-9, system keeps days 5-9, long keeps all; payloads of days 0-8 expired.
-    assert report.entries_purged == 7 + 5
+    purged = setup_purged | set(written["short"][:7] + written["system"][:5])
+    assert report.entries_purged == len(purged) == len(setup_purged) + 7 + 5
     assert report.payloads_deleted == 9
-    assert report.entries_removed == 1  # only the leading run of purged entries goes: day 0's "short" entry
+    # only the leading run of purged entries goes: the purged setup entries (when all of them
+    # are, as when the real clock is well before 2030) and then day 0's "short" entry
+    in_order = sorted(e.id for e in setup) + [i for day in zip(*written.values(), strict=True) for i in day]
+    leading = next((n for n, i in enumerate(in_order) if i not in purged), len(in_order))
+    assert report.entries_removed == leading
+    if setup_purged == {e.id for e in setup}:
+        assert leading == len(setup) + 1
+    kept_setup = {e.id for e in setup} - setup_purged
     visible = {e.id for e in audit.query(COMPLIANCE, limit=500).items if e.action != "audit.purge"}
-    assert visible == set(written["short"][7:] + written["long"] + written["system"][5:])
+    assert visible == kept_setup | set(written["short"][7:] + written["long"] + written["system"][5:])
     purge_entry = audit.query(COMPLIANCE, AuditFilter(action="audit.purge")).items[0]
-    assert purge_entry.facts == {"entries_purged": 12, "entries_removed": 1, "payloads_deleted": 9}
+    assert purge_entry.facts == {
+        "entries_purged": len(purged),
+        "entries_removed": leading,
+        "payloads_deleted": 9,
+    }
     assert [audit.get(COMPLIANCE, i).has_payload for i in written["long"]] == [False] * 9 + [True]
     result = audit.verify(now=clock.now)
     assert result.ok, result
@@ -242,7 +274,7 @@ def test_retention_purge_removes_exactly_what_policy_says_and_chain_still_verifi
     clock.advance(days=40)
     audit.purge(now=clock.now, retention=lambda tenant: 1)
     with services.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(AuditCheckpoint)) > 0
+        assert (s.scalar(select(func.count()).select_from(AuditCheckpoint)) or 0) > 0
     result = audit.verify(now=clock.now)
     assert result.ok, result
     audit.record("after.purge", actor=OPERATOR)
@@ -265,6 +297,8 @@ def test_export_then_offline_verify_round_trips_and_catches_edits(services: Serv
     clock = Clock(datetime(2030, 1, 1, tzinfo=UTC))
     audit = AuditLog(services.sessions, services.data_keys, clock=clock, checkpoint_every=4)
     acme = _tenant(services, "exp")
+    setup = _setup_entries(audit)
+    assert [(e.action, e.tenant_id) for e in setup] == [("tenant.create", acme.tenant_id)]
     for i in range(10):
         clock.advance(minutes=10)
         audit.record(
@@ -286,10 +320,10 @@ def test_export_then_offline_verify_round_trips_and_catches_edits(services: Serv
     whole = tmp_path / f"all.{fmt}"
     ex = audit.export(COMPLIANCE)
     with whole.open("w", encoding="utf-8", newline="") as out:
-        assert len(list(write_export(ex, out, fmt))) == 11  # type: ignore[arg-type]
+        assert len(list(write_export(ex, out, fmt))) == len(setup) + 11  # type: ignore[arg-type]
     result = verify_export(whole, keys)
     assert result.ok, result
-    assert result.entries_checked == 11
+    assert result.entries_checked == len(setup) + 11
 
     part = tmp_path / f"part.{fmt}"
     since, until = datetime(2030, 1, 1, 0, 25, tzinfo=UTC), datetime(2030, 1, 1, 1, 5, tzinfo=UTC)
@@ -316,7 +350,7 @@ def test_export_then_offline_verify_round_trips_and_catches_edits(services: Serv
 def test_exported_entries_hold_no_payload(services: Services, tmp_path: Path) -> None:
     audit = AuditLog(services.sessions, services.data_keys)
     acme = _tenant(services, "nopay")
-    audit.record(
+    with_payload = audit.record(
         "chat.completion",
         actor=acme,
         tenant_id=acme.tenant_id,
@@ -328,5 +362,7 @@ def test_exported_entries_hold_no_payload(services: Services, tmp_path: Path) ->
         list(write_export(audit.export(COMPLIANCE), fh, "jsonl"))
     body = out.read_text(encoding="utf-8")
     assert "secret-canary-991" not in body
-    entry = next(json.loads(x) for x in body.splitlines() if '"entry"' in x)
-    assert entry["payload_present"] is True
+    entries = {e["id"]: e for e in map(json.loads, body.splitlines()) if e.get("record") == "entry"}
+    assert with_payload in entries
+    assert entries[with_payload]["payload_present"] is True
+    assert all(not e["payload_present"] for i, e in entries.items() if i != with_payload)
