@@ -257,6 +257,28 @@ _LEAD_WORDS = frozenset(
         "by",
         "for",
         "via",
+        "i",
+        "i'm",
+        "i've",
+        "i'd",
+        "i'll",
+        "im",
+        "it's",
+        "this",
+        "the",
+        "is",
+        "am",
+        "we",
+        "my",
+        "our",
+        "mr",
+        "mrs",
+        "ms",
+        "mx",
+        "dr",
+        "prof",
+        "sir",
+        "madam",
     ]
 )
 _CAPITALIZED = re.compile(r"[^\W\d_][^\W\d_'\u2019-]*(?:[-'\u2019][^\W\d_]+)*")
@@ -288,7 +310,7 @@ def _names_from_emails(text: str, found: list[Detection], allowed: set[str]) -> 
             else:
                 runs.append([m])
         for run in runs:
-            while run and run[0].group().casefold() in _LEAD_WORDS:
+            while run and run[0].group().casefold().replace("\u2019", "'") in _LEAD_WORDS:
                 run = run[1:]
             if not run or _overlaps(run, email):
                 continue

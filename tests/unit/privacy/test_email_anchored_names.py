@@ -14,6 +14,7 @@ from appliance.privacy.rules import PrivacyRules
         ("Contact Marguerite Okonkwo-Lindqvist at m.okonkwo.lindqvist@example.org", "Marguerite Okonkwo-Lindqvist"),
         ("Reach Dr. Tomasz Wójcik (tomasz.wojcik@uni.example) today", "Tomasz Wójcik"),
         ("email: Jane Doe <jane.doe@example.com>", "Jane Doe"),
+        ("Hi, I'm Oluwaseun Adeyemi-Brandt, mail adeyemi@example.net", "Oluwaseun Adeyemi-Brandt"),
     ],
 )
 def test_name_beside_its_address_is_a_person(detector: Detector, text: str, name: str) -> None:
