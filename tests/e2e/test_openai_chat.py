@@ -216,3 +216,15 @@ def test_when_audit_cannot_be_written_the_call_fails_with_503(
     finally:
         with live.services.engine.begin() as conn:
             conn.execute(text("ALTER TABLE audit_entries_away RENAME TO audit_entries"))
+
+
+def test_tenant_policy_body_limit_is_enforced(live: Stack) -> None:
+    tenant = live.tenant("small")
+    officer = live.client(live.key(Role.COMPLIANCE))
+    doc = "extends: default\nlimits:\n  max_request_bytes: 2048\n"
+    assert officer.post(f"/admin/v1/tenants/{tenant}/policy", json={"document": doc}).status_code == 201
+    app = live.client(live.key(Role.APP, tenant))
+    big = app.post("/v1/embeddings", json={"model": EMBED, "input": "word " * 1000})
+    assert big.status_code == 413
+    assert big.json()["type"] == "urn:appliance:problem:body-too-large"
+    assert app.post("/v1/embeddings", json={"model": EMBED, "input": "short"}).status_code == 200

@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 import msgspec
 from litestar import Response, get, post
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.params import JSONBody
 from litestar.response import Stream
 
@@ -25,6 +27,7 @@ from appliance.api.routes.admin import AuthedRequest
 from appliance.db.models import Role
 from appliance.errors import InvalidInput
 from appliance.models.base import ChatMessage
+from appliance.services.container import Services
 from appliance.services.inference import ChatCall
 
 MODEL_CALLERS = roles(Role.APP, Role.TENANT_ADMIN)
@@ -109,6 +112,17 @@ def _to_call(body: ChatBody, conversation: str | None) -> ChatCall:
     )
 
 
+def _within_tenant_limit(request: AuthedRequest, services: Services) -> None:
+    """The policy's ``limits.max_request_bytes`` (the server-wide limit applies before this)."""
+    tenant_id = request.user.tenant_id
+    length = request.headers.get("content-length")
+    if tenant_id is None or length is None or not length.isdigit():
+        return
+    limit = services.policies.effective(tenant_id).policy.limits.max_request_bytes
+    if int(length) > limit:
+        raise RequestEntityTooLarge(detail=f"this tenant's policy allows request bodies up to {limit} bytes")
+
+
 def _conversation(request: AuthedRequest) -> str | None:
     value = request.headers.get(CONVERSATION_HEADER)
     if value is not None and not (1 <= len(value) <= 128 and value.isprintable()):
@@ -128,6 +142,7 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 @post("/v1/chat/completions", guards=[MODEL_CALLERS], tags=["openai"], status_code=200)
 async def chat_completions(request: AuthedRequest, services: Svc, data: JSONBody[ChatBody]) -> Response[Any]:
+    await anyio.to_thread.run_sync(_within_tenant_limit, request, services)
     call = _to_call(data, _conversation(request))
     created = int(time.time())
     if not data.stream:
@@ -194,6 +209,7 @@ def _b64(vector: list[float]) -> str:
 
 @post("/v1/embeddings", guards=[MODEL_CALLERS], tags=["openai"], status_code=200)
 async def embeddings(request: AuthedRequest, services: Svc, data: JSONBody[EmbeddingsBody]) -> dict[str, Any]:
+    await anyio.to_thread.run_sync(_within_tenant_limit, request, services)
     if data.dimensions is not None:
         raise InvalidInput("dimensions is not supported; the model's native size is returned")
     texts = [data.input] if isinstance(data.input, str) else data.input
