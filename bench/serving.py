@@ -1,12 +1,29 @@
-"""Serving benchmark, in-process parts: raw model speed vs the appliance's batched runners.
+"""Serving benchmark: the appliance over real HTTP against the raw models, in one run.
 
-    .venv/bin/python -m bench.serving            # about 1-2 minutes on 2 cores
+    .venv/bin/python -m bench.serving            # about 2-3 minutes on 2 cores
+    .venv/bin/python -m bench.serving --quick    # about 1.5 minutes, noisier
     .venv/bin/python -m bench.serving --json     # the same figures as JSON
 
-Each measurement is a function returning a small dataclass, so the HTTP measurements
-(requests through the API with auth + privacy + audit) can be added beside them and
-compared against the same raw baselines. The first run converts SmolLM2 into
-``.bench-data/models`` (about 25 s); later runs reuse it.
+What one run measures, each against a baseline measured in the same run:
+
+- embeddings: requests/s of 32 concurrent clients sending one short text each, through
+  HTTP (auth + policy + privacy + model + audit) vs the in-process batched runner (the
+  target is >= 90 %) and vs sentence-transformers ``encode`` in batches of 32;
+- chat: aggregate completion tokens/s through HTTP (streamed, SSE) at 1 and at 8
+  concurrent streams vs raw transformers ``generate()`` on one stream (the target is >= 3x
+  at 8 streams), and the in-process step-batched runner at the same concurrency;
+- p50/p99 latency of each;
+- the appliance's own overhead per request: the same small call timed sequentially through
+  HTTP and against the in-process runner; the difference is HTTP + auth + policy +
+  privacy + audit. ``/healthz`` (no auth) and ``/v1/models`` (auth + policy, no model)
+  split it further.
+
+The appliance is a real ``appliance serve`` subprocess on 127.0.0.1 (``init`` with a bench
+tenant whose policy lifts the per-minute rate limit, so the limiter does not cap the
+load); the load generator is httpx on asyncio in this process, so on a small box client
+and server share the cores, as they would with a co-located app. The first run converts
+SmolLM2 into ``.bench-data/models`` (about 25 s); later runs reuse it. Nothing leaves
+loopback; every phase is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -16,7 +33,14 @@ import asyncio
 import dataclasses
 import json
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +48,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import httpx
 import torch
 
 from appliance.models.base import ChatMessage, ChatRequest
@@ -33,6 +58,8 @@ from appliance.models.manager import configure_torch_threads
 from appliance.models.store import ModelStore, minilm_directory
 
 DEFAULT_STORE = Path(".bench-data/models")
+CHAT_MODEL = "smollm2-135m-instruct"
+EMBED_MODEL = "all-minilm-l6-v2"
 SENTENCES = [
     f"Sentence {i}: the quarterly report for region {i % 7} shows {i * 3} new customers and steady growth."
     for i in range(512)
@@ -47,6 +74,8 @@ PROMPTS = [
     "Write a story about a cat who learns to fly.",
     "Explain why the sky is blue, at length.",
 ]
+OVERHEAD_TEXT = "The quarterly report shows steady growth in every region."
+"""The small call timed for the per-request overhead (no personal data in it)."""
 
 
 @dataclass
@@ -66,7 +95,22 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-# ---------------------------------------------------------------- embeddings
+def _latency(name: str, latencies: list[float], **extra: Any) -> Throughput:
+    """A sequential-latency row: ``per_second`` is calls/s of one client."""
+    total = sum(latencies)
+    return Throughput(
+        name,
+        "calls/s",
+        len(latencies) / total,
+        total,
+        len(latencies),
+        _percentile(latencies, 0.5) * 1000,
+        _percentile(latencies, 0.99) * 1000,
+        dict(extra),
+    )
+
+
+# ---------------------------------------------------------------- embeddings, in process
 
 
 def raw_embeddings(model_dir: Path, batch: int = 32, seconds: float = 6.0) -> Throughput:
@@ -84,57 +128,84 @@ def raw_embeddings(model_dir: Path, batch: int = 32, seconds: float = 6.0) -> Th
     return Throughput(f"raw encode, batch {batch}", "sentences/s", done / elapsed, elapsed, done)
 
 
-async def _embed_clients(runner: LocalEmbeddingRunner, clients: int, seconds: float) -> tuple[int, list[float]]:
+async def _embed_clients(runner: LocalEmbeddingRunner, clients: int, seconds: float) -> tuple[list[float], float]:
     latencies: list[float] = []
-    stop_at = time.perf_counter() + seconds
+    started = time.perf_counter()
+    stop_at = started + seconds
 
     async def client(i: int) -> None:
         n = i
         while time.perf_counter() < stop_at:
-            started = time.perf_counter()
+            t0 = time.perf_counter()
             await runner.embed([SENTENCES[n % len(SENTENCES)]])
-            latencies.append(time.perf_counter() - started)
+            latencies.append(time.perf_counter() - t0)
             n += clients
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return len(latencies), latencies
+    return latencies, time.perf_counter() - started
 
 
 def batched_embeddings(runner: LocalEmbeddingRunner, clients: int = 32, seconds: float = 6.0) -> Throughput:
     """``clients`` concurrent one-sentence requests through the dynamic batcher."""
     before = runner.stats
-    count, latencies = asyncio.run(_embed_clients(runner, clients, seconds))
+    latencies, elapsed = asyncio.run(_embed_clients(runner, clients, seconds))
     after = runner.stats
     passes = after.forward_passes - before.forward_passes
     return Throughput(
         f"runner, {clients} concurrent 1-text requests",
         "requests/s",
-        count / seconds,
-        seconds,
-        count,
+        len(latencies) / elapsed,
+        elapsed,
+        len(latencies),
         _percentile(latencies, 0.5) * 1000,
         _percentile(latencies, 0.99) * 1000,
-        {"mean_batch": round(count / max(passes, 1), 1)},
+        {"mean_batch": round(len(latencies) / max(passes, 1), 1)},
     )
 
 
-# ---------------------------------------------------------------- chat
+def sequential_runner_embed(runner: LocalEmbeddingRunner, calls: int) -> list[float]:
+    async def go() -> list[float]:
+        out = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            await runner.embed([OVERHEAD_TEXT])
+            out.append(time.perf_counter() - t0)
+        return out
+
+    return asyncio.run(go())
 
 
-def raw_generate(model_dir: Path, tokens: int = 48) -> Throughput:
+# ---------------------------------------------------------------- chat, in process
+
+
+def raw_generate(model_dir: Path, tokens: int = 48, repeats: int = 2) -> Throughput:
     """transformers ``generate()``, one stream, greedy, fixed length: the single-stream baseline."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.eval()
     messages = [{"role": "user", "content": PROMPTS[0]}]
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs: Any = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    runs: list[float] = []
     with torch.inference_mode():
         model.generate(**inputs, max_new_tokens=4, do_sample=False)
-        started = time.perf_counter()
-        model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-        elapsed = time.perf_counter() - started
-    return Throughput("raw generate(), 1 stream", "tokens/s", tokens / elapsed, elapsed, tokens)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+            runs.append(time.perf_counter() - started)
+    best = min(runs)  # the fastest run: the strictest baseline for the ratios below
+    return Throughput(
+        f"raw generate(), 1 stream, best of {repeats}",
+        "tokens/s",
+        tokens / best,
+        best,
+        tokens,
+        _percentile(runs, 0.5) * 1000,
+        max(runs) * 1000,
+    )
 
 
 async def _chat_streams(runner: LocalChatRunner, streams: int, tokens: int, rounds: int) -> tuple[int, list[float]]:
@@ -173,49 +244,439 @@ def batched_chat(runner: LocalChatRunner, streams: int, tokens: int = 48, rounds
     )
 
 
-# ---------------------------------------------------------------- report
+def sequential_runner_chat(runner: LocalChatRunner, calls: int) -> list[float]:
+    request = ChatRequest([ChatMessage("user", OVERHEAD_TEXT)], temperature=0, max_tokens=1)
+
+    async def go() -> list[float]:
+        out = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            await runner.complete(request)
+            out.append(time.perf_counter() - t0)
+        return out
+
+    return asyncio.run(go())
+
+
+# ---------------------------------------------------------------- the live appliance
+
+
+@dataclass
+class LiveAppliance:
+    base_url: str
+    app_key: str
+    log: Path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.app_key}"}
+
+
+BENCH_TENANT = "bench"
+
+
+def _bench_policy() -> str:
+    """The shipped default policy with the per-minute limit lifted (the limiter would cap the load)."""
+    text = (Path(__file__).resolve().parent.parent / "policies" / "default.yaml").read_text()
+    if "requests_per_minute: 600" not in text:
+        raise RuntimeError("policies/default.yaml changed; update bench.serving._bench_policy")
+    return text.replace("requests_per_minute: 600", "requests_per_minute: 1000000")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def live_appliance(store: Path, start_timeout_s: float = 240.0) -> Iterator[LiveAppliance]:
+    """``appliance init`` + ``policy apply`` + ``appliance serve`` in a subprocess on loopback."""
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        env.update(
+            APPLIANCE_DATA_DIR=str(tmp / "data"),
+            APPLIANCE_CONFIG=str(tmp / "appliance.toml"),
+            APPLIANCE_MODELS__STORE_DIR=str(store.resolve()),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+        )
+        (tmp / "appliance.toml").write_text("")
+        (tmp / "policy.yaml").write_text(_bench_policy())
+        cli = [sys.executable, "-m", "appliance.cli"]
+
+        def run_cli(*args: str) -> str:
+            done = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                raise RuntimeError(f"appliance {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+            return done.stdout
+
+        info = json.loads(run_cli("init", "--demo-tenant", BENCH_TENANT, "--json"))
+        run_cli("policy", "apply", BENCH_TENANT, str(tmp / "policy.yaml"), "-m", "bench: no rate limit")
+        port = _free_port()
+        log = tmp / "server.log"
+        with log.open("w") as fh:
+            proc = subprocess.Popen(
+                [*cli, "serve", "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT
+            )  # with warm-up: the default models are loaded before the port opens
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + start_timeout_s
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the appliance did not become ready:\n" + log.read_text()[-4000:])
+                time.sleep(0.25)
+            yield LiveAppliance(base, info["demo"]["app_api_key"], log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def _client(app: LiveAppliance, connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=app.base_url,
+        headers=app.headers,
+        timeout=120,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+async def _http_embed(http: httpx.AsyncClient, text: str) -> int:
+    r = await http.post("/v1/embeddings", json={"model": EMBED_MODEL, "input": text, "encoding_format": "base64"})
+    return r.status_code
+
+
+def http_embeddings(app: LiveAppliance, clients: int = 32, seconds: float = 6.0) -> Throughput:
+    """``clients`` concurrent one-text requests through the whole appliance."""
+
+    async def go() -> tuple[list[float], Counter[int], float]:
+        latencies: list[float] = []
+        refused: Counter[int] = Counter()
+        async with _client(app, clients) as http:
+            # Open every connection and wake every worker thread first; not counted.
+            await asyncio.gather(*(_http_embed(http, SENTENCES[i]) for i in range(clients)))
+            started = time.perf_counter()
+            stop_at = started + seconds
+
+            async def client(i: int) -> None:
+                n = i
+                while time.perf_counter() < stop_at:
+                    t0 = time.perf_counter()
+                    status = await _http_embed(http, SENTENCES[n % len(SENTENCES)])
+                    if status == 200:
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        refused[status] += 1
+                    n += clients
+
+            await asyncio.gather(*(client(i) for i in range(clients)))
+            return latencies, refused, time.perf_counter() - started
+
+    latencies, refused, elapsed = asyncio.run(go())
+    return Throughput(
+        f"HTTP, {clients} concurrent 1-text requests",
+        "requests/s",
+        len(latencies) / elapsed,
+        elapsed,
+        len(latencies),
+        _percentile(latencies, 0.5) * 1000,
+        _percentile(latencies, 0.99) * 1000,
+        {"non_200": dict(refused)} if refused else {},
+    )
+
+
+async def _http_chat_one(http: httpx.AsyncClient, prompt: str, tokens: int) -> tuple[int, float, float]:
+    """One streamed completion: (completion tokens, seconds to the first text, seconds in all)."""
+    body = {
+        "model": CHAT_MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0,
+        "max_tokens": tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    t0 = time.perf_counter()
+    first: float | None = None
+    usage = 0
+    async with http.stream("POST", "/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            await r.aread()
+            raise RuntimeError(f"chat answered {r.status_code}: {r.text[:300]}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if first is None and any((c.get("delta") or {}).get("content") for c in event.get("choices") or []):
+                first = time.perf_counter() - t0
+            if event.get("usage"):
+                usage = int(event["usage"]["completion_tokens"])
+    total = time.perf_counter() - t0
+    return usage, first if first is not None else total, total
+
+
+def http_chat(app: LiveAppliance, streams: int, tokens: int = 48, rounds: int = 1) -> Throughput:
+    """``streams`` concurrent streamed (SSE) greedy completions through the whole appliance."""
+
+    async def go() -> tuple[int, list[float], list[float], float]:
+        latencies: list[float] = []
+        firsts: list[float] = []
+        total = 0
+        async with _client(app, streams) as http:
+            await _http_chat_one(http, "Say hi.", 2)  # a warm connection; not counted
+            started = time.perf_counter()
+            for r in range(rounds):
+                results = await asyncio.gather(
+                    *(_http_chat_one(http, PROMPTS[(r * streams + i) % len(PROMPTS)], tokens) for i in range(streams))
+                )
+                for n, first, whole in results:
+                    total += n
+                    firsts.append(first)
+                    latencies.append(whole)
+            return total, latencies, firsts, time.perf_counter() - started
+
+    total, latencies, firsts, elapsed = asyncio.run(go())
+    return Throughput(
+        f"HTTP, {streams} concurrent stream{'s' if streams > 1 else ''} (SSE)",
+        "tokens/s",
+        total / elapsed,
+        elapsed,
+        total,
+        _percentile(latencies, 0.5) * 1000,
+        _percentile(latencies, 0.99) * 1000,
+        {"first_text_p50_ms": round(_percentile(firsts, 0.5) * 1000)},
+    )
+
+
+def http_sequential(app: LiveAppliance, calls: int) -> dict[str, list[float]]:
+    """One client, one call at a time: /healthz, /v1/models, 1-text embeddings, 1-token chat."""
+
+    async def go() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {"healthz": [], "models": [], "embed": [], "chat": []}
+        chat = {
+            "model": CHAT_MODEL,
+            "messages": [{"role": "user", "content": OVERHEAD_TEXT}],
+            "temperature": 0,
+            "max_tokens": 1,
+        }
+        embed = {"model": EMBED_MODEL, "input": OVERHEAD_TEXT, "encoding_format": "base64"}
+        calls_by_name: dict[str, Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]] = {
+            "healthz": lambda h: h.get("/healthz"),
+            "models": lambda h: h.get("/v1/models"),
+            "embed": lambda h: h.post("/v1/embeddings", json=embed),
+            "chat": lambda h: h.post("/v1/chat/completions", json=chat),
+        }
+        async with _client(app, 1) as http:
+            for name, call in calls_by_name.items():
+                (await call(http)).raise_for_status()  # warm; not counted
+                n = calls if name != "chat" else max(calls // 2, 5)
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    r = await call(http)
+                    out[name].append(time.perf_counter() - t0)
+                    r.raise_for_status()
+        return out
+
+    return asyncio.run(go())
+
+
+# ---------------------------------------------------------------- the pipeline's steps, in process
+
+
+def pipeline_steps(store: Path, calls: int) -> dict[str, list[float]]:
+    """Each step the appliance adds to a model call, timed alone (sequential, in this process).
+
+    The same services the server builds, on a throwaway SQLite database: where the
+    per-request overhead measured over HTTP goes.
+    """
+    import base64
+    from datetime import timedelta
+
+    from appliance.config import Settings
+    from appliance.crypto.keyring import MasterKeyring, new_key
+    from appliance.db import migrate
+    from appliance.db.models import Role
+    from appliance.services.container import build_services
+    from appliance.services.principal import Principal
+
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-steps-") as tmp_name:
+        tmp = Path(tmp_name)
+        master = new_key()
+        settings = Settings(
+            data_dir=tmp,
+            dev_mode=True,
+            keys={"dev_master_key": base64.b64encode(master).decode()},
+            models={"store_dir": store.resolve()},
+        )
+        services = build_services(settings, keyring=MasterKeyring(master))
+        try:
+            migrate.upgrade(services.engine)
+            operator = Principal.local_operator()
+            services.tenants.create(operator, BENCH_TENANT, "Bench")
+            key = services.api_keys.create(operator, role=Role.APP, name="bench", tenant=BENCH_TENANT).api_key
+            principal = services.api_keys.authenticate(key)
+            tenant_id = principal.tenant_id or ""
+            policy = services.policies.effective(tenant_id).policy
+            ttl = timedelta(hours=policy.retention.vault_ttl_hours)
+            services.privacy.warm_up()
+            facts = {"entities": [], "inputs": 1, "prompt_tokens": 12}
+            steps: dict[str, Callable[[], object]] = {
+                "auth: API key check": lambda: services.api_keys.authenticate(key),
+                "policy + model registry lookup": lambda: (
+                    services.policies.effective(tenant_id),
+                    services.model_registry.list(tenant_id),
+                ),
+                "privacy: detect + anonymize 1 text": lambda: services.privacy.anonymize(
+                    tenant_id, [OVERHEAD_TEXT], policy.pii, ttl=ttl
+                ),
+                "audit: append one entry": lambda: services.audit.record(
+                    "embeddings", actor=principal, tenant_id=tenant_id, object=EMBED_MODEL, latency_ms=1.0, facts=facts
+                ),
+            }
+            out: dict[str, list[float]] = {}
+            for name, step in steps.items():
+                step()  # warm; not counted
+                out[name] = []
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    step()
+                    out[name].append(time.perf_counter() - t0)
+            return out
+        finally:
+            services.close()
+
+
+# ---------------------------------------------------------------- the run
 
 
 def run(store: Path, quick: bool = False) -> dict[str, Throughput]:
     threads = configure_torch_threads()
     seconds = 3.0 if quick else 6.0
     tokens = 24 if quick else 48
+    rounds = 1 if quick else 2
+    calls = 15 if quick else 40
     results: dict[str, Throughput] = {}
     minilm = minilm_directory()
-    results["embed_raw"] = raw_embeddings(minilm, 32, seconds)
-    embedder = LocalEmbeddingRunner("all-minilm-l6-v2", minilm, max_batch=64)
-    embedder.warmup()
-    try:
-        results["embed_runner"] = batched_embeddings(embedder, 32, seconds)
-    finally:
-        embedder.close()
+    smol = ModelStore(store).ensure_smollm2()  # converted once, before the server reads the same store
 
-    smol = ModelStore(store).ensure_smollm2()
-    results["generate_raw"] = raw_generate(smol, tokens)
-    chat = LocalChatRunner("smollm2-135m-instruct", smol, max_batch=8, max_queue=64)
-    chat.warmup()
-    try:
-        results["chat_1"] = batched_chat(chat, 1, tokens)
-        results["chat_8"] = batched_chat(chat, 8, tokens, rounds=1 if quick else 2)
-    finally:
-        chat.close()
-    results["chat_8"].extra["vs_raw_single_stream"] = round(
-        results["chat_8"].per_second / results["generate_raw"].per_second, 2
-    )
-    results["embed_runner"].extra["vs_raw"] = round(
+    with live_appliance(store) as app:
+        # In-process baselines first, while the appliance sits idle.
+        results["embed_raw"] = raw_embeddings(minilm, 32, seconds)
+        embedder = LocalEmbeddingRunner(EMBED_MODEL, minilm, max_batch=64)
+        embedder.warmup()
+        try:
+            results["embed_runner"] = batched_embeddings(embedder, 32, seconds)
+            runner_embed_seq = sequential_runner_embed(embedder, calls)
+        finally:
+            embedder.close()
+
+        results["generate_raw"] = raw_generate(smol, tokens)
+        chat = LocalChatRunner(CHAT_MODEL, smol, max_batch=8, max_queue=64)
+        chat.warmup()
+        try:
+            results["chat_1"] = batched_chat(chat, 1, tokens)
+            results["chat_8"] = batched_chat(chat, 8, tokens, rounds=rounds)
+            runner_chat_seq = sequential_runner_chat(chat, max(calls // 2, 5))
+        finally:
+            chat.close()
+
+        # The same work through the live appliance.
+        results["embed_http"] = http_embeddings(app, 32, seconds)
+        results["chat_http_1"] = http_chat(app, 1, tokens)
+        results["chat_http_8"] = http_chat(app, 8, tokens, rounds=rounds)
+        seq = http_sequential(app, calls)
+
+    steps = pipeline_steps(store, calls)
+
+    raw_tps = results["generate_raw"].per_second
+    for key in ("chat_1", "chat_8", "chat_http_1", "chat_http_8"):
+        results[key].extra["vs_raw_generate"] = round(results[key].per_second / raw_tps, 2)
+    results["embed_runner"].extra["vs_raw_encode"] = round(
         results["embed_runner"].per_second / results["embed_raw"].per_second, 2
     )
+    results["embed_http"].extra["vs_runner"] = round(
+        results["embed_http"].per_second / results["embed_runner"].per_second, 2
+    )
+    results["embed_http"].extra["vs_raw_encode"] = round(
+        results["embed_http"].per_second / results["embed_raw"].per_second, 2
+    )
     results["embed_raw"].extra["torch_threads"] = threads
+
+    p50 = {name: _percentile(values, 0.5) * 1000 for name, values in seq.items()}
+    runner_embed_p50 = _percentile(runner_embed_seq, 0.5) * 1000
+    runner_chat_p50 = _percentile(runner_chat_seq, 0.5) * 1000
+    results["seq_healthz"] = _latency("HTTP /healthz (no auth, no model)", seq["healthz"])
+    results["seq_models"] = _latency("HTTP /v1/models (auth + policy)", seq["models"])
+    results["seq_embed_runner"] = _latency("runner, 1 text, sequential", runner_embed_seq)
+    results["seq_embed_http"] = _latency(
+        "HTTP embeddings, 1 text, sequential",
+        seq["embed"],
+        overhead_ms=round(p50["embed"] - runner_embed_p50, 1),
+    )
+    results["seq_chat_runner"] = _latency("runner chat, max_tokens=1, sequential", runner_chat_seq)
+    results["seq_chat_http"] = _latency(
+        "HTTP chat, max_tokens=1, sequential",
+        seq["chat"],
+        overhead_ms=round(p50["chat"] - runner_chat_p50, 1),
+    )
+    for i, (name, values) in enumerate(steps.items()):
+        results[f"step_{i}"] = _latency(name, values)
     return results
 
 
+SECTIONS = (
+    ("Embeddings (all-minilm-l6-v2)", ("embed_raw", "embed_runner", "embed_http")),
+    ("Chat (smollm2-135m-instruct)", ("generate_raw", "chat_1", "chat_8", "chat_http_1", "chat_http_8")),
+    (
+        "Per-request overhead (one client, sequential; overhead = HTTP p50 - runner p50)",
+        ("seq_healthz", "seq_models", "seq_embed_runner", "seq_embed_http", "seq_chat_runner", "seq_chat_http"),
+    ),
+    (
+        "Where the overhead goes (each step alone, in process, sequential)",
+        ("step_0", "step_1", "step_2", "step_3"),
+    ),
+)
+
+
+def verdicts(results: dict[str, Throughput]) -> list[str]:
+    embed = results["embed_http"].per_second / results["embed_runner"].per_second
+    chat = results["chat_http_8"].per_second / results["generate_raw"].per_second
+    embed_ms = results["seq_embed_http"].extra["overhead_ms"]
+    chat_ms = results["seq_chat_http"].extra["overhead_ms"]
+    return [
+        f"embeddings HTTP vs in-process batched runner: {embed:.0%} (target >= 90%): "
+        + ("met" if embed >= 0.9 else "NOT met"),
+        f"chat HTTP at 8 streams vs raw generate() single stream: {chat:.2f}x (target >= 3x): "
+        + ("met" if chat >= 3 else "NOT met"),
+        f"appliance overhead per request (HTTP + auth + policy + privacy + audit): "
+        f"{embed_ms} ms (embeddings), {chat_ms} ms (chat)",
+    ]
+
+
 def print_table(results: dict[str, Throughput]) -> None:
-    print(f"{'measurement':44} {'rate':>12} {'unit':12} {'p50 ms':>8} {'p99 ms':>8}  notes")
-    for r in results.values():
-        p50 = f"{r.p50_ms:.0f}" if r.p50_ms is not None else "-"
-        p99 = f"{r.p99_ms:.0f}" if r.p99_ms is not None else "-"
-        notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
-        print(f"{r.name:44} {r.per_second:12.1f} {r.units:12} {p50:>8} {p99:>8}  {notes}")
+    header = f"{'measurement':50} {'rate':>9} {'unit':12} {'n':>5} {'p50 ms':>8} {'p99 ms':>8}  notes"
+    for title, keys in SECTIONS:
+        print(f"\n{title}")
+        print(header)
+        print("-" * len(header))
+        for key in keys:
+            r = results[key]
+            p50 = f"{r.p50_ms:.1f}" if r.p50_ms is not None else "-"
+            p99 = f"{r.p99_ms:.1f}" if r.p99_ms is not None else "-"
+            notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
+            print(f"{r.name:50} {r.per_second:9.1f} {r.units:12} {r.count:5} {p50:>8} {p99:>8}  {notes}")
+    print()
+    for line in verdicts(results):
+        print(line)
 
 
 def main() -> None:
@@ -226,14 +687,19 @@ def main() -> None:
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     started = time.perf_counter()
     results = run(args.store, args.quick)
     if args.json:
-        print(json.dumps({k: dataclasses.asdict(v) for k, v in results.items()}, indent=2))
+        out: dict[str, Any] = {k: dataclasses.asdict(v) for k, v in results.items()}
+        out["verdicts"] = verdicts(results)
+        print(json.dumps(out, indent=2))
     else:
         print_table(results)
-        print(f"(total {time.perf_counter() - started:.0f} s, {os.cpu_count()} cpus, torch {torch.__version__})")
+        print(
+            f"(total {time.perf_counter() - started:.0f} s, {len(os.sched_getaffinity(0))} cores, "
+            f"torch {torch.__version__}, {'quick' if args.quick else 'full'} run)"
+        )
 
 
 if __name__ == "__main__":
