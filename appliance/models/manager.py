@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
 
 from appliance.config import ModelSettings
-from appliance.errors import InvalidInput, NotSupportedYet
+from appliance.errors import ConfigError, InvalidInput, NotSupportedYet
 from appliance.models.base import ChatRunner, EmbeddingRunner, InputObserver
 from appliance.models.chat import LocalChatRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
@@ -202,4 +203,11 @@ def _read_key(path: Any) -> str | None:
     """An upstream API key lives in a root-only file, never in the database."""
     if not path:
         return None
-    return Path(str(path)).read_text().strip() or None
+    key_file = Path(str(path))
+    try:
+        mode = stat.S_IMODE(key_file.stat().st_mode)
+    except OSError:
+        raise ConfigError(f"upstream API key file {key_file} cannot be read") from None
+    if mode & 0o077:
+        raise ConfigError(f"upstream API key file {key_file} has mode {mode:04o}; it must be 0600 or 0400")
+    return key_file.read_text().strip() or None

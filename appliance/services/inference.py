@@ -287,7 +287,9 @@ class InferenceService:
             chunk: ChatChunk | None = first
             try:
                 while chunk is not None:
-                    text = await anyio.to_thread.run_sync(self._scrub, tenant_id, policy, chunk.text)
+                    text = chunk.text
+                    if policy.egress.scan_output and text:  # NER is CPU work: off the loop, only when asked
+                        text = await anyio.to_thread.run_sync(self._scrub, tenant_id, policy, text)
                     if restorer is not None:
                         text = restorer.feed(text) + (restorer.flush() if chunk.finish_reason else "")
                     if chunk.usage is not None:
