@@ -17,7 +17,7 @@ from litestar.params import JSONBody
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
 from appliance.db.models import Role
-from appliance.errors import InvalidInput, NotSupportedYet
+from appliance.errors import Blocked, InvalidInput, NotSupportedYet
 from appliance.privacy.rules import PrivacyRules
 from appliance.services.container import Services
 from appliance.services.principal import Principal
@@ -116,8 +116,28 @@ class PrivacyController(Controller):
         """The texts with the policy's actions applied; 422 naming the types if it blocks one."""
         tenant_id = _tenant(request)
         rules, ttl = rules_and_ttl(services, tenant_id)
-        result = _privacy(services).anonymize(
-            tenant_id, _texts(data.texts, data.text), rules, scope=data.scope, ttl=ttl
+        version = services.policies.effective(tenant_id).version
+        try:
+            result = _privacy(services).anonymize(
+                tenant_id, _texts(data.texts, data.text), rules, scope=data.scope, ttl=ttl
+            )
+        except Blocked as exc:
+            services.audit.record(
+                "privacy.anonymize",
+                actor=request.user,
+                tenant_id=tenant_id,
+                outcome="blocked",
+                policy_version=version,
+                facts={"blocked_types": exc.entity_types},
+            )
+            raise
+        # Pseudonyms were stored for this caller: the trail records that (types and counts only).
+        services.audit.record(
+            "privacy.anonymize",
+            actor=request.user,
+            tenant_id=tenant_id,
+            policy_version=version,
+            facts={"entities": result.audit_facts()},
         )
         return AnonymizeOut(
             result.texts,
