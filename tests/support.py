@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -153,3 +156,65 @@ class Stack:
     def close(self) -> None:
         for c in self.clients:
             c.close()
+
+
+@dataclass
+class ServedProcess:
+    """A separate `appliance serve` process initialised with a demo tenant."""
+
+    base_url: str
+    init: dict[str, Any]
+    data_dir: Path
+    log: Path
+
+
+@contextmanager
+def appliance_process(tmp: Path, *, ready_within_s: float = 90) -> Iterator[ServedProcess]:
+    """README command 1's flow as a real process on loopback: `init --demo-tenant demo`, then
+    `serve --no-warmup`; yields once `/readyz` answers, stops the process afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env.update(
+        APPLIANCE_DATA_DIR=str(tmp / "data"),
+        APPLIANCE_CONFIG=str(tmp / "a.toml"),
+        APPLIANCE_MODELS__STORE_DIR=str(MODEL_STORE),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    (tmp / "a.toml").write_text("")
+    cli = [sys.executable, "-m", "appliance.cli"]
+    init = subprocess.run(
+        [*cli, "init", "--demo-tenant", "demo", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if init.returncode != 0:
+        raise RuntimeError("appliance init failed:\n" + init.stderr)
+    port = free_port()
+    log = tmp / "server.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [*cli, "serve", "--port", str(port), "--no-warmup"], env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_within_s
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("appliance did not become ready:\n" + log.read_text()[-3000:])
+            time.sleep(0.2)
+        yield ServedProcess(base, json.loads(init.stdout), tmp / "data", log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

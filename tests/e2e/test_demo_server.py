@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support import MODEL_STORE, free_port
+from tests.support import appliance_process
 
 
 @dataclass
@@ -28,46 +25,8 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    tmp = tmp_path_factory.mktemp("served")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env.update(
-        APPLIANCE_DATA_DIR=str(tmp / "data"),
-        APPLIANCE_CONFIG=str(tmp / "a.toml"),
-        APPLIANCE_MODELS__STORE_DIR=str(MODEL_STORE),
-    )
-    (tmp / "a.toml").write_text("")
-    cli = [sys.executable, "-m", "appliance.cli"]
-    init = subprocess.run(
-        [*cli, "init", "--demo-tenant", "demo", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    info = json.loads(init.stdout)
-    port = free_port()
-    log = tmp / "server.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [*cli, "serve", "--port", str(port), "--no-warmup"], env=env, stdout=fh, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("server did not become ready:\n" + log.read_text())
-            time.sleep(0.2)
-        yield Served(base, info["demo"]["app_api_key"], info["operator_api_key"], log)
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    with appliance_process(tmp_path_factory.mktemp("served"), ready_within_s=60) as proc:
+        yield Served(proc.base_url, proc.init["demo"]["app_api_key"], proc.init["operator_api_key"], proc.log)
 
 
 def test_official_openai_client_lists_models_with_the_demo_key(served: Served) -> None:

@@ -11,14 +11,10 @@ back with no pseudonym tokens left in the answer.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +28,7 @@ from sqlalchemy import select
 from appliance.db.models import AuditEntry, Role
 from appliance.models.base import ModelInput
 from appliance.services.principal import Principal
-from tests.support import MODEL_STORE, Stack, free_port, make_services, make_settings, running_server
+from tests.support import Stack, appliance_process, make_services, make_settings, running_server
 
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
@@ -84,55 +80,15 @@ class Seen:
 
 @pytest.fixture(scope="module")
 def second(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Second]:
-    tmp = tmp_path_factory.mktemp("second")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env.update(
-        APPLIANCE_DATA_DIR=str(tmp / "data"),
-        APPLIANCE_CONFIG=str(tmp / "a.toml"),
-        APPLIANCE_MODELS__STORE_DIR=str(MODEL_STORE),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-    )
-    (tmp / "a.toml").write_text("")
-    cli = [sys.executable, "-m", "appliance.cli"]
-    init = subprocess.run(
-        [*cli, "init", "--demo-tenant", "demo", "--json"], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert init.returncode == 0, init.stderr
-    app_key = json.loads(init.stdout)["demo"]["app_api_key"]
-    port = free_port()
-    log = tmp / "server.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [*cli, "serve", "--port", str(port), "--no-warmup"], env=env, stdout=fh, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, (
-                "second appliance did not start:\n" + (log.read_text()[-3000:])
-            )
-            time.sleep(0.2)
+    with appliance_process(tmp_path_factory.mktemp("second")) as proc:
+        base, app_key = proc.base_url, proc.init["demo"]["app_api_key"]
         # Load its models now (SmolLM2 may be converted into the shared store the first time),
         # so the forwarded calls below are not racing the first appliance's upstream timeouts.
         headers = {"Authorization": f"Bearer {app_key}"}
         warm = {"model": CHAT, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 2}
         httpx.post(f"{base}/v1/chat/completions", json=warm, headers=headers, timeout=300).raise_for_status()
         httpx.post(f"{base}/v1/embeddings", json={"model": EMBED, "input": "hi"}, headers=headers, timeout=120)
-        yield Second(base, app_key, tmp / "data", log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        yield Second(base, app_key, proc.data_dir, proc.log)
 
 
 @pytest.fixture(scope="module")
