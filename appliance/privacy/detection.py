@@ -18,8 +18,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from presidio_analyzer import AnalyzerEngine, RecognizerResult
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
 from spacy.language import Language
+from spacy.tokens import Doc
 
 from appliance.config import PrivacySettings
 from appliance.errors import InvalidInput
@@ -88,45 +89,71 @@ class Detector:
         Raises InvalidInput when a text exceeds ``privacy.max_text_chars`` or a custom
         recognizer's regex does not compile. Messages never quote the text.
         """
+        return self.analyze_groups([texts], rules)[0]
+
+    def analyze_groups(self, groups: Sequence[Sequence[str]], rules: PrivacyRules) -> list[list[list[Detection]]]:
+        """:meth:`analyze` for several independent requests under the same rules.
+
+        All texts share one spaCy pass (the expensive part, and much cheaper per text in
+        a batch); what is learned inside a request (a name seen once is a name in every
+        message) stays inside that group.
+        """
         limit = self._settings.max_text_chars
-        for i, text in enumerate(texts):
-            if len(text) > limit:
-                raise InvalidInput(f"text {i} has {len(text)} characters; the limit is {limit}")
-        if not texts:
-            return []
+        for group in groups:
+            for i, text in enumerate(group):
+                if len(text) > limit:
+                    raise InvalidInput(f"text {i} has {len(text)} characters; the limit is {limit}")
+        flat = [text for group in groups for text in group]
+        if not flat:
+            return [[] for _ in groups]
         custom = self._custom.get(rules)
         wanted = set(rules.detect) if rules.detect is not None else self._supported | entity_types(custom)
         wanted &= self._supported | entity_types(custom)
         allowed = {a.strip().casefold() for a in rules.allow_list}
 
         with self._nlp_lock:
-            docs = list(self._nlp.pipe(texts, batch_size=_PIPE_BATCH))
-        candidates: list[list[Detection]] = []
-        for text, doc in zip(texts, docs, strict=True):
-            entities = sorted(e for e in wanted if (gate := GATES.get(e)) is None or gate(text))
-            if not entities or not text.strip():
-                candidates.append([])
-                continue
-            raw = self._analyzer.analyze(
-                text=text,
-                language=LANGUAGE,
-                entities=entities,
-                nlp_artifacts=self._engine.artifacts(doc),
-                ad_hoc_recognizers=custom or None,
-                score_threshold=0.0,
-            )
-            candidates.append(
-                [
-                    Detection(r.start, r.end, r.entity_type, round(float(r.score), 4))
-                    for r in raw
-                    if _keep(r, text, rules, allowed)
-                ]
-            )
-        if "PERSON" in wanted:
-            for text, found in zip(texts, candidates, strict=True):
-                _names_from_emails(text, found, allowed)
-            _propagate_names(texts, candidates, allowed)
-        return [_resolve(c) for c in candidates]
+            docs = list(self._nlp.pipe(flat, batch_size=_PIPE_BATCH))
+        out: list[list[list[Detection]]] = []
+        position = 0
+        for group in groups:
+            group_docs = docs[position : position + len(group)]
+            position += len(group)
+            candidates = [
+                self._recognize(text, doc, wanted, custom, rules, allowed)
+                for text, doc in zip(group, group_docs, strict=True)
+            ]
+            if "PERSON" in wanted:
+                for text, found in zip(group, candidates, strict=True):
+                    _names_from_emails(text, found, allowed)
+                _propagate_names(group, candidates, allowed)
+            out.append([_resolve(c) for c in candidates])
+        return out
+
+    def _recognize(
+        self,
+        text: str,
+        doc: Doc,
+        wanted: set[str],
+        custom: list[EntityRecognizer],
+        rules: PrivacyRules,
+        allowed: set[str],
+    ) -> list[Detection]:
+        entities = sorted(e for e in wanted if (gate := GATES.get(e)) is None or gate(text))
+        if not entities or not text.strip():
+            return []
+        raw = self._analyzer.analyze(
+            text=text,
+            language=LANGUAGE,
+            entities=entities,
+            nlp_artifacts=self._engine.artifacts(doc),
+            ad_hoc_recognizers=custom or None,
+            score_threshold=0.0,
+        )
+        return [
+            Detection(r.start, r.end, r.entity_type, round(float(r.score), 4))
+            for r in raw
+            if _keep(r, text, rules, allowed)
+        ]
 
 
 def _keep(r: RecognizerResult, text: str, rules: PrivacyRules, allowed: set[str]) -> bool:

@@ -143,6 +143,15 @@ def test_when_a_name_is_found_once_then_its_other_mentions_in_the_request_are_fo
     ]
 
 
+def test_when_requests_are_analyzed_together_then_each_gets_what_it_would_get_alone(detector: Detector) -> None:
+    first = ["Hello, my name is Marguerite Okonkwo and I need help.", "okay, marguerite okonkwo again."]
+    second = ["ping 203.0.113.54 please", "the okonkwo family recipe calls for yams"]
+    together = detector.analyze_groups([first, second], RULES)
+    assert together == [detector.analyze(first, RULES), detector.analyze(second, RULES)]
+    # A name learned in one request is not carried into another request.
+    assert [d.entity_type for d in together[1][1]] == []
+
+
 def test_when_lowercase_name_follows_a_cue_then_it_is_detected(detector: Detector) -> None:
     assert ("PERSON", "dana whitfield") in found(detector, "hi there, my name is dana whitfield")
 
