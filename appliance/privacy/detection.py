@@ -19,13 +19,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
 from spacy.language import Language
 from spacy.tokens import Doc
 
 from appliance.config import PrivacySettings
 from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer, load_ner_pipeline, make_nlp_engine
-from appliance.privacy.recognizers import GATES, CustomRecognizerCache, build_registry, entity_types
+from appliance.privacy.recognizers import (
+    FIVE_DIGITS,
+    GATES,
+    CustomRecognizerCache,
+    PhoneNumberRecognizer,
+    build_registry,
+    entity_types,
+)
 from appliance.privacy.rules import PrivacyRules
 
 # Overlap tiers, highest first: formats with real structure or strong checksums (email,
@@ -35,6 +43,7 @@ from appliance.privacy.rules import PrivacyRules
 # phone number has the same 3-3-4 shape); and what a statistical model guessed (a phone
 # number also tagged DATE by NER). Score decides only within a tier.
 _NER_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
+_PHONE = "PHONE_NUMBER"
 _WEAK_TYPES = frozenset({"UK_NHS", "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_PASSPORT", "US_ITIN", "MEDICAL_LICENSE"})
 
 
@@ -68,7 +77,8 @@ class Detector:
         self._nlp: Language = load_ner_pipeline(settings)
         self._engine: NerOnlyNlpEngine = make_nlp_engine(self._nlp, settings)
         self._analyzer: AnalyzerEngine = build_analyzer(self._engine, build_registry(self._engine))
-        self._supported = set(self._analyzer.get_supported_entities(LANGUAGE))
+        self._phone = PhoneNumberRecognizer()
+        self._supported = set(self._analyzer.get_supported_entities(LANGUAGE)) | {_PHONE}
         self._custom = CustomRecognizerCache()
         self._nlp_lock = threading.Lock()
         # First use builds tldextract's suffix table and compiles every recognizer's
@@ -141,17 +151,51 @@ class Detector:
         entities = sorted(e for e in wanted if (gate := GATES.get(e)) is None or gate(text))
         if not entities or not text.strip():
             return []
-        raw = self._analyzer.analyze(
-            text=text,
-            language=LANGUAGE,
-            entities=entities,
-            nlp_artifacts=self._engine.artifacts(doc),
-            ad_hoc_recognizers=custom or None,
-            score_threshold=0.0,
+        artifacts = self._engine.artifacts(doc)
+        # Phone numbers come after the others (see _phones); a tenant's own recognizer
+        # for the type still runs inside the analyzer.
+        others = [e for e in entities if e != _PHONE or e in entity_types(custom)]
+        # An empty entity list would mean "every entity" to Presidio.
+        raw = (
+            self._analyzer.analyze(
+                text=text,
+                language=LANGUAGE,
+                entities=others,
+                nlp_artifacts=artifacts,
+                ad_hoc_recognizers=custom or None,
+                score_threshold=0.0,
+            )
+            if others
+            else []
         )
-        return [
+        found = [
             Detection(r.start, r.end, r.entity_type, round(float(r.score), 4))
             for r in raw
+            if _keep(r, text, rules, allowed)
+        ]
+        if _PHONE in entities:
+            found += self._phones(text, found, artifacts, rules, allowed)
+        return found
+
+    def _phones(
+        self, text: str, found: list[Detection], artifacts: NlpArtifacts, rules: PrivacyRules, allowed: set[str]
+    ) -> list[Detection]:
+        """Phone numbers, looked for only where no stronger format already claimed the
+        digits: a card, IBAN or SSN would win the overlap anyway, and libphonenumber
+        parsing their digit groups in every region was most of the analysis time."""
+        searched = text
+        for d in found:
+            if _tier(d.entity_type) > _tier(_PHONE):
+                searched = searched[: d.start] + " " * (d.end - d.start) + searched[d.end :]
+        if not FIVE_DIGITS(searched):
+            return []
+        results = self._phone.find(text, searched)
+        if results:
+            enhancer = self._analyzer.context_aware_enhancer
+            results = enhancer.enhance_using_context(text, results, artifacts, [self._phone])
+        return [
+            Detection(r.start, r.end, r.entity_type, round(float(r.score), 4))
+            for r in results
             if _keep(r, text, rules, allowed)
         ]
 
@@ -196,7 +240,7 @@ def _propagate_names(texts: Sequence[str], candidates: list[list[Detection]], al
                     for p in value.split(" ")
                     if _WORDISH.fullmatch(p) and p[0].isupper() and p.casefold() not in allowed
                 )
-    if not full:
+    if not full or not _mentioned_again(texts, candidates, full | parts):
         return
     full_re = re.compile(
         r"(?<!\w)(?:"
@@ -214,6 +258,27 @@ def _propagate_names(texts: Sequence[str], candidates: list[list[Detection]], al
             if pattern is None:
                 continue
             found.extend(Detection(m.start(), m.end(), "PERSON", _PROPAGATED_SCORE) for m in pattern.finditer(text))
+
+
+def _mentioned_again(texts: Sequence[str], candidates: list[list[Detection]], values: set[str]) -> bool:
+    """Whether some name or name part occurs more often than the spans already found hold it.
+
+    A cheap case-insensitive count first: most requests name someone once, and building
+    and running the propagation regexes (a fresh pattern per request) is then waste. A
+    substring hit inside a longer word only means the exact regexes run.
+    """
+    folded = [" ".join(t.split()).casefold() for t in texts]
+    found = [
+        " ".join(text[d.start : d.end].split()).casefold()
+        for text, spans in zip(texts, candidates, strict=True)
+        for d in spans
+        if d.entity_type == "PERSON"
+    ]
+    for value in values:
+        v = value.casefold()
+        if sum(f.count(v) for f in folded) > sum(span.count(v) for span in found):
+            return True
+    return False
 
 
 _EMAIL_NAME_SCORE = 0.75

@@ -33,6 +33,8 @@ from appliance.privacy.rules import CustomRecognizer, PrivacyRules
 # (+41 ..., 0041 ...) are found for every country whatever this list says. Presidio's
 # default list holds "UK" and "FE", which are not region codes, so we spell our own.
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU", "IE", "NL", "CH", "AT", "ES", "IT")
+_SAME_PLAN_AS_US = frozenset({"CA"})  # the North American Numbering Plan: one pass finds both
+_NO_REGION = "ZZ"  # libphonenumber's unknown region: only numbers with a country code parse
 
 _DIGIT = regex.compile(r"\d")
 _CUE_NAME_CONTEXT = ["name", "called", "regards", "thanks", "cheers", "signed"]
@@ -46,6 +48,7 @@ def _digits_at_least(n: int) -> Callable[[str], bool]:
 
 
 _ANY_DIGIT = _digits_at_least(1)
+FIVE_DIGITS = _digits_at_least(5)
 
 # Entity types found *only* by pattern recognizers that need these characters. A type a
 # NER model also reports (DATE_TIME, PERSON, ...) is never gated. Thresholds are the
@@ -58,7 +61,7 @@ GATES: dict[str, Callable[[str], bool]] = {
     "US_BANK_NUMBER": _digits_at_least(8),
     "US_PASSPORT": _digits_at_least(8),
     "UK_NHS": _digits_at_least(10),
-    "PHONE_NUMBER": _digits_at_least(5),
+    "PHONE_NUMBER": FIVE_DIGITS,
     "IBAN_CODE": _digits_at_least(4),
     "IP_ADDRESS": lambda t: ":" in t or _digits_at_least(4)(t),
     "US_DRIVER_LICENSE": _ANY_DIGIT,
@@ -138,14 +141,26 @@ class PhoneNumberRecognizer(PhoneRecognizer):
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
+        return self.find(text, text)
+
+    def find(self, text: str, searched: str) -> list[RecognizerResult]:
+        """Numbers in ``searched``: ``text`` with spans already taken by stronger formats
+        (card, IBAN, SSN, ...) blanked out, same length, so offsets hold for ``text``.
+
+        Parsing is the cost, once per candidate per region. A number written with its
+        country code ("+49 ...") parses the same in every region: find those once with
+        no region, blank them out too, and run the national passes only over what is
+        left (often nothing). Canada shares the US numbering plan: the US pass covers it.
+        """
         best: dict[tuple[int, int], float] = {}
-        for region in self.supported_regions:
-            for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
-                if _glued(text, match.start, match.end):
-                    continue  # part of a word ("E123456"), as libphonenumber's VALID level rules
-                score = self.SCORE if phonenumbers.is_valid_number(match.number) else self.POSSIBLE_SCORE
-                span = (match.start, match.end)
-                best[span] = max(best.get(span, 0.0), score)
+        self._collect(text, searched, _NO_REGION, best)
+        rest = searched
+        for start, end in best:
+            rest = rest[:start] + " " * (end - start) + rest[end:]
+        if FIVE_DIGITS(rest):
+            for region in self.supported_regions:
+                if region not in _SAME_PLAN_AS_US:
+                    self._collect(text, rest, region, best)
         return [
             RecognizerResult(
                 entity_type="PHONE_NUMBER",
@@ -163,6 +178,14 @@ class PhoneNumberRecognizer(PhoneRecognizer):
             for (start, end), score in sorted(best.items())
         ]
 
+    def _collect(self, text: str, searched: str, region: str, best: dict[tuple[int, int], float]) -> None:
+        for match in phonenumbers.PhoneNumberMatcher(searched, region, leniency=phonenumbers.Leniency.POSSIBLE):
+            if _glued(text, match.start, match.end):
+                continue  # part of a word ("E123456"), as libphonenumber's VALID level rules
+            score = self.SCORE if phonenumbers.is_valid_number(match.number) else self.POSSIBLE_SCORE
+            span = (match.start, match.end)
+            best[span] = max(best.get(span, 0.0), score)
+
 
 def wide_card_recognizer() -> CreditCardRecognizer:
     """Card numbers Presidio's pattern misses: Mastercard's 2-series (2221-2720, issued
@@ -178,11 +201,14 @@ def wide_card_recognizer() -> CreditCardRecognizer:
 
 
 def build_registry(nlp_engine: NlpEngine) -> RecognizerRegistry:
-    """Presidio's predefined English recognizers plus our phone, card and name additions."""
+    """Presidio's predefined English recognizers plus our card and name additions.
+
+    Phone numbers are not in it: the detector runs :class:`PhoneNumberRecognizer` after
+    the others, over the text with their findings blanked out (see ``find``).
+    """
     registry = RecognizerRegistry(supported_languages=[LANGUAGE])
     registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
     registry.remove_recognizer("PhoneRecognizer")
-    registry.add_recognizer(PhoneNumberRecognizer())
     registry.add_recognizer(wide_card_recognizer())
     registry.add_recognizer(cue_name_recognizer())
     for recognizer in registry.recognizers:  # load now: lazy loading is not thread-safe

@@ -143,6 +143,38 @@ def test_when_a_name_is_found_once_then_its_other_mentions_in_the_request_are_fo
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # National and international forms in one text, beside a card and an SSN whose
+        # digit groups are never reported as phone numbers.
+        (
+            "card 4111 1111 1111 1111, ssn 536-22-8726, call (415) 555-2671 or +44 20 7946 0958",
+            [
+                ("CREDIT_CARD", "4111 1111 1111 1111"),
+                ("US_SSN", "536-22-8726"),
+                ("PHONE_NUMBER", "(415) 555-2671"),
+                ("PHONE_NUMBER", "+44 20 7946 0958"),
+            ],
+        ),
+        (
+            "sms +41 79 123 45 67 or 044 668 18 00",
+            [("PHONE_NUMBER", "+41 79 123 45 67"), ("PHONE_NUMBER", "044 668 18 00")],
+        ),
+    ],
+)
+def test_phone_numbers_are_found_beside_other_formats_in_national_and_international_form(
+    detector: Detector, text: str, expected: list[tuple[str, str]]
+) -> None:
+    assert [f for f in found(detector, text) if f[0] != "DATE_TIME"] == expected
+
+
+def test_when_only_phone_numbers_are_wanted_then_nothing_else_is_reported(detector: Detector) -> None:
+    rules = PrivacyRules(detect=["PHONE_NUMBER"])
+    text = "Ann Lee, ann@example.org, call 044 668 18 00"
+    assert found(detector, text, rules) == [("PHONE_NUMBER", "044 668 18 00")]
+
+
 def test_when_requests_are_analyzed_together_then_each_gets_what_it_would_get_alone(detector: Detector) -> None:
     first = ["Hello, my name is Marguerite Okonkwo and I need help.", "okay, marguerite okonkwo again."]
     second = ["ping 203.0.113.54 please", "the okonkwo family recipe calls for yams"]
