@@ -13,10 +13,8 @@ offsets stay true to the caller's text whatever it contains (emoji, CJK, combini
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
@@ -26,6 +24,7 @@ from spacy.tokens import Doc
 from appliance.config import PrivacySettings
 from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer, load_ner_pipeline, make_nlp_engine
+from appliance.privacy.names import names_near_emails, propagate_names
 from appliance.privacy.recognizers import (
     FIVE_DIGITS,
     GATES,
@@ -35,6 +34,9 @@ from appliance.privacy.recognizers import (
     entity_types,
 )
 from appliance.privacy.rules import PrivacyRules
+from appliance.privacy.spans import Detection
+
+__all__ = ["Detection", "Detector"]
 
 # Overlap tiers, highest first: formats with real structure or strong checksums (email,
 # card, IBAN, IP, SSN, ...); phone numbers, which are any digit run of a possible length
@@ -56,17 +58,6 @@ def _tier(entity_type: str) -> int:
 
 
 _PIPE_BATCH = 64
-
-
-@dataclass(frozen=True, order=True)
-class Detection:
-    """One entity in one text: ``text[start:end]`` is the value. Carries no value itself,
-    so a Detection can be logged or audited without leaking what it points at."""
-
-    start: int
-    end: int
-    entity_type: str
-    score: float
 
 
 class Detector:
@@ -134,8 +125,8 @@ class Detector:
             ]
             if "PERSON" in wanted:
                 for text, found in zip(group, candidates, strict=True):
-                    _names_from_emails(text, found, allowed)
-                _propagate_names(group, candidates, allowed)
+                    names_near_emails(text, found, allowed)
+                propagate_names(group, candidates, allowed)
             out.append([_resolve(c) for c in candidates])
         return out
 
@@ -211,210 +202,6 @@ def _keep(r: RecognizerResult, text: str, rules: PrivacyRules, allowed: set[str]
 def _priority(d: Detection) -> tuple[int, float, int, str, int]:
     """Higher wins: tier, then score, then longer, then type name, then earlier."""
     return (_tier(d.entity_type), d.score, d.end - d.start, d.entity_type, -d.start)
-
-
-_PROPAGATED_SCORE = 0.9  # above NER guesses: the request itself already called this value a name
-_WORDISH = re.compile(r"[^\W\d_]{3,}")
-
-
-def _propagate_names(texts: Sequence[str], candidates: list[list[Detection]], allowed: set[str]) -> None:
-    """A name found once is a name everywhere in the request.
-
-    A conversation often names someone in full once ("I'm Anna Berg") and then in part
-    or in another case ("anna here again", "Berg said"); the NER model sees each message
-    alone and misses the later ones. Full names are matched in any case; single parts
-    (three letters or more) only when capitalized, so "Will Smith" does not turn every
-    "will" into a name.
-    """
-    full: set[str] = set()
-    parts: set[str] = set()
-    for text, found in zip(texts, candidates, strict=True):
-        for d in found:
-            if d.entity_type != "PERSON":
-                continue
-            value = " ".join(text[d.start : d.end].split())
-            if len(value) >= 3 and value.casefold() not in allowed:
-                full.add(value)
-                parts.update(
-                    p
-                    for p in value.split(" ")
-                    if _WORDISH.fullmatch(p) and p[0].isupper() and p.casefold() not in allowed
-                )
-    if not full or not _mentioned_again(texts, candidates, full | parts):
-        return
-    full_re = re.compile(
-        r"(?<!\w)(?:"
-        + "|".join(re.escape(v).replace(r"\ ", r"\s+") for v in sorted(full, key=len, reverse=True))
-        + r")(?!\w)",
-        re.IGNORECASE,
-    )
-    part_re = (
-        re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p) for p in sorted(parts, key=len, reverse=True)) + r")(?!\w)")
-        if parts
-        else None
-    )
-    for text, found in zip(texts, candidates, strict=True):
-        for pattern in (full_re, part_re):
-            if pattern is None:
-                continue
-            found.extend(Detection(m.start(), m.end(), "PERSON", _PROPAGATED_SCORE) for m in pattern.finditer(text))
-
-
-def _mentioned_again(texts: Sequence[str], candidates: list[list[Detection]], values: set[str]) -> bool:
-    """Whether some name or name part occurs more often than the spans already found hold it.
-
-    A cheap case-insensitive count first: most requests name someone once, and building
-    and running the propagation regexes (a fresh pattern per request) is then waste. A
-    substring hit inside a longer word only means the exact regexes run.
-    """
-    folded = [" ".join(t.split()).casefold() for t in texts]
-    found = [
-        " ".join(text[d.start : d.end].split()).casefold()
-        for text, spans in zip(texts, candidates, strict=True)
-        for d in spans
-        if d.entity_type == "PERSON"
-    ]
-    for value in values:
-        v = value.casefold()
-        if sum(f.count(v) for f in folded) > sum(span.count(v) for span in found):
-            return True
-    return False
-
-
-_EMAIL_NAME_SCORE = 0.75
-# Mailboxes of roles, not people: their local part names no one.
-_ROLE_MAILBOXES = frozenset(
-    [
-        "info",
-        "sales",
-        "support",
-        "admin",
-        "contact",
-        "office",
-        "help",
-        "hello",
-        "team",
-        "noreply",
-        "reply",
-        "billing",
-        "jobs",
-        "careers",
-        "press",
-        "marketing",
-        "service",
-        "services",
-        "webmaster",
-        "postmaster",
-        "security",
-        "privacy",
-        "legal",
-        "accounts",
-        "finance",
-        "orders",
-    ]
-)
-# Capitalized words that open a sentence or a header line before a name, not part of it.
-_LEAD_WORDS = frozenset(
-    [
-        "contact",
-        "email",
-        "e-mail",
-        "mail",
-        "call",
-        "ask",
-        "reach",
-        "send",
-        "dear",
-        "hi",
-        "hello",
-        "hey",
-        "thanks",
-        "thank",
-        "cc",
-        "bcc",
-        "from",
-        "to",
-        "attn",
-        "please",
-        "ping",
-        "message",
-        "write",
-        "tell",
-        "invite",
-        "meet",
-        "forward",
-        "and",
-        "or",
-        "with",
-        "by",
-        "for",
-        "via",
-        "i",
-        "i'm",
-        "i've",
-        "i'd",
-        "i'll",
-        "im",
-        "it's",
-        "this",
-        "the",
-        "is",
-        "am",
-        "we",
-        "my",
-        "our",
-        "mr",
-        "mrs",
-        "ms",
-        "mx",
-        "dr",
-        "prof",
-        "sir",
-        "madam",
-    ]
-)
-_CAPITALIZED = re.compile(r"[^\W\d_][^\W\d_'\u2019-]*(?:[-'\u2019][^\W\d_]+)*")
-_LOCAL_PART = re.compile(r"[^\W\d_]{3,}")
-
-
-def _names_from_emails(text: str, found: list[Detection], allowed: set[str]) -> None:
-    """Capitalized words near an e-mail address that spell part of its local part are a name.
-
-    People are written next to their own address ("Contact Ana Lima-Souza at
-    ana.lima@corp.example"); the small NER model often misses unusual or hyphenated names
-    there, while the address itself is found with certainty. A capitalized run of words
-    within 60 characters is taken as a PERSON when one of its words equals a 3+ letter
-    piece of the local part. Ordinary words rarely collide with a mailbox name, and
-    lowercase text is left to NER.
-    """
-    emails = [d for d in found if d.entity_type == "EMAIL_ADDRESS"]
-    for email in emails:
-        local = text[email.start : email.end].split("@", 1)[0]
-        pieces = {p.casefold() for p in _LOCAL_PART.findall(local)} - _ROLE_MAILBOXES
-        if not pieces:
-            continue
-        lo, hi = max(0, email.start - 60), min(len(text), email.end + 60)
-        words = [m for m in _CAPITALIZED.finditer(text, lo, hi) if m.group()[0].isupper()]
-        runs: list[list[re.Match[str]]] = []
-        for m in words:
-            if runs and text[runs[-1][-1].end() : m.start()].strip() == "" and m.start() - runs[-1][-1].end() <= 2:
-                runs[-1].append(m)
-            else:
-                runs.append([m])
-        for run in runs:
-            while run and run[0].group().casefold().replace("\u2019", "'") in _LEAD_WORDS:
-                run = run[1:]
-            if not run or _overlaps(run, email):
-                continue
-            tokens = {t.casefold() for w in run for t in re.split(r"[-'\u2019]", w.group()) if len(t) >= 3}
-            if tokens & pieces:
-                start, end = run[0].start(), run[-1].end()
-                if text[start:end].casefold() not in allowed:
-                    found.append(Detection(start, end, "PERSON", _EMAIL_NAME_SCORE))
-
-
-def _overlaps(run: list[re.Match[str]], d: Detection) -> bool:
-    return run[0].start() < d.end and d.start < run[-1].end()
 
 
 def _resolve(detections: list[Detection]) -> list[Detection]:

@@ -1,0 +1,16 @@
+"""What a detection is: a typed span of the caller's text, never the text itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Detection:
+    """One entity in one text: ``text[start:end]`` is the value. Carries no value itself,
+    so a Detection can be logged or audited without leaking what it points at."""
+
+    start: int
+    end: int
+    entity_type: str
+    score: float
