@@ -24,7 +24,7 @@ from spacy.tokens import Doc
 from appliance.config import PrivacySettings
 from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer, load_ner_pipeline, make_nlp_engine
-from appliance.privacy.names import names_near_emails, propagate_names
+from appliance.privacy.names import drop_non_names, names_from_cues, names_near_emails, propagate_names
 from appliance.privacy.recognizers import (
     FIVE_DIGITS,
     GATES,
@@ -124,8 +124,10 @@ class Detector:
                 for text, doc in zip(group, group_docs, strict=True)
             ]
             if "PERSON" in wanted:
-                for text, found in zip(group, candidates, strict=True):
+                for text, doc, found in zip(group, group_docs, candidates, strict=True):
+                    drop_non_names(text, found)
                     names_near_emails(text, found, allowed)
+                    names_from_cues(text, doc, found, allowed)
                 propagate_names(group, candidates, allowed)
             out.append([_resolve(c) for c in candidates])
         return out

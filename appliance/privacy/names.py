@@ -20,6 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import regex
+from spacy.lang.en.stop_words import STOP_WORDS
+from spacy.tokens import Doc
+
 from appliance.privacy.spans import Detection
 
 _PROPAGATED_SCORE = 0.9  # above NER guesses: the request itself already called this value a name
@@ -224,3 +228,381 @@ def names_near_emails(text: str, found: list[Detection], allowed: set[str]) -> N
 
 def _overlaps(run: list[re.Match[str]], d: Detection) -> bool:
     return run[0].start() < d.end and d.start < run[-1].end()
+
+
+# ---------------------------------------------------------------- grammatical cues
+
+_STRONG_SCORE = 0.9  # above an NER guess (0.85): the grammar says person, not place
+_CUE_SCORE = 0.7
+_NER_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
+
+_CAP = r"\p{Lu}[\p{L}'\u2019]+(?:-\p{L}[\p{L}'\u2019]*)*"
+_PARTICLE = r"(?:van|von|der|den|de|da|dos|das|di|du|del|della|la|le|bin|ibn|al|ten|ter|y)"
+_INITIAL = r"\p{Lu}\.?"
+# One to four capitalized words, with initials and name particles inside ("Roxy R van der
+# Torre", "Peer M. Villareal"); never starts or ends on a particle or an initial.
+_NAME = (
+    rf"{_CAP}(?:[ \t]+(?:{_PARTICLE}[ \t]+)*(?:{_CAP}|{_INITIAL}(?=[ \t]+(?:{_PARTICLE}[ \t]+)*\p{{Lu}}))){{0,3}}"
+    r"(?![\p{L}\d])"
+)
+
+# Words that label a field or a line, not a person ("Email:", "Customer:", "Subject:").
+FORM_LABELS = frozenset(
+    [
+        "name",
+        "fullname",
+        "firstname",
+        "lastname",
+        "surname",
+        "email",
+        "e-mail",
+        "mail",
+        "phone",
+        "mobile",
+        "cell",
+        "tel",
+        "telephone",
+        "fax",
+        "address",
+        "street",
+        "city",
+        "state",
+        "country",
+        "zip",
+        "postcode",
+        "date",
+        "time",
+        "subject",
+        "re",
+        "fwd",
+        "fw",
+        "to",
+        "from",
+        "cc",
+        "bcc",
+        "note",
+        "notes",
+        "nb",
+        "warning",
+        "error",
+        "info",
+        "summary",
+        "description",
+        "title",
+        "status",
+        "priority",
+        "ticket",
+        "issue",
+        "question",
+        "answer",
+        "user",
+        "bot",
+        "assistant",
+        "system",
+        "agent",
+        "customer",
+        "client",
+        "support",
+        "operator",
+        "human",
+        "ai",
+        "step",
+        "example",
+        "update",
+        "total",
+        "amount",
+        "price",
+        "account",
+        "iban",
+        "ssn",
+        "dob",
+        "id",
+        "reference",
+        "ref",
+        "order",
+        "invoice",
+        "card",
+        "company",
+        "department",
+        "role",
+        "position",
+        "location",
+        "source",
+        "result",
+        "response",
+        "request",
+        "comment",
+        "comments",
+        "reason",
+        "action",
+        "details",
+        "escalation",
+        "tip",
+        "hint",
+        "important",
+        "caution",
+        "attention",
+        "attn",
+        "ps",
+        "edit",
+        "quote",
+        "output",
+        "input",
+        "text",
+        "message",
+        "reply",
+        "feedback",
+        "category",
+        "type",
+        "level",
+        "code",
+        "version",
+        "url",
+        "link",
+        "website",
+        "ip",
+        "password",
+        "username",
+        "login",
+        "host",
+        "server",
+        "port",
+        "method",
+        "path",
+        "body",
+        "header",
+        "headers",
+        "payload",
+        "data",
+        "value",
+        "key",
+        "token",
+        "balance",
+    ]
+)
+_CALENDAR = frozenset(
+    [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "january",
+        "february",
+        "march",
+        "july",
+        "september",
+        "october",
+        "november",
+        "december",
+    ]
+)
+
+_TITLE = regex.compile(
+    r"(?<![\p{L}\d])(?:(?i:mr|mrs|ms|mx|dr|prof)\.?|Miss|Sir|Dame|Madam|Mme|Mlle|Herr|Frau)[ \t]+(" + _NAME + ")"
+)
+_ROLES = (
+    "colleague|co-?worker|partner|wife|husband|spouse|son|daughter|kid|child|mother|father|mom|mum|dad|brother"
+    "|sister|friend|boss|manager|supervisor|customer|client|patient|tenant|employee|guardian|beneficiary|player"
+    "|singer|songwriter|author|writer|actor|actress|director|founder|agent|officer|doctor|nurse|teacher|student"
+    "|neighbou?r|uncle|aunt|cousin|grandma|grandpa|grandmother|grandfather|niece|nephew|fianc[ée]e?|roommate"
+    "|landlord|lawyer|attorney|assistant|intern|candidate|applicant|caller|sender|recipient|named|called"
+)
+_ROLE = regex.compile(
+    rf"(?<![\p{{L}}\d])(?i:{_ROLES})(?:['\u2019]s)?(?:[ \t]+(?i:name))?(?:[ \t]+(?i:is|was))?(?:[ \t]+(?i:him|her))?"
+    rf"[ \t]+({_NAME})"
+)
+_NAME_ANSWER = regex.compile(rf"(?<![\p{{L}}\d])(?i:name)\b[^?\n]{{0,40}}\?[ \t]*(?:\p{{L}}+:[ \t]*)?({_NAME})")
+_SPEAKER = regex.compile(rf"(?:^|(?<=[.!?\"\u201d)][ \t]{{1,3}}))[ \t]*({_CAP}(?:[ \t]+{_CAP})?)[ \t]*:", regex.M)
+_SPEECH_BEFORE = regex.compile(
+    rf"(?<![\p{{L}}\d])(?:said|says|asked|asks|told|tells|shouted at|yelled at|replied to|wrote to|thanked)[ \t]+"
+    rf"({_NAME})"
+)
+_SPEECH_AFTER = regex.compile(
+    rf"(?<![\p{{L}}\d])({_NAME})[ \t]+(?:said|says|asked|asks|shouted|yelled|replied|whispered|lives|lived)\b"
+)
+_ITEM = rf"(?:{_NAME})"
+_LIST = regex.compile(
+    rf"(?<![\p{{L}}\d])({_ITEM}(?:[ \t]*,[ \t]*{_ITEM})+(?:,?[ \t]+(?:and|or|&)[ \t]+{_ITEM})?"
+    rf"|{_ITEM}[ \t]+(?:and|or|&)[ \t]+{_ITEM})(?![\p{{L}}\d])"
+)
+_LIST_SPLIT = regex.compile(r"[ \t]*,[ \t]*(?:(?:and|or|&)[ \t]+)?|,?[ \t]+(?:and|or|&)[ \t]+")
+
+# spaCy labels that say "not a person". The small model calls many unfamiliar names ORG
+# ("your colleague Tiffany Vazquez"), so ORG alone stops only the weakest cues; a word
+# that names a kind of organisation ("Inc", "Bank") stops every cue.
+_NOT_PERSON_LABELS = frozenset(
+    {"GPE", "LOC", "FAC", "PRODUCT", "WORK_OF_ART", "EVENT", "LAW", "LANGUAGE", "NORP", "DATE", "TIME", "MONEY"}
+)
+_ORG_WORDS = frozenset(
+    [
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "llc",
+        "llp",
+        "gmbh",
+        "ag",
+        "sa",
+        "plc",
+        "bv",
+        "nv",
+        "oy",
+        "ab",
+        "group",
+        "bank",
+        "university",
+        "college",
+        "school",
+        "hospital",
+        "clinic",
+        "company",
+        "corporation",
+        "limited",
+        "holdings",
+        "foundation",
+        "institute",
+        "association",
+        "agency",
+        "ministry",
+        "department",
+        "council",
+        "club",
+        "team",
+        "services",
+        "solutions",
+        "systems",
+        "technologies",
+        "partners",
+        "industries",
+        "international",
+        "airlines",
+    ]
+)
+
+
+_GREETINGS = ["hi", "hello", "hey", "dear", "thanks", "thank", "regards", "cheers", "yes", "no", "ok", "okay", "please"]
+_TITLES = ["mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "dame", "herr", "frau", "mme", "mlle"]
+_INTERJECTIONS = frozenset([*_GREETINGS, "sorry", *_TITLES])
+
+
+def _plausible(value: str) -> bool:
+    """No word of it is a function word, a greeting, a form label, an organisation word
+    or a day or month name ("I'm" counts as "I")."""
+    words = [regex.split(r"['\u2019]", w.strip(".,;:!?"))[0].casefold() for w in value.split()]
+    return bool(words) and not any(
+        w in STOP_WORDS or w in _INTERJECTIONS or w in FORM_LABELS or w in _CALENDAR or w in _ORG_WORDS or not w
+        for w in words
+    )
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """Drops leading and trailing words that cannot be part of a name ("The", "Customer")."""
+    words = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
+    while words and not _plausible(text[words[0][0] : words[0][1]]):
+        words.pop(0)
+    while words and not _plausible(text[words[-1][0] : words[-1][1]]):
+        words.pop()
+    if not words:
+        return None
+    return words[0][0], words[-1][1]
+
+
+def names_from_cues(text: str, doc: Doc, found: list[Detection], allowed: set[str]) -> None:
+    """Adds PERSON spans the grammar around them asks for (see the module docstring)."""
+    cues = _Cues(text, doc, found, allowed)
+    for m in _TITLE.finditer(text):
+        cues.add(m.start(1), m.end(1), _STRONG_SCORE, overrule=True)
+    for m in _NAME_ANSWER.finditer(text):
+        cues.add(m.start(1), m.end(1), _STRONG_SCORE, overrule=True)
+    for m in _ROLE.finditer(text):
+        cues.add(m.start(1), m.end(1), _CUE_SCORE, overrule=False)
+    for pattern in (_SPEECH_BEFORE, _SPEECH_AFTER):
+        for m in pattern.finditer(text):
+            cues.add(m.start(1), m.end(1), _CUE_SCORE, overrule=False, weak=True)
+    speakers = [m for m in _SPEAKER.finditer(text) if _plausible(m.group(1))]
+    if len(speakers) >= 2:  # a dialogue: "Anna: hi ... Ben: hello"
+        for m in speakers:
+            cues.add(m.start(1), m.end(1), _STRONG_SCORE, overrule=True)
+    for m in _LIST.finditer(text):
+        cues.list_items(m.start(1), m.end(1))
+    found.extend(cues.added)
+
+
+class _Cues:
+    def __init__(self, text: str, doc: Doc, found: list[Detection], allowed: set[str]) -> None:
+        self.text = text
+        self.found = found
+        self.allowed = allowed
+        self.not_person = [(e.start_char, e.end_char) for e in doc.ents if e.label_ in _NOT_PERSON_LABELS]
+        self.orgs = [(e.start_char, e.end_char) for e in doc.ents if e.label_ == "ORG"]
+        self.added: list[Detection] = []
+
+    def _taken(self, start: int, end: int) -> bool:
+        """Overlaps a value of a structured type (an email, a card): never a name."""
+        return any(d.start < end and start < d.end and d.entity_type not in _NER_TYPES for d in self.found)
+
+    def add(self, start: int, end: int, score: float, overrule: bool, weak: bool = False) -> None:
+        """``overrule``: the cue beats spaCy's place/thing label; ``weak``: even its ORG label beats the cue."""
+        if any(w.strip(".,").casefold() in _ORG_WORDS for w in self.text[start:end].split()):
+            return  # "Portal Services", "Acme Holdings": a company, whatever its first word
+        span = _trim(self.text, start, end)
+        if span is None:
+            return
+        s, e = span
+        if self.text[s:e].casefold() in self.allowed or self._taken(s, e):
+            return
+        if not overrule and any(a < e and s < b for a, b in self.not_person):
+            return
+        if weak and any(a < e and s < b for a, b in self.orgs):
+            return
+        self.added.append(Detection(s, e, "PERSON", score))
+
+    def list_items(self, start: int, end: int) -> None:
+        """In "Anna, Ben and Carla" one item found as a name makes the others names, as
+        long as more items are names than places or organisations."""
+        items = []
+        position = start
+        for sep in _LIST_SPLIT.finditer(self.text, start, end):
+            items.append((position, sep.start()))
+            position = sep.end()
+        items.append((position, end))
+        known = self.found + self.added
+        people = [i for i in items if any(d.entity_type == "PERSON" and d.start < i[1] and i[0] < d.end for d in known)]
+        others = [
+            i
+            for i in items
+            if i not in people
+            and (
+                any(a < i[1] and i[0] < b for a, b in self.not_person)
+                or any(d.start < i[1] and i[0] < d.end for d in known)
+                or not _plausible(self.text[i[0] : i[1]])
+            )
+        ]
+        if not people or len(people) <= len(others):
+            return
+        overrule = len(people) >= 2
+        for s, e in items:
+            if (s, e) not in people:
+                self.add(s, e, _STRONG_SCORE if overrule else _CUE_SCORE, overrule=overrule)
+
+
+_ACRONYM = regex.compile(r"\p{Lu}{2,4}")
+
+
+def drop_non_names(text: str, found: list[Detection]) -> None:
+    """Trims form labels and function words off PERSON spans and drops what is left
+    when nothing or only a short acronym remains: the NER model tags "Email", "SSN" or
+    "Michelle Russell Email" beside the values such words label."""
+    kept = []
+    for d in found:
+        if d.entity_type == "PERSON":
+            span = _trim(text, d.start, d.end)
+            if span is None or _ACRONYM.fullmatch(text[span[0] : span[1]]):
+                continue
+            d = Detection(span[0], span[1], d.entity_type, d.score)
+        kept.append(d)
+    found[:] = kept

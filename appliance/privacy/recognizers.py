@@ -84,7 +84,8 @@ def cue_name_recognizer() -> PatternRecognizer:
         r"(?!(?:a|an|the|not|just|very|so|really|also|still|from|in|at|on|with|about|for|to|my|your|our"
         r"|going|trying|looking|calling|writing|here|there|it|that|this|is|was|me|him|her|us|them|you|all"
         r"|sorry|happy|glad|sure|fine|ok|okay|and|or|but|because|regarding|urgent|important|team|everyone"
-        r"|guys|folks|support|sir|madam|again|everybody|please|thank|thanks|good|morning|afternoon|evening)\b)"
+        r"|guys|folks|support|sir|madam|again|everybody|please|thank|thanks|good|morning|afternoon|evening"
+        r"|back|later|tomorrow|today|tonight|now|asap|anytime|when|if|as|by|once)\b)"
     )
     word = r"[^\W\d_][\w'\u2019-]{1,30}"
     name = not_a_name + word + r"(?:[ \t]+" + not_a_name + word + r")?\b"
@@ -96,6 +97,7 @@ def cue_name_recognizer() -> PatternRecognizer:
         r"(?<=^[ \t]*(?:name|full name|customer|reporter|contact|account holder|account owner|patient)[ \t]*:[ \t]*)"
     )
     greeting = r"(?<=\b(?:dear|hi|hello|hey)[ \t]+)"
+    here = r"(?<=\b(?:it's|it\u2019s|it is)[ \t]+)"
     return PatternRecognizer(
         supported_entity="PERSON",
         name="CueNameRecognizer",
@@ -104,6 +106,7 @@ def cue_name_recognizer() -> PatternRecognizer:
             Pattern("name after statement", statement + name, 0.5),
             Pattern("name after label", label + name, 0.6),
             Pattern("name after greeting", greeting + name + r"(?=[ \t]*(?:[,!:\n]|$))", 0.5),
+            Pattern("name before 'here'", here + name + r"(?=[ \t]+here\b)", 0.5),
         ],
         context=_CUE_NAME_CONTEXT,
     )
