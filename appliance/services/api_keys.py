@@ -3,6 +3,11 @@ checked in constant time, revocable and optionally expiring.
 
 Token shape: ``apl_<key id>_<secret>``; the key id is public (it names the key in lists
 and logs), the secret never leaves the response that created it.
+
+A successful check is remembered for ``cache_ttl_s`` seconds (default 5), keyed by the
+SHA-256 of the token, so a busy client costs no database read per request. Revoking a key
+or deleting a tenant in this process forgets it at once; a revocation made on another API
+node takes effect here within ``cache_ttl_s``. Failures are never cached (each is audited).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,6 +32,7 @@ from appliance.errors import AuthenticationFailed, InvalidInput, NotFound, Permi
 from appliance.services.audit import AuditLog
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant
+from appliance.services.ttl_cache import DEFAULT_TTL_S, TtlCache
 
 PREFIX = "apl"
 HASH_PURPOSE = "api-key-hash"
@@ -62,11 +70,26 @@ def _parse(token: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
+@dataclass(frozen=True)
+class _Checked:
+    principal: Principal
+    expires_at: datetime | None
+
+
 class ApiKeyService:
-    def __init__(self, sessions: sessionmaker[Session], data_keys: DataKeyService, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        data_keys: DataKeyService,
+        audit: AuditLog,
+        *,
+        cache_ttl_s: float = DEFAULT_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._sessions = sessions
         self._keys = data_keys
         self._audit = audit
+        self._checked: TtlCache[bytes, _Checked] = TtlCache(cache_ttl_s, clock=clock)
 
     def _digest(self, token: str, version: int) -> bytes:
         key = self._keys.key(SYSTEM, HASH_PURPOSE, version)
@@ -166,14 +189,31 @@ class ApiKeyService:
                 facts={"already_revoked": already},
                 session=session,
             )
-            return _view(row, slug)
+            view = _view(row, slug)
+        self.forget(key_id=view.id)
+        return view
+
+    def forget(self, *, key_id: str | None = None, tenant_id: str | None = None) -> None:
+        """Drop remembered checks of one key or of every key of a tenant (both None: all)."""
+        if key_id is None and tenant_id is None:
+            self._checked.clear()
+            return
+        self._checked.discard_where(
+            lambda _, c: c.principal.key_id == key_id or (tenant_id is not None and c.principal.tenant_id == tenant_id)
+        )
 
     def authenticate(self, token: str) -> Principal:
         """Bearer token -> principal; every failure is the same AuthenticationFailed, and audited."""
+        fingerprint = hashlib.sha256(token.encode()).digest()
+        remembered = self._checked.get(fingerprint)
+        if remembered is not None and (remembered.expires_at is None or utcnow() < remembered.expires_at):
+            return remembered.principal
         parsed = _parse(token)
+        generation = self._checked.generation
         outcome = self._check(token, parsed)
-        if isinstance(outcome, Principal):
-            return outcome
+        if isinstance(outcome, _Checked):
+            self._checked.put(fingerprint, outcome, generation)
+            return outcome.principal
         key_id = parsed[0] if parsed and _KEY_ID.fullmatch(parsed[0]) else None
         self._audit.record(
             "auth.failure",
@@ -184,7 +224,7 @@ class ApiKeyService:
         )
         raise AuthenticationFailed("invalid, revoked or expired API key")
 
-    def _check(self, token: str, parsed: tuple[str, str] | None) -> Principal | str:
+    def _check(self, token: str, parsed: tuple[str, str] | None) -> _Checked | str:
         """The principal, or why not (a fixed word: malformed, unknown-key, revoked, expired, tenant-gone)."""
         if parsed is None:
             return "malformed"
@@ -207,4 +247,5 @@ class ApiKeyService:
             if row.last_used_at is None or now - row.last_used_at > _LAST_USED_RESOLUTION:
                 session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
                 session.commit()
-            return Principal(key_id=row.id, role=Role(row.role), tenant_id=row.tenant_id, tenant_slug=slug)
+            principal = Principal(key_id=row.id, role=Role(row.role), tenant_id=row.tenant_id, tenant_slug=slug)
+            return _Checked(principal, row.expires_at)

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -120,6 +121,14 @@ def check_facts(value: Any, depth: int = 0) -> None:
             check_facts(v, depth + 1)
         return
     raise ValueError(f"audit facts may not hold {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class PreparedEntry:
+    """An entry checked by :meth:`AuditLog.prepare`, not yet written."""
+
+    fields: dict[str, Any]
+    payload: bytes | None
 
 
 @dataclass(frozen=True)
@@ -310,6 +319,43 @@ class AuditLog:
         SQLite with a ``payload``, call this before the transaction's first write or pass no
         session: sealing may need to reserve key budget on a connection of its own.
         """
+        entry = self.prepare(
+            action,
+            actor=actor,
+            outcome=outcome,
+            tenant_id=tenant_id,
+            object=object,
+            policy_version=policy_version,
+            latency_ms=latency_ms,
+            facts=facts,
+            payload=payload,
+            payload_expires_at=payload_expires_at,
+        )
+        if session is None:
+            return self.record_many([entry])[0]
+
+        def write() -> list[int]:
+            self._reserve([entry])
+            return self._append_all(session, [entry])
+
+        return self._write(write, [entry])[0]
+
+    def prepare(
+        self,
+        action: str,
+        *,
+        actor: Principal | str,
+        outcome: str = "ok",
+        tenant_id: str | None = None,
+        object: str | None = None,
+        policy_version: int | None = None,
+        latency_ms: float | None = None,
+        facts: Mapping[str, Any] | None = None,
+        payload: bytes | None = None,
+        payload_expires_at: datetime | None = None,
+    ) -> PreparedEntry:
+        """Check one entry without writing it (ValueError for a programming mistake, such as
+        free text in facts); :meth:`record_many` writes prepared entries."""
         actor_text = actor_of(actor)
         if not _ACTION.fullmatch(action) or action == TOMBSTONE_ACTION:
             raise ValueError("audit action must be a lowercase dotted name and not a reserved one")
@@ -335,43 +381,69 @@ class AuditLog:
             "facts": json.dumps(dict(facts or {}), sort_keys=True, separators=(",", ":")),
             "payload_expires_at": payload_expires_at if payload is not None else None,
         }
-        try:
-            if payload is not None and tenant_id is not None:
-                self._keys.active(tenant_id, DATA_PURPOSE, tenant_id=tenant_id)  # reserve budget outside the lock
-            if session is not None:
-                return self._append(session, fields, payload)
+        return PreparedEntry(fields, payload)
+
+    def record_many(self, entries: Sequence[PreparedEntry]) -> list[int]:
+        """Append prepared entries in order in one transaction, and return their ids.
+
+        Group commit: many requests' entries share one chain lock and one commit. All are
+        written or none; any failure raises AuditUnavailable."""
+        if not entries:
+            return []
+
+        def write() -> list[int]:
+            self._reserve(entries)
             with transaction(self._sessions) as own:
-                return self._append(own, fields, payload)
+                return self._append_all(own, entries)
+
+        return self._write(write, entries)
+
+    def _reserve(self, entries: Sequence[PreparedEntry]) -> None:
+        """Sealing a payload may reserve key budget on a connection of its own: do it before the lock."""
+        sealed = collections.Counter(e.fields["tenant_id"] for e in entries if e.payload is not None)
+        for tenant_id, n in sealed.items():
+            self._keys.prepare(tenant_id, DATA_PURPOSE, n, tenant_id=tenant_id)
+
+    def _write(self, write: Callable[[], list[int]], entries: Sequence[PreparedEntry]) -> list[int]:
+        try:
+            return write()
         except (SQLAlchemyError, OSError, ApplianceError) as exc:
-            metrics.AUDIT_WRITE_FAILURES.inc()
-            log.error("audit write failed", extra={"audit_action": action, "error": type(exc).__name__})
+            metrics.AUDIT_WRITE_FAILURES.inc(len(entries))
+            for action in sorted({e.fields["action"] for e in entries}):
+                log.error("audit write failed", extra={"audit_action": action, "error": type(exc).__name__})
             raise AuditUnavailable("the audit trail could not be written, so the action was not carried out") from exc
 
-    def _append(self, s: Session, fields: dict[str, Any], payload: bytes | None) -> int:
+    def _append_all(self, s: Session, entries: Sequence[PreparedEntry]) -> list[int]:
         self._lock(s)
         version, key = self._mac_key(s)
         prev_mac, prev_time = self._head(s)
-        now = self._clock()
-        row = AuditEntry(
-            created_at=max(now, prev_time) if prev_time is not None else now,  # time order == chain order
-            mac_key_version=version,
-            prev_mac=prev_mac,
-            mac=GENESIS,  # placeholder: the MAC covers the id, known after insert
-            **fields,
-        )
-        s.add(row)
-        s.flush()
-        if payload is not None:
-            assert row.tenant_id is not None
-            row.payload_sealed = self._cipher.seal(row.tenant_id, PAYLOAD_KIND, str(row.id), payload)
-        entry = _chain_entry(row)
-        row.mac = entry_mac(key, entry, content_digest(entry))
-        s.flush()
         last_cp = self._latest_checkpoint(s)
-        if row.id - (last_cp.last_entry_id if last_cp else 0) >= self._every:
-            self._write_checkpoint(s, CheckpointKind.CHECKPOINT, row.id, row.mac)
-        metrics.AUDIT_ENTRIES.inc()
-        return row.id
+        last_cp_id = last_cp.last_entry_id if last_cp else 0
+        ids: list[int] = []
+        for entry in entries:
+            now = self._clock()
+            row = AuditEntry(
+                created_at=max(now, prev_time) if prev_time is not None else now,  # time order == chain order
+                mac_key_version=version,
+                prev_mac=prev_mac,
+                mac=GENESIS,  # placeholder: the MAC covers the id, known after insert
+                **entry.fields,
+            )
+            s.add(row)
+            s.flush()
+            if entry.payload is not None:
+                assert row.tenant_id is not None
+                row.payload_sealed = self._cipher.seal(row.tenant_id, PAYLOAD_KIND, str(row.id), entry.payload)
+            chained = _chain_entry(row)
+            row.mac = entry_mac(key, chained, content_digest(chained))
+            s.flush()
+            if row.id - last_cp_id >= self._every:
+                self._write_checkpoint(s, CheckpointKind.CHECKPOINT, row.id, row.mac, (version, key))
+                last_cp_id = row.id
+            prev_mac, prev_time = row.mac, row.created_at
+            ids.append(row.id)
+        metrics.AUDIT_ENTRIES.inc(len(ids))
+        return ids
 
     def _lock(self, s: Session) -> None:
         if s.get_bind().dialect.name == "postgresql":
@@ -422,8 +494,11 @@ class AuditLog:
         between = s.scalar(select(func.count()).where(AuditEntry.id > after, AuditEntry.id <= entry_id))
         return base + int(between or 0)
 
-    def _write_checkpoint(self, s: Session, kind: CheckpointKind, entry_id: int, mac: bytes) -> AuditCheckpoint:
-        version, key = self._mac_key(s)
+    def _write_checkpoint(
+        self, s: Session, kind: CheckpointKind, entry_id: int, mac: bytes, mac_key: tuple[int, bytes] | None = None
+    ) -> AuditCheckpoint:
+        """``mac_key``: the key in hand when this transaction may have just created it."""
+        version, key = mac_key or self._mac_key(s)
         cp = ChainCheckpoint(0, self._clock(), entry_id, mac, self._position(s, entry_id), version, b"")
         row = AuditCheckpoint(
             created_at=cp.created_at,

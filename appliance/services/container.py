@@ -22,6 +22,7 @@ from appliance.db.engine import make_engine, make_sessionmaker
 from appliance.models.base import InputObserver
 from appliance.services.api_keys import ApiKeyService
 from appliance.services.audit import AuditLog
+from appliance.services.audit_writer import AuditWriter
 from appliance.services.metrics import install_key_age_collector
 from appliance.services.policies import PolicyService
 from appliance.services.ratelimit import TenantRateLimiter
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from appliance.privacy.detection import Detector
     from appliance.services.inference import InferenceService
     from appliance.services.privacy import PrivacyService
+    from appliance.services.privacy_batch import AnonymizeBatcher
 
 T = TypeVar("T")
 
@@ -55,7 +57,9 @@ class Services:
         # The audit log asks the policies how long each tenant's entries are kept.
         self.audit = AuditLog(self.sessions, self.data_keys, retention=lambda t: self.policies.retention_days(t))
         self.policies = PolicyService(self.sessions, self.cipher, self.audit)
-        self.tenants = TenantService(self.sessions, self.data_keys, self.audit, self.blobs)
+        self.tenants = TenantService(
+            self.sessions, self.data_keys, self.audit, self.blobs, on_delete=self._forget_tenant
+        )
         self.api_keys = ApiKeyService(self.sessions, self.data_keys, self.audit)
         self.rate_limiter = TenantRateLimiter()
         self.model_observer = model_observer
@@ -110,9 +114,31 @@ class Services:
                 models=self.models,
                 audit=self.audit,
                 rate_limit=self.rate_limiter.check,
+                anonymizer=self.anonymizer,
+                audit_writer=self.audit_writer,
             )
 
         return self._once("inference", build)
+
+    @property
+    def anonymizer(self) -> AnonymizeBatcher:
+        """Ingress anonymization batched across concurrent model calls."""
+
+        def build() -> AnonymizeBatcher:
+            from appliance.services.privacy_batch import AnonymizeBatcher
+
+            return AnonymizeBatcher(self.privacy)
+
+        return self._once("anonymizer", build)
+
+    @property
+    def audit_writer(self) -> AuditWriter:
+        """Audit appends of concurrent model calls, group-committed."""
+        return self._once("audit_writer", lambda: AuditWriter(self.audit))
+
+    def _forget_tenant(self, tenant_id: str) -> None:
+        self.api_keys.forget(tenant_id=tenant_id)
+        self.policies.forget(tenant_id)
 
     def _once(self, name: str, build: Callable[[], T]) -> T:
         with self._lazy_lock:
@@ -121,6 +147,10 @@ class Services:
             return self._lazy[name]  # type: ignore[return-value]
 
     def close(self) -> None:
+        for name in ("anonymizer", "audit_writer"):  # finish what is waiting while the database is open
+            part = self._lazy.get(name)
+            if part is not None:
+                part.close()  # type: ignore[attr-defined]
         manager = self._lazy.get("models")
         if manager is not None:
             manager.close()  # type: ignore[attr-defined]

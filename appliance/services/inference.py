@@ -26,9 +26,12 @@ from appliance.policy.schema import Policy
 from appliance.privacy.rules import Action, PrivacyRules
 from appliance.services import metrics
 from appliance.services.audit import AuditLog
+from appliance.services.audit_writer import AuditWriter
 from appliance.services.policies import ActivePolicy
 from appliance.services.principal import Principal
-from appliance.services.privacy import Anonymized, PrivacyService
+from appliance.services.privacy import AnonymizeCall, Anonymized, PrivacyService
+from appliance.services.privacy_batch import AnonymizeBatcher
+from appliance.services.ttl_cache import DEFAULT_TTL_S, TtlCache
 
 
 class Models(Protocol):
@@ -92,12 +95,26 @@ class InferenceService:
         models: Models,
         audit: AuditLog,
         rate_limit: Callable[[str, int], None],
+        anonymizer: AnonymizeBatcher | None = None,
+        audit_writer: AuditWriter | None = None,
+        model_cache_ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
+        """``anonymizer`` and ``audit_writer`` batch ingress privacy and audit appends across
+        concurrent calls (the server passes both); without them each call does its own.
+
+        Which models a tenant sees, and the runner a name resolves to, are remembered for
+        ``model_cache_ttl_s`` seconds: a model registered meanwhile is found at once (a miss
+        reads the registry again), one removed is still served until then."""
         self._policies = policies
         self._privacy = privacy
         self._models = models
         self._audit = audit
         self._rate_limit = rate_limit
+        self._anonymizer = anonymizer
+        self._audit_writer = audit_writer
+        self._visible: TtlCache[str, list[ModelInfo]] = TtlCache(model_cache_ttl_s)
+        self._chat_runners: TtlCache[tuple[str, str], ChatRunner] = TtlCache(model_cache_ttl_s)
+        self._embedding_runners: TtlCache[tuple[str, str], EmbeddingRunner] = TtlCache(model_cache_ttl_s)
 
     # -- shared steps ----------------------------------------------------------------------
 
@@ -110,13 +127,39 @@ class InferenceService:
     def visible_models(self, principal: Principal, policy: Policy | None = None) -> list[ModelInfo]:
         tenant_id = self._tenant(principal)
         policy = policy or self._policies(tenant_id).policy
-        return [m for m in self._models.visible(tenant_id) if policy.allows_model(m.name)]
+        return [m for m in self._registered(tenant_id) if policy.allows_model(m.name)]
+
+    def _registered(self, tenant_id: str, *, fresh: bool = False) -> list[ModelInfo]:
+        models = None if fresh else self._visible.get(tenant_id)
+        if models is None:
+            models = self._models.visible(tenant_id)
+            self._visible.put(tenant_id, models)
+        return models
+
+    async def _chat_runner(self, model: str, tenant_id: str) -> ChatRunner:
+        runner = self._chat_runners.get((tenant_id, model))
+        if runner is None:
+            runner = await self._models.load_chat(model, tenant_id)
+            self._chat_runners.put((tenant_id, model), runner)
+        return runner
+
+    async def _embedding_runner(self, model: str, tenant_id: str) -> EmbeddingRunner:
+        runner = self._embedding_runners.get((tenant_id, model))
+        if runner is None:
+            runner = await self._models.load_embedding(model, tenant_id)
+            self._embedding_runners.put((tenant_id, model), runner)
+        return runner
 
     def _admit(self, principal: Principal, model: str, kind: str) -> tuple[str, ActivePolicy]:
         tenant_id = self._tenant(principal)
         active = self._policies(tenant_id)
         self._rate_limit(tenant_id, active.policy.limits.requests_per_minute)
-        info = {m.name: m for m in self.visible_models(principal, active.policy)}.get(model)
+        info = None
+        for fresh in (False, True):  # a model registered since the list was read is found too
+            models = self._registered(tenant_id, fresh=fresh)
+            info = {m.name: m for m in models if active.policy.allows_model(m.name)}.get(model)  # the last wins
+            if info is not None:
+                break
         if info is None:
             raise NotFound(f"the model {model!r} does not exist or this tenant may not use it")
         if info.kind not in (kind, "upstream"):
@@ -136,6 +179,8 @@ class InferenceService:
         tenant_id = self._tenant(principal)
         ttl = timedelta(hours=active.policy.retention.vault_ttl_hours)
         try:
+            if self._anonymizer is not None:
+                return await self._anonymizer.anonymize(AnonymizeCall(tenant_id, texts, active.policy.pii, scope, ttl))
             return await anyio.to_thread.run_sync(
                 lambda: self._privacy.anonymize(tenant_id, texts, active.policy.pii, scope=scope, ttl=ttl)
             )
@@ -166,22 +211,21 @@ class InferenceService:
         payload_days: int = 0,
     ) -> None:
         """One audit entry; raises AuditUnavailable (503) if it cannot be written."""
-        expires = utcnow() + timedelta(days=payload_days) if payload is not None else None
-        latency = (time.perf_counter() - started) * 1000
-        await anyio.to_thread.run_sync(
-            lambda: self._audit.record(
-                action,
-                actor=principal,
-                tenant_id=principal.tenant_id,
-                object=model,
-                outcome=outcome,
-                policy_version=policy_version,
-                latency_ms=latency,
-                facts=facts,
-                payload=payload,
-                payload_expires_at=expires,
-            )
-        )
+        fields: dict[str, Any] = {
+            "actor": principal,
+            "tenant_id": principal.tenant_id,
+            "object": model,
+            "outcome": outcome,
+            "policy_version": policy_version,
+            "latency_ms": (time.perf_counter() - started) * 1000,
+            "facts": facts,
+            "payload": payload,
+            "payload_expires_at": utcnow() + timedelta(days=payload_days) if payload is not None else None,
+        }
+        if self._audit_writer is not None:
+            await self._audit_writer.record(action, **fields)
+        else:
+            await anyio.to_thread.run_sync(lambda: self._audit.record(action, **fields))
 
     @staticmethod
     def _payload(policy: Policy, request: Any, answer: str | None) -> bytes | None:
@@ -228,7 +272,7 @@ class InferenceService:
         started = time.perf_counter()
         action = "chat.completion"
         tenant_id, active, request, anonymized = await self._prepare_chat(principal, call, action, started)
-        runner = await self._models.load_chat(call.model, tenant_id)
+        runner = await self._chat_runner(call.model, tenant_id)
         with metrics.MODEL_LATENCY.labels(call.model, "chat").time():
             result = await runner.complete(request)
         self._count_tokens(call.model, result.usage)
@@ -259,7 +303,7 @@ class InferenceService:
         action = "chat.completion.stream"
         tenant_id, active, request, anonymized = await self._prepare_chat(principal, call, action, started)
         policy = active.policy
-        runner = await self._models.load_chat(call.model, tenant_id)
+        runner = await self._chat_runner(call.model, tenant_id)
         upstream = cast(AsyncGenerator[ChatChunk, None], runner.stream(request))
         try:
             first = await upstream.__anext__()  # queue admission and model errors surface now
@@ -318,7 +362,7 @@ class InferenceService:
         action = "embeddings"
         tenant_id, active = await anyio.to_thread.run_sync(self._admit, principal, model, "embedding")
         anonymized = await self._anonymize(principal, action, model, active, texts, scope, started)
-        runner = await self._models.load_embedding(model, tenant_id)
+        runner = await self._embedding_runner(model, tenant_id)
         with metrics.MODEL_LATENCY.labels(model, "embedding").time():
             result = await runner.embed(anonymized.texts)
         metrics.MODEL_TOKENS.labels(model, "prompt").inc(result.prompt_tokens)

@@ -83,6 +83,14 @@ AUDIT_VERIFY_FAILURES = Counter(
     "appliance_audit_verify_failures_total", "Audit verifications that found a broken chain."
 )
 
+# Batching across concurrent requests -----------------------------------------------------------
+BATCH_SIZE = Histogram(
+    "appliance_batch_size",
+    "Requests served by one pass of a batching stage (privacy: one detection pass; audit: one commit).",
+    ["stage"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
 
 class KeyAgeCollector(Collector):
     """Reads ``data_keys.created_at`` at scrape time: the age of the oldest active (not retired)

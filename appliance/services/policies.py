@@ -1,9 +1,10 @@
 """Policy versions per tenant: apply (immutable versions), history, diff, rollback, and the
 active policy every request runs under.
 
-The active version is read from the database on every call (a primary-key lookup), so a
-change takes effect on the next request on every node sharing the database; the parsed
-policy is cached per (tenant, version).
+The active policy is remembered per tenant for ``cache_ttl_s`` seconds (default 5), so the
+request path reads no database row per call. A change applied through this process takes
+effect on its next request; on other API nodes sharing the database within
+``cache_ttl_s`` (docs/security.md). The parsed policy is kept per (tenant, version).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import difflib
 import hashlib
 import hmac
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +33,7 @@ from appliance.policy.schema import Policy
 from appliance.services.audit import AuditLog
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant
+from appliance.services.ttl_cache import DEFAULT_TTL_S, TtlCache
 
 DEFAULT_PRESET = "default"
 _DOC = "policy_versions.document"
@@ -92,10 +96,19 @@ def structural_diff(old: Policy, new: Policy) -> list[Change]:
 
 
 class PolicyService:
-    def __init__(self, sessions: sessionmaker[Session], cipher: TenantCipher, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        cipher: TenantCipher,
+        audit: AuditLog,
+        *,
+        cache_ttl_s: float = DEFAULT_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._sessions = sessions
         self._cipher = cipher
         self._audit = audit
+        self._active: TtlCache[str, ActivePolicy] = TtlCache(cache_ttl_s, clock=clock)
         self._cache: dict[tuple[str, int], Policy] = {}
         self._lock = threading.Lock()
         self._default = load_policy_text(preset_text(DEFAULT_PRESET))
@@ -104,6 +117,22 @@ class PolicyService:
 
     def effective(self, tenant_id: str) -> ActivePolicy:
         """The policy the tenant's next request runs under."""
+        remembered = self._active.get(tenant_id)
+        if remembered is not None:
+            return remembered
+        generation = self._active.generation
+        active = self._load_active(tenant_id)
+        self._active.put(tenant_id, active, generation)
+        return active
+
+    def forget(self, tenant_id: str | None = None) -> None:
+        """Re-read the tenant's (None: every tenant's) active policy on its next request."""
+        if tenant_id is None:
+            self._active.clear()
+        else:
+            self._active.discard(tenant_id)
+
+    def _load_active(self, tenant_id: str) -> ActivePolicy:
         with self._sessions() as session:
             active = session.scalar(select(TenantPolicy.active_version).where(TenantPolicy.tenant_id == tenant_id))
             if active is None:
@@ -234,6 +263,8 @@ class PolicyService:
                     },
                     session=session,
                 )
-                return self._view(t.id, t.slug, row, version)
+                view = self._view(t.id, t.slug, row, version)
+            self.forget(t.id)
+            return view
         except DbIntegrityError:
             raise Conflict("another policy change was applied at the same time; retry") from None

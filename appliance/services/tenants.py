@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,12 +45,20 @@ def find_tenant(session: Session, principal: Principal, ref: str) -> Tenant:
 
 class TenantService:
     def __init__(
-        self, sessions: sessionmaker[Session], data_keys: DataKeyService, audit: AuditLog, blobs: BlobStore
+        self,
+        sessions: sessionmaker[Session],
+        data_keys: DataKeyService,
+        audit: AuditLog,
+        blobs: BlobStore,
+        *,
+        on_delete: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_delete(tenant_id)`` runs after a deletion commits (caches forget the tenant)."""
         self._sessions = sessions
         self._keys = data_keys
         self._audit = audit
         self._blobs = blobs
+        self._on_delete = on_delete
 
     def create(self, principal: Principal, slug: str, display_name: str | None = None) -> TenantView:
         principal.require(Role.OPERATOR)
@@ -94,5 +103,7 @@ class TenantService:
                 facts={"crypto_shredded": True, "data_keys_destroyed": destroyed},
                 session=session,
             )
+        if self._on_delete is not None:
+            self._on_delete(view.id)
         self._blobs.purge_tenant(view.id)  # already unreadable without the keys; this frees the disk
         return view
