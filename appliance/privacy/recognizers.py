@@ -119,6 +119,31 @@ def _glued(text: str, start: int, end: int) -> bool:
     return before or after
 
 
+# Digit groups joined by what people write between them ("(415) 555-2671", "030 / 1234 567",
+# "555-2671 ext. 12").
+_DIGIT_RUN = regex.compile(r"\d(?:(?:[\s\-./()]{0,3}|[ \t]*(?i:x|ext\.?|extension|\#)[ \t]*)\d)*")
+_MIN_NATIONAL_DIGITS = 6  # fewer is a house number, a year or a zip code in every region we parse
+
+
+def _phone_shaped_only(text: str) -> str | None:
+    """``text`` with every digit run too short to be a national phone number blanked out
+    (same length), or None when no run is long enough: each digit group left in costs a
+    parse per region, and street numbers, years and zip codes are most of them."""
+    pieces: list[str] = []
+    position = 0
+    kept = False
+    for m in _DIGIT_RUN.finditer(text):
+        if sum(c.isdigit() for c in m.group()) >= _MIN_NATIONAL_DIGITS:
+            kept = True
+            continue
+        pieces += [text[position : m.start()], " " * (m.end() - m.start())]
+        position = m.end()
+    if not kept:
+        return None
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
 class PhoneNumberRecognizer(PhoneRecognizer):
     """Presidio's phone recognizer, one libphonenumber pass per region instead of two.
 
@@ -160,10 +185,11 @@ class PhoneNumberRecognizer(PhoneRecognizer):
         rest = searched
         for start, end in best:
             rest = rest[:start] + " " * (end - start) + rest[end:]
-        if FIVE_DIGITS(rest):
+        national = _phone_shaped_only(rest)
+        if national is not None:
             for region in self.supported_regions:
                 if region not in _SAME_PLAN_AS_US:
-                    self._collect(text, rest, region, best)
+                    self._collect(text, national, region, best)
         return [
             RecognizerResult(
                 entity_type="PHONE_NUMBER",
