@@ -49,12 +49,14 @@ def _digits_at_least(n: int) -> Callable[[str], bool]:
 
 _ANY_DIGIT = _digits_at_least(1)
 FIVE_DIGITS = _digits_at_least(5)
+_DOT_LETTERS = regex.compile(r"\.[A-Za-z]{2}")  # every URL pattern needs a dot before its top-level domain
 
 # Entity types found *only* by pattern recognizers that need these characters. A type a
 # NER model also reports (DATE_TIME, PERSON, ...) is never gated. Thresholds are the
 # fewest digits any accepted format of that type holds, rounded down generously.
 GATES: dict[str, Callable[[str], bool]] = {
     "EMAIL_ADDRESS": lambda t: "@" in t,
+    "URL": lambda t: _DOT_LETTERS.search(t) is not None,
     "CREDIT_CARD": _digits_at_least(12),
     "US_SSN": _digits_at_least(9),
     "US_ITIN": _digits_at_least(9),

@@ -27,6 +27,7 @@ def found(detector: Detector, text: str, rules: PrivacyRules = RULES) -> list[tu
         ("IBAN DE89 3704 0044 0532 0130 00 thanks", "IBAN_CODE", "DE89 3704 0044 0532 0130 00"),
         ("ssn 536-22-8726", "US_SSN", "536-22-8726"),
         ("login from 203.0.113.54 failed", "IP_ADDRESS", "203.0.113.54"),
+        ("details at https://intranet.example.com/t/42 today", "URL", "https://intranet.example.com/t/42"),
         ("Yesterday Angela Merkel visited the office.", "PERSON", "Angela Merkel"),
     ],
 )
