@@ -2,9 +2,9 @@
 then one deterministic answer per character.
 
 Built once per process (loading the NER model takes seconds) and shared by every
-request thread. spaCy inference runs under a lock, because spaCy does not promise that
-one pipeline may be used from several threads at once; the recognizers after it are
-stateless and run in parallel.
+request thread. One analysis runs at a time, under a lock: spaCy does not promise that
+one pipeline may be used from several threads at once, and each analysis runs in a spaCy
+memory zone so the values it saw do not stay in the model's vocabulary.
 
 Offsets are Python string indices (Unicode code points), the same as spaCy's and
 Presidio's; callers slice the text they sent with them. Texts are never normalized, so
@@ -112,25 +112,40 @@ class Detector:
         wanted &= self._supported | entity_types(custom)
         allowed = {a.strip().casefold() for a in rules.allow_list}
 
-        with self._nlp_lock:
+        # The whole analysis runs in a spaCy memory zone: every token string the texts add
+        # to the shared vocabulary (names, addresses, numbers) is dropped again on exit, so
+        # a long-running server neither grows without bound nor keeps callers' values in
+        # memory. Zones are process-wide state, hence one analysis at a time; the
+        # recognizers after NER are pure Python and would not run in parallel anyway.
+        with self._nlp_lock, self._nlp.memory_zone():
             docs = list(self._nlp.pipe(flat, batch_size=_PIPE_BATCH))
-        out: list[list[list[Detection]]] = []
-        position = 0
-        for group in groups:
-            group_docs = docs[position : position + len(group)]
-            position += len(group)
-            candidates = [
-                self._recognize(text, doc, wanted, custom, rules, allowed)
-                for text, doc in zip(group, group_docs, strict=True)
-            ]
-            if "PERSON" in wanted:
-                for text, doc, found in zip(group, group_docs, candidates, strict=True):
-                    drop_non_names(text, found)
-                    names_near_emails(text, found, allowed)
-                    names_from_cues(text, doc, found, allowed)
-                propagate_names(group, candidates, allowed)
-            out.append([_resolve(c) for c in candidates])
+            out: list[list[list[Detection]]] = []
+            position = 0
+            for group in groups:
+                group_docs = docs[position : position + len(group)]
+                position += len(group)
+                out.append(self._group(group, group_docs, wanted, custom, rules, allowed))
         return out
+
+    def _group(
+        self,
+        group: Sequence[str],
+        docs: Sequence[Doc],
+        wanted: set[str],
+        custom: list[EntityRecognizer],
+        rules: PrivacyRules,
+        allowed: set[str],
+    ) -> list[list[Detection]]:
+        candidates = [
+            self._recognize(text, doc, wanted, custom, rules, allowed) for text, doc in zip(group, docs, strict=True)
+        ]
+        if "PERSON" in wanted:
+            for text, doc, found in zip(group, docs, candidates, strict=True):
+                drop_non_names(text, found)
+                names_near_emails(text, found, allowed)
+                names_from_cues(text, doc, found, allowed)
+            propagate_names(group, candidates, allowed)
+        return [_resolve(c) for c in candidates]
 
     def _recognize(
         self,

@@ -179,6 +179,16 @@ def test_when_only_phone_numbers_are_wanted_then_nothing_else_is_reported(detect
     assert found(detector, text, rules) == [("PHONE_NUMBER", "044 668 18 00")]
 
 
+def test_analyzed_values_do_not_stay_in_the_ner_vocabulary(detector: Detector) -> None:
+    strings = detector._nlp.vocab.strings  # the process-wide store spaCy would otherwise grow forever
+    before = len(strings)
+    text = "Zebulon Quargleflax (zq-7781@example.org) called from +41 79 555 01 77"
+    assert detector.analyze([text], RULES)[0]
+    assert "Quargleflax" not in strings
+    assert "zq-7781@example.org" not in strings
+    assert len(strings) == before
+
+
 def test_when_requests_are_analyzed_together_then_each_gets_what_it_would_get_alone(detector: Detector) -> None:
     first = ["Hello, my name is Marguerite Okonkwo and I need help.", "okay, marguerite okonkwo again."]
     second = ["ping 203.0.113.54 please", "the okonkwo family recipe calls for yams"]
