@@ -414,6 +414,11 @@ _ROLE = regex.compile(
     rf"(?<![\p{{L}}\d])(?i:{_ROLES})(?:['\u2019]s)?(?:[ \t]+(?i:name))?(?:[ \t]+(?i:is|was))?(?:[ \t]+(?i:him|her))?"
     rf"[ \t]+({_NAME})"
 )
+_KIN = (
+    "wife|husband|spouse|partner|son|daughter|kid|kids|child|children|mother|father|mom|mum|dad|brother|sister"
+    "|friend|boss|manager|assistant|colleague|uncle|aunt|cousin|niece|nephew|grandmother|grandfather|fianc[ée]e?"
+)
+_POSSESSIVE = regex.compile(rf"(?<![\p{{L}}\d])({_NAME})['\u2019]s?[ \t]+(?i:{_KIN})\b")
 _NAME_ANSWER = regex.compile(rf"(?<![\p{{L}}\d])(?i:name)\b[^?\n]{{0,40}}\?[ \t]*(?:\p{{L}}+:[ \t]*)?({_NAME})")
 _SPEAKER = regex.compile(rf"(?:^|(?<=[.!?\"\u201d)][ \t]{{1,3}}))[ \t]*({_CAP}(?:[ \t]+{_CAP})?)[ \t]*:", regex.M)
 _SPEECH_BEFORE = regex.compile(
@@ -520,7 +525,7 @@ def names_from_cues(text: str, doc: Doc, found: list[Detection], allowed: set[st
         cues.add(m.start(1), m.end(1), _STRONG_SCORE, overrule=True)
     for m in _ROLE.finditer(text):
         cues.add(m.start(1), m.end(1), _CUE_SCORE, overrule=False)
-    for pattern in (_SPEECH_BEFORE, _SPEECH_AFTER):
+    for pattern in (_SPEECH_BEFORE, _SPEECH_AFTER, _POSSESSIVE):
         for m in pattern.finditer(text):
             cues.add(m.start(1), m.end(1), _CUE_SCORE, overrule=False, weak=True)
     speakers = [m for m in _SPEAKER.finditer(text) if _plausible(m.group(1))]

@@ -33,6 +33,8 @@ def people(detector: Detector, text: str) -> list[str]:
         ("Customer Collin Mason called about a duplicate charge", ["Collin Mason"]),
         # speech verbs around a name
         ('Cormac shouted at Wayne: "What are you doing here?"', ["Cormac", "Wayne"]),
+        # a possessive before a kinship noun
+        ("I met Oyelaran's daughter at the clinic.", ["Oyelaran"]),
         # speakers in a dialogue
         ('Vlasta: "Who are you?" Ingibjörg: "I am the new tenant."', ["Vlasta", "Ingibjörg"]),
         # a list whose other items are names
@@ -60,6 +62,7 @@ def test_grammar_around_a_word_makes_it_a_name(detector: Detector, text: str, na
         "The client Portal Services is down again.",
         "I miss Paris in the spring.",
         "Mr Mr Mr Mr Mr",
+        "Google's founder spoke first.",
         "Send the SSN and the IBAN by Monday.",
     ],
 )
