@@ -23,7 +23,7 @@ from presidio_analyzer import (
     RecognizerResult,
 )
 from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
-from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, PhoneRecognizer
+from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, IbanRecognizer, PhoneRecognizer
 
 from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE
@@ -240,6 +240,11 @@ def build_registry(nlp_engine: NlpEngine) -> RecognizerRegistry:
     registry = RecognizerRegistry(supported_languages=[LANGUAGE])
     registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
     registry.remove_recognizer("PhoneRecognizer")
+    # The predefined set's YAML gives the IBAN recognizer case-insensitive matching, so its
+    # pattern runs on into the next word ("AT66 3272 ... 4889 please") and the checksum of
+    # the longer string fails; the recognizer's own defaults match upper case only.
+    registry.remove_recognizer("IbanRecognizer")
+    registry.add_recognizer(IbanRecognizer(supported_language=LANGUAGE))
     registry.add_recognizer(wide_card_recognizer())
     registry.add_recognizer(cue_name_recognizer())
     for recognizer in registry.recognizers:  # load now: lazy loading is not thread-safe

@@ -25,6 +25,8 @@ def found(detector: Detector, text: str, rules: PrivacyRules = RULES) -> list[tu
         ("card 4111 1111 1111 1111 expired", "CREDIT_CARD", "4111 1111 1111 1111"),
         ("new mastercard 2221 0000 0000 0009", "CREDIT_CARD", "2221 0000 0000 0009"),
         ("IBAN DE89 3704 0044 0532 0130 00 thanks", "IBAN_CODE", "DE89 3704 0044 0532 0130 00"),
+        ("Refund to IBAN AT663272342476944889 please", "IBAN_CODE", "AT663272342476944889"),
+        ("IBAN ES93 4715 8241 0661 6851 3946 please", "IBAN_CODE", "ES93 4715 8241 0661 6851 3946"),
         ("ssn 536-22-8726", "US_SSN", "536-22-8726"),
         ("login from 203.0.113.54 failed", "IP_ADDRESS", "203.0.113.54"),
         ("details at https://intranet.example.com/t/42 today", "URL", "https://intranet.example.com/t/42"),
