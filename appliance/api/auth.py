@@ -25,7 +25,10 @@ class BearerKeyAuth(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationFailed("send an API key as 'Authorization: Bearer <key>'")
         services: Services = connection.app.state.services
-        principal = await anyio.to_thread.run_sync(services.api_keys.authenticate, token.strip())
+        token = token.strip()
+        principal = services.api_keys.remembered(token)  # memory only: no worker thread needed
+        if principal is None:
+            principal = await anyio.to_thread.run_sync(services.api_keys.authenticate, token)
         connection.scope["user"] = principal  # read by the access log
         return AuthenticationResult(user=principal, auth=principal.key_id)
 

@@ -204,10 +204,10 @@ class ApiKeyService:
 
     def authenticate(self, token: str) -> Principal:
         """Bearer token -> principal; every failure is the same AuthenticationFailed, and audited."""
+        remembered = self.remembered(token)
+        if remembered is not None:
+            return remembered
         fingerprint = hashlib.sha256(token.encode()).digest()
-        remembered = self._checked.get(fingerprint)
-        if remembered is not None and (remembered.expires_at is None or utcnow() < remembered.expires_at):
-            return remembered.principal
         parsed = _parse(token)
         generation = self._checked.generation
         outcome = self._check(token, parsed)
@@ -223,6 +223,14 @@ class ApiKeyService:
             facts={"reason": outcome},
         )
         raise AuthenticationFailed("invalid, revoked or expired API key")
+
+    def remembered(self, token: str) -> Principal | None:
+        """The principal when this token passed a check within the cache window, else None
+        (then call :meth:`authenticate`). Reads memory only, so it may run on an event loop."""
+        remembered = self._checked.get(hashlib.sha256(token.encode()).digest())
+        if remembered is not None and (remembered.expires_at is None or utcnow() < remembered.expires_at):
+            return remembered.principal
+        return None
 
     def _check(self, token: str, parsed: tuple[str, str] | None) -> _Checked | str:
         """The principal, or why not (a fixed word: malformed, unknown-key, revoked, expired, tenant-gone)."""

@@ -116,6 +116,7 @@ class Services:
                 rate_limit=self.rate_limiter.check,
                 anonymizer=self.anonymizer,
                 audit_writer=self.audit_writer,
+                remembered_policy=self.policies.remembered,
             )
 
         return self._once("inference", build)

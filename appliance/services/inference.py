@@ -98,13 +98,16 @@ class InferenceService:
         anonymizer: AnonymizeBatcher | None = None,
         audit_writer: AuditWriter | None = None,
         model_cache_ttl_s: float = DEFAULT_TTL_S,
+        remembered_policy: Callable[[str], ActivePolicy | None] | None = None,
     ) -> None:
         """``anonymizer`` and ``audit_writer`` batch ingress privacy and audit appends across
         concurrent calls (the server passes both); without them each call does its own.
 
         Which models a tenant sees, and the runner a name resolves to, are remembered for
         ``model_cache_ttl_s`` seconds: a model registered meanwhile is found at once (a miss
-        reads the registry again), one removed is still served until then."""
+        reads the registry again), one removed is still served until then. With
+        ``remembered_policy`` (the policy service's memory-only lookup) a call whose policy
+        and model list are remembered is admitted on the event loop, without a worker thread."""
         self._policies = policies
         self._privacy = privacy
         self._models = models
@@ -112,6 +115,7 @@ class InferenceService:
         self._rate_limit = rate_limit
         self._anonymizer = anonymizer
         self._audit_writer = audit_writer
+        self._remembered_policy = remembered_policy
         self._visible: TtlCache[str, list[ModelInfo]] = TtlCache(model_cache_ttl_s)
         self._chat_runners: TtlCache[tuple[str, str], ChatRunner] = TtlCache(model_cache_ttl_s)
         self._embedding_runners: TtlCache[tuple[str, str], EmbeddingRunner] = TtlCache(model_cache_ttl_s)
@@ -150,21 +154,32 @@ class InferenceService:
             self._embedding_runners.put((tenant_id, model), runner)
         return runner
 
-    def _admit(self, principal: Principal, model: str, kind: str) -> tuple[str, ActivePolicy]:
+    async def _admitted(self, principal: Principal, model: str, kind: str) -> tuple[str, ActivePolicy]:
         tenant_id = self._tenant(principal)
-        active = self._policies(tenant_id)
+        active = self._remembered_policy(tenant_id) if self._remembered_policy is not None else None
+        models = self._visible.get(tenant_id) if active is not None else None
+        if active is None or models is None or model not in {m.name for m in models}:
+            return await anyio.to_thread.run_sync(self._admit, principal, model, kind)
+        return tenant_id, self._check_model(tenant_id, active, models, model, kind)
+
+    def _check_model(
+        self, tenant_id: str, active: ActivePolicy, models: list[ModelInfo], model: str, kind: str
+    ) -> ActivePolicy:
         self._rate_limit(tenant_id, active.policy.limits.requests_per_minute)
-        info = None
-        for fresh in (False, True):  # a model registered since the list was read is found too
-            models = self._registered(tenant_id, fresh=fresh)
-            info = {m.name: m for m in models if active.policy.allows_model(m.name)}.get(model)  # the last wins
-            if info is not None:
-                break
+        info = {m.name: m for m in models if active.policy.allows_model(m.name)}.get(model)  # the last wins
         if info is None:
             raise NotFound(f"the model {model!r} does not exist or this tenant may not use it")
         if info.kind not in (kind, "upstream"):
             raise InvalidInput(f"the model {model!r} is a {info.kind} model, not a {kind} model")
-        return tenant_id, active
+        return active
+
+    def _admit(self, principal: Principal, model: str, kind: str) -> tuple[str, ActivePolicy]:
+        tenant_id = self._tenant(principal)
+        active = self._policies(tenant_id)
+        models = self._registered(tenant_id)
+        if model not in {m.name for m in models}:  # registered since the list was read?
+            models = self._registered(tenant_id, fresh=True)
+        return tenant_id, self._check_model(tenant_id, active, models, model, kind)
 
     async def _anonymize(
         self,
@@ -245,7 +260,7 @@ class InferenceService:
     async def _prepare_chat(
         self, principal: Principal, call: ChatCall, action: str, started: float
     ) -> tuple[str, ActivePolicy, ChatRequest, Anonymized]:
-        tenant_id, active = await anyio.to_thread.run_sync(self._admit, principal, call.model, "chat")
+        tenant_id, active = await self._admitted(principal, call.model, "chat")
         policy = active.policy
         if call.max_tokens is not None and call.max_tokens > policy.limits.max_tokens:
             raise InvalidInput(f"max_tokens may be at most {policy.limits.max_tokens} under this tenant's policy")
@@ -360,7 +375,7 @@ class InferenceService:
     async def embed(self, principal: Principal, model: str, texts: list[str], scope: str | None = None) -> EmbedAnswer:
         started = time.perf_counter()
         action = "embeddings"
-        tenant_id, active = await anyio.to_thread.run_sync(self._admit, principal, model, "embedding")
+        tenant_id, active = await self._admitted(principal, model, "embedding")
         anonymized = await self._anonymize(principal, action, model, active, texts, scope, started)
         runner = await self._embedding_runner(model, tenant_id)
         with metrics.MODEL_LATENCY.labels(model, "embedding").time():

@@ -125,6 +125,10 @@ class PolicyService:
         self._active.put(tenant_id, active, generation)
         return active
 
+    def remembered(self, tenant_id: str) -> ActivePolicy | None:
+        """:meth:`effective` from memory alone (None: call ``effective``); safe on an event loop."""
+        return self._active.get(tenant_id)
+
     def forget(self, tenant_id: str | None = None) -> None:
         """Re-read the tenant's (None: every tenant's) active policy on its next request."""
         if tenant_id is None:

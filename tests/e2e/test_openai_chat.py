@@ -228,3 +228,26 @@ def test_tenant_policy_body_limit_is_enforced(live: Stack) -> None:
     assert big.status_code == 413
     assert big.json()["type"] == "urn:appliance:problem:body-too-large"
     assert app.post("/v1/embeddings", json={"model": EMBED, "input": "short"}).status_code == 200
+
+
+def test_a_model_registered_after_the_model_list_was_read_is_served_at_once(live: Stack) -> None:
+    from appliance.models.store import minilm_directory
+
+    tenant = live.tenant("late")
+    client = openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=live.key(Role.APP, tenant), max_retries=0)
+    assert "minilm-late" not in {m.id for m in client.models.list()}
+    client.embeddings.create(model=EMBED, input="warm")  # the tenant's model list is now remembered
+    live.services.model_registry.add("minilm-late", "embedding", str(minilm_directory()), tenant=tenant)
+    assert len(client.embeddings.create(model="minilm-late", input="hello").data[0].embedding) == 384
+
+
+def test_the_tenant_rate_limit_holds_for_remembered_policies(live: Stack) -> None:
+    tenant = live.tenant("limited")
+    live.services.policies.apply(
+        Principal.local_operator(), tenant, "extends: default\nlimits:\n  requests_per_minute: 2\n", "tight"
+    )
+    client = openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=live.key(Role.APP, tenant), max_retries=0)
+    for _ in range(2):
+        client.embeddings.create(model=EMBED, input="within the limit")
+    with pytest.raises(openai.RateLimitError):
+        client.embeddings.create(model=EMBED, input="one too many")

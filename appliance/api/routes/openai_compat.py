@@ -112,13 +112,16 @@ def _to_call(body: ChatBody, conversation: str | None) -> ChatCall:
     )
 
 
-def _within_tenant_limit(request: AuthedRequest, services: Services) -> None:
+async def _within_tenant_limit(request: AuthedRequest, services: Services) -> None:
     """The policy's ``limits.max_request_bytes`` (the server-wide limit applies before this)."""
     tenant_id = request.user.tenant_id
     length = request.headers.get("content-length")
     if tenant_id is None or length is None or not length.isdigit():
         return
-    limit = services.policies.effective(tenant_id).policy.limits.max_request_bytes
+    active = services.policies.remembered(tenant_id)
+    if active is None:
+        active = await anyio.to_thread.run_sync(services.policies.effective, tenant_id)
+    limit = active.policy.limits.max_request_bytes
     if int(length) > limit:
         raise RequestEntityTooLarge(detail=f"this tenant's policy allows request bodies up to {limit} bytes")
 
@@ -142,7 +145,7 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 @post("/v1/chat/completions", guards=[MODEL_CALLERS], tags=["openai"], status_code=200)
 async def chat_completions(request: AuthedRequest, services: Svc, data: JSONBody[ChatBody]) -> Response[Any]:
-    await anyio.to_thread.run_sync(_within_tenant_limit, request, services)
+    await _within_tenant_limit(request, services)
     call = _to_call(data, _conversation(request))
     created = int(time.time())
     if not data.stream:
@@ -209,7 +212,7 @@ def _b64(vector: list[float]) -> str:
 
 @post("/v1/embeddings", guards=[MODEL_CALLERS], tags=["openai"], status_code=200)
 async def embeddings(request: AuthedRequest, services: Svc, data: JSONBody[EmbeddingsBody]) -> dict[str, Any]:
-    await anyio.to_thread.run_sync(_within_tenant_limit, request, services)
+    await _within_tenant_limit(request, services)
     if data.dimensions is not None:
         raise InvalidInput("dimensions is not supported; the model's native size is returned")
     texts = [data.input] if isinstance(data.input, str) else data.input
