@@ -35,6 +35,7 @@ from appliance.privacy.recognizers import (
 )
 from appliance.privacy.rules import PrivacyRules
 from appliance.privacy.spans import Detection
+from appliance.privacy.views import TextView, view_of
 
 __all__ = ["Detection", "Detector"]
 
@@ -104,7 +105,8 @@ class Detector:
             for i, text in enumerate(group):
                 if len(text) > limit:
                     raise InvalidInput(f"text {i} has {len(text)} characters; the limit is {limit}")
-        flat = [text for group in groups for text in group]
+        views = [[view_of(text) for text in group] for group in groups]
+        flat = [view.text for group in views for view in group]
         if not flat:
             return [[] for _ in groups]
         custom = self._custom.get(rules)
@@ -121,10 +123,11 @@ class Detector:
             docs = list(self._nlp.pipe(flat, batch_size=_PIPE_BATCH))
             out: list[list[list[Detection]]] = []
             position = 0
-            for group in groups:
-                group_docs = docs[position : position + len(group)]
-                position += len(group)
-                out.append(self._group(group, group_docs, wanted, custom, rules, allowed))
+            for group_views in views:
+                group_docs = docs[position : position + len(group_views)]
+                position += len(group_views)
+                found = self._group([v.text for v in group_views], group_docs, wanted, custom, rules, allowed)
+                out.append([_in_original(view, spans) for view, spans in zip(group_views, found, strict=True)])
         return out
 
     def _group(
@@ -206,6 +209,12 @@ class Detector:
             for r in results
             if _keep(r, text, rules, allowed)
         ]
+
+
+def _in_original(view: TextView, found: list[Detection]) -> list[Detection]:
+    if view.origin is None:
+        return found
+    return [Detection(*view.span(d.start, d.end), d.entity_type, d.score) for d in found]
 
 
 def _keep(r: RecognizerResult, text: str, rules: PrivacyRules, allowed: set[str]) -> bool:
