@@ -49,13 +49,14 @@ def _digits_at_least(n: int) -> Callable[[str], bool]:
 
 _ANY_DIGIT = _digits_at_least(1)
 FIVE_DIGITS = _digits_at_least(5)
+_SPELLED_AT = regex.compile(r"(?i)[\[({<]\s*at\s*[\])}>]|\sdot\s")
 _DOT_LETTERS = regex.compile(r"\.[A-Za-z]{2}")  # every URL pattern needs a dot before its top-level domain
 
 # Entity types found *only* by pattern recognizers that need these characters. A type a
 # NER model also reports (DATE_TIME, PERSON, ...) is never gated. Thresholds are the
 # fewest digits any accepted format of that type holds, rounded down generously.
 GATES: dict[str, Callable[[str], bool]] = {
-    "EMAIL_ADDRESS": lambda t: "@" in t,
+    "EMAIL_ADDRESS": lambda t: "@" in t or _SPELLED_AT.search(t) is not None,
     "URL": lambda t: _DOT_LETTERS.search(t) is not None,
     "CREDIT_CARD": _digits_at_least(12),
     "US_SSN": _digits_at_least(9),
@@ -111,6 +112,30 @@ def cue_name_recognizer() -> PatternRecognizer:
             Pattern("name before 'here'", here + name + r"(?=[ \t]+here\b)", 0.5),
         ],
         context=_CUE_NAME_CONTEXT,
+    )
+
+
+def spelled_email_recognizer() -> PatternRecognizer:
+    """Addresses written out to dodge scrapers: "ann [at] example [dot] org", "ann at
+    example dot org", "ann(at)example.org". A model reads them as addresses, so they are
+    addresses. "at" without brackets counts only together with a spelled "dot" before the
+    top-level domain, so "meet Ann at home" stays untouched."""
+    label = r"[\w-]+"
+    bracket_at = r"\s*[\[({<]\s*at\s*[\])}>]\s*"
+    spelled_dot = r"(?:\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)"
+    local = r"(?<![\w.+-])[\w.+-]*\w"
+    return PatternRecognizer(
+        supported_entity="EMAIL_ADDRESS",
+        name="SpelledEmailRecognizer",
+        supported_language=LANGUAGE,
+        patterns=[
+            Pattern(
+                "spelled at and dot",
+                rf"(?i){local}(?:{bracket_at}|\s+at\s+){label}(?:(?:{spelled_dot}|\.){label})*{spelled_dot}[a-z]{{2,}}\b",
+                0.6,
+            ),
+            Pattern("bracketed at", rf"(?i){local}{bracket_at}{label}(?:\.{label})*\.[a-z]{{2,}}\b", 0.6),
+        ],
     )
 
 
@@ -247,6 +272,7 @@ def build_registry(nlp_engine: NlpEngine) -> RecognizerRegistry:
     registry.add_recognizer(IbanRecognizer(supported_language=LANGUAGE))
     registry.add_recognizer(wide_card_recognizer())
     registry.add_recognizer(cue_name_recognizer())
+    registry.add_recognizer(spelled_email_recognizer())
     for recognizer in registry.recognizers:  # load now: lazy loading is not thread-safe
         if not recognizer.is_loaded:
             recognizer.load()

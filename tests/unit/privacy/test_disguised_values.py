@@ -65,3 +65,22 @@ def test_view_spans_cover_dropped_characters() -> None:
     assert view.text == "ab1c"
     assert view.span(0, 2) == (0, 3)
     assert view.span(2, 3) == (3, 4)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("write to ann.berg [at] example [dot] org please", "ann.berg [at] example [dot] org"),
+        ("reach me: ann at example dot org", "ann at example dot org"),
+        ("mail ann(at)example.org", "ann(at)example.org"),
+        ("ann AT example DOT co DOT uk thanks", "ann AT example DOT co DOT uk"),
+    ],
+)
+def test_spelled_out_addresses_are_addresses(detector: Detector, text: str, value: str) -> None:
+    found = [(d.entity_type, text[d.start : d.end]) for d in detector.analyze([text], PrivacyRules())[0]]
+    assert ("EMAIL_ADDRESS", value) in found
+
+
+@pytest.mark.parametrize("text", ["meet me at home, dot the i's later", "we met at the office.", "look at example.org"])
+def test_at_without_a_spelled_dot_or_brackets_is_not_an_address(detector: Detector, text: str) -> None:
+    assert not [d for d in detector.analyze([text], PrivacyRules())[0] if d.entity_type == "EMAIL_ADDRESS"]
