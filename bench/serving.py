@@ -81,6 +81,8 @@ PROMPTS = [
     "Write a story about a cat who learns to fly.",
     "Explain why the sky is blue, at length.",
 ]
+STEP_GROUP = 32
+"""Requests per batch in the batched step timings (as many as the HTTP phase's clients)."""
 OVERHEAD_TEXT = "The quarterly report shows steady growth in every region."
 """The small call timed for the per-request overhead (no personal data in it)."""
 
@@ -594,8 +596,11 @@ def pipeline_steps(store: Path, calls: int) -> dict[str, list[float]]:
     from appliance.crypto.keyring import MasterKeyring, new_key
     from appliance.db import migrate
     from appliance.db.models import Role
+    from appliance.services.api_keys import ApiKeyService
+    from appliance.services.audit import PreparedEntry
     from appliance.services.container import build_services
     from appliance.services.principal import Principal
+    from appliance.services.privacy import AnonymizeCall
 
     with tempfile.TemporaryDirectory(prefix="appliance-bench-steps-") as tmp_name:
         tmp = Path(tmp_name)
@@ -618,27 +623,41 @@ def pipeline_steps(store: Path, calls: int) -> dict[str, list[float]]:
             ttl = timedelta(hours=policy.retention.vault_ttl_hours)
             services.privacy.warm_up()
             facts = {"entities": [], "inputs": 1, "prompt_tokens": 12}
-            steps: dict[str, Callable[[], object]] = {
-                "auth: API key check": lambda: services.api_keys.authenticate(key),
-                "policy + model registry lookup": lambda: (
-                    services.policies.effective(tenant_id),
-                    services.model_registry.list(tenant_id),
-                ),
-                "privacy: detect + anonymize 1 text": lambda: services.privacy.anonymize(
-                    tenant_id, [OVERHEAD_TEXT], policy.pii, ttl=ttl
-                ),
-                "audit: append one entry": lambda: services.audit.record(
+            uncached = ApiKeyService(services.sessions, services.data_keys, services.audit, cache_ttl_s=0)
+            group = [AnonymizeCall(tenant_id, [SENTENCES[i]], policy.pii, ttl=ttl) for i in range(STEP_GROUP)]
+
+            def entry() -> PreparedEntry:
+                return services.audit.prepare(
                     "embeddings", actor=principal, tenant_id=tenant_id, object=EMBED_MODEL, latency_ms=1.0, facts=facts
+                )
+
+            # name -> (one call, how many requests that call serves): figures are per request.
+            steps: dict[str, tuple[Callable[[], object], int]] = {
+                "auth: API key check, remembered": (lambda: services.api_keys.authenticate(key), 1),
+                "auth: API key check, database (a miss)": (lambda: uncached.authenticate(key), 1),
+                "policy + visible models, remembered": (lambda: services.inference.visible_models(principal), 1),
+                "privacy: detect + anonymize 1 text alone": (
+                    lambda: services.privacy.anonymize(tenant_id, [OVERHEAD_TEXT], policy.pii, ttl=ttl),
+                    1,
+                ),
+                f"privacy: {STEP_GROUP} requests in one batch, per request": (
+                    lambda: services.privacy.anonymize_many(group),
+                    STEP_GROUP,
+                ),
+                "audit: append one entry alone": (lambda: services.audit.record_many([entry()]), 1),
+                f"audit: {STEP_GROUP} entries in one commit, per entry": (
+                    lambda: services.audit.record_many([entry() for _ in range(STEP_GROUP)]),
+                    STEP_GROUP,
                 ),
             }
             out: dict[str, list[float]] = {}
-            for name, step in steps.items():
+            for name, (step, per) in steps.items():
                 step()  # warm; not counted
                 out[name] = []
-                for _ in range(calls):
+                for _ in range(max(calls // per, 5)):
                     t0 = time.perf_counter()
                     step()
-                    out[name].append(time.perf_counter() - t0)
+                    out[name].append((time.perf_counter() - t0) / per)
             return out
         finally:
             services.close()
@@ -730,8 +749,8 @@ SECTIONS = (
         ("seq_healthz", "seq_models", "seq_embed_runner", "seq_embed_http", "seq_chat_runner", "seq_chat_http"),
     ),
     (
-        "Where the overhead goes (each step alone, in process, sequential)",
-        ("step_0", "step_1", "step_2", "step_3"),
+        "Where the overhead goes (each step in process, sequential; batched steps per request)",
+        tuple(f"step_{i}" for i in range(7)),
     ),
 )
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, text, update
+from sqlalchemy import Select, Table, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -261,6 +261,15 @@ _ENTRY_COLUMNS = (
 )
 
 
+_ENTRIES: Table = AuditEntry.__table__  # type: ignore[assignment]
+_INSERT = _ENTRIES.insert().returning(_ENTRIES.c.id)
+_FINISH = (
+    _ENTRIES.update()
+    .where(_ENTRIES.c.id == bindparam("entry_id"))
+    .values(mac=bindparam("entry_mac"), payload_sealed=bindparam("entry_sealed"))
+)
+
+
 def _stream_entries(session: Session, *where: Any) -> Iterator[ChainEntry]:
     """Chain entries in id order without loading payload bytes, a batch at a time."""
     query = select(*_ENTRY_COLUMNS).where(*where).order_by(AuditEntry.id).execution_options(yield_per=1000)
@@ -414,36 +423,60 @@ class AuditLog:
             raise AuditUnavailable("the audit trail could not be written, so the action was not carried out") from exc
 
     def _append_all(self, s: Session, entries: Sequence[PreparedEntry]) -> list[int]:
+        """Insert each entry (its id comes back), chain the MACs in memory, then write every
+        MAC (and sealed payload) in one bulk update: Core statements, not one ORM flush per row."""
         self._lock(s)
         version, key = self._mac_key(s)
         prev_mac, prev_time = self._head(s)
         last_cp = self._latest_checkpoint(s)
         last_cp_id = last_cp.last_entry_id if last_cp else 0
         ids: list[int] = []
+        finals: list[dict[str, Any]] = []
+        conn = s.connection()
         for entry in entries:
             now = self._clock()
-            row = AuditEntry(
-                created_at=max(now, prev_time) if prev_time is not None else now,  # time order == chain order
+            created = max(now, prev_time) if prev_time is not None else now  # time order == chain order
+            values = {**entry.fields, "created_at": created, "mac_key_version": version, "prev_mac": prev_mac}
+            # The MAC covers the id, known after the insert: a placeholder until the update below.
+            inserted = conn.execute(_INSERT, {**values, "mac": GENESIS})
+            entry_id = int(inserted.scalar_one())
+            sealed = None
+            if entry.payload is not None:
+                sealed = self._cipher.seal(values["tenant_id"], PAYLOAD_KIND, str(entry_id), entry.payload)
+            chained = ChainEntry(
+                id=entry_id,
+                created_at=created,
+                tenant_id=values["tenant_id"],
+                actor=values["actor"],
+                action=values["action"],
+                object=values["object"],
+                policy_version=values["policy_version"],
+                outcome=values["outcome"],
+                latency_ms=values["latency_ms"],
+                facts=values["facts"],
+                payload_present=sealed is not None,
+                payload_expires_at=values["payload_expires_at"],
                 mac_key_version=version,
                 prev_mac=prev_mac,
-                mac=GENESIS,  # placeholder: the MAC covers the id, known after insert
-                **entry.fields,
+                mac=GENESIS,
             )
-            s.add(row)
-            s.flush()
-            if entry.payload is not None:
-                assert row.tenant_id is not None
-                row.payload_sealed = self._cipher.seal(row.tenant_id, PAYLOAD_KIND, str(row.id), entry.payload)
-            chained = _chain_entry(row)
-            row.mac = entry_mac(key, chained, content_digest(chained))
-            s.flush()
-            if row.id - last_cp_id >= self._every:
-                self._write_checkpoint(s, CheckpointKind.CHECKPOINT, row.id, row.mac, (version, key))
-                last_cp_id = row.id
-            prev_mac, prev_time = row.mac, row.created_at
-            ids.append(row.id)
+            mac = entry_mac(key, chained, content_digest(chained))
+            finals.append({"entry_id": entry_id, "entry_mac": mac, "entry_sealed": sealed})
+            if entry_id - last_cp_id >= self._every:
+                self._finish(s, finals)
+                finals = []
+                self._write_checkpoint(s, CheckpointKind.CHECKPOINT, entry_id, mac, (version, key))
+                last_cp_id = entry_id
+            prev_mac, prev_time = mac, created
+            ids.append(entry_id)
+        self._finish(s, finals)
         metrics.AUDIT_ENTRIES.inc(len(ids))
         return ids
+
+    @staticmethod
+    def _finish(s: Session, finals: list[dict[str, Any]]) -> None:
+        if finals:
+            s.connection().execute(_FINISH, finals)  # one executemany
 
     def _lock(self, s: Session) -> None:
         if s.get_bind().dialect.name == "postgresql":

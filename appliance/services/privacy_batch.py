@@ -27,7 +27,7 @@ from appliance.services.privacy import AnonymizeCall, Anonymized, PrivacyService
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_QUEUE = 1024
-DEFAULT_MAX_WAIT_MS = 5.0
+DEFAULT_MAX_WAIT_MS = 20.0
 
 
 @dataclass(eq=False)
