@@ -3,8 +3,8 @@ then one deterministic answer per character.
 
 Built once per process (loading the NER model takes seconds) and shared by every
 request thread. One analysis runs at a time, under a lock: spaCy does not promise that
-one pipeline may be used from several threads at once, and each analysis runs in a spaCy
-memory zone so the values it saw do not stay in the model's vocabulary.
+one pipeline may be used from several threads at once, and analyses run in spaCy memory
+zones so the values they saw do not stay in the model's vocabulary.
 
 Offsets are Python string indices (Unicode code points), the same as spaCy's and
 Presidio's; callers slice the text they sent with them. Texts are never normalized, so
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import ExitStack
 
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
@@ -59,6 +60,7 @@ def _tier(entity_type: str) -> int:
 
 
 _PIPE_BATCH = 64
+_ZONE_CALLS = 4096
 
 
 class Detector:
@@ -73,6 +75,8 @@ class Detector:
         self._supported = set(self._analyzer.get_supported_entities(LANGUAGE)) | {_PHONE}
         self._custom = CustomRecognizerCache()
         self._nlp_lock = threading.Lock()
+        self._zone = ExitStack()
+        self._zone_calls = _ZONE_CALLS  # the first call opens a zone
         # First use builds tldextract's suffix table and compiles every recognizer's
         # regexes (about half a second); pay it at start-up, not in a caller's request.
         self.analyze(["Warm-up: a.b@example.org, +1 212 555 0100, 203.0.113.1, Ann Lee in Paris."], PrivacyRules())
@@ -114,12 +118,8 @@ class Detector:
         wanted &= self._supported | entity_types(custom)
         allowed = {a.strip().casefold() for a in rules.allow_list}
 
-        # The whole analysis runs in a spaCy memory zone: every token string the texts add
-        # to the shared vocabulary (names, addresses, numbers) is dropped again on exit, so
-        # a long-running server neither grows without bound nor keeps callers' values in
-        # memory. Zones are process-wide state, hence one analysis at a time; the
-        # recognizers after NER are pure Python and would not run in parallel anyway.
-        with self._nlp_lock, self._nlp.memory_zone():
+        with self._nlp_lock:
+            self._zone_for_next_call()
             docs = list(self._nlp.pipe(flat, batch_size=_PIPE_BATCH))
             out: list[list[list[Detection]]] = []
             position = 0
@@ -129,6 +129,29 @@ class Detector:
                 found = self._group([v.text for v in group_views], group_docs, wanted, custom, rules, allowed)
                 out.append([_in_original(view, spans) for view, spans in zip(group_views, found, strict=True)])
         return out
+
+    def forget(self) -> None:
+        """Drops every token string analyses added to the model's vocabulary so far."""
+        with self._nlp_lock:
+            self._zone.close()
+            self._zone_calls = _ZONE_CALLS
+
+    def _zone_for_next_call(self) -> None:
+        """Analyses run inside a spaCy memory zone, renewed every ``_ZONE_CALLS`` calls.
+
+        spaCy keeps every token string it has seen (names, addresses, numbers) in the
+        pipeline's vocabulary for the life of the process: a long-running server would
+        grow without bound and hold callers' values. Strings added inside a zone are
+        dropped when it closes. One zone per call cost a tenth of the analysis time
+        (every word's lexeme rebuilt each call), so a zone spans a few thousand calls (tens of MB of strings at most).
+        Docs never outlive a call, and calls hold the lock, so none outlives its zone.
+        """
+        if self._zone_calls >= _ZONE_CALLS:
+            self._zone.close()
+            self._zone = ExitStack()
+            self._zone.enter_context(self._nlp.memory_zone())
+            self._zone_calls = 0
+        self._zone_calls += 1
 
     def _group(
         self,
