@@ -30,6 +30,14 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the HTTP API.")
     max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824, description="Largest accepted request body.")
     workers: int = Field(1, ge=1, le=64, description="Uvicorn worker processes.")
+    cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long a node remembers a key check, a tenant's active policy and the model list. Changes "
+        "made on this node apply at once; revocations and policy changes made on another node (or by the CLI) apply "
+        "here within this time. 0 turns the caches off (every request reads the database).",
+    )
 
 
 class DatabaseSettings(_Section):

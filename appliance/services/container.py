@@ -56,11 +56,12 @@ class Services:
         self.blobs = BlobStore(settings.blob_dir, self.data_keys, self.sessions)
         # The audit log asks the policies how long each tenant's entries are kept.
         self.audit = AuditLog(self.sessions, self.data_keys, retention=lambda t: self.policies.retention_days(t))
-        self.policies = PolicyService(self.sessions, self.cipher, self.audit)
+        ttl = settings.server.cache_ttl_s
+        self.policies = PolicyService(self.sessions, self.cipher, self.audit, cache_ttl_s=ttl)
         self.tenants = TenantService(
             self.sessions, self.data_keys, self.audit, self.blobs, on_delete=self._forget_tenant
         )
-        self.api_keys = ApiKeyService(self.sessions, self.data_keys, self.audit)
+        self.api_keys = ApiKeyService(self.sessions, self.data_keys, self.audit, cache_ttl_s=ttl)
         self.rate_limiter = TenantRateLimiter()
         self.model_observer = model_observer
         """Test seam: called with exactly what each model receives."""
@@ -117,6 +118,7 @@ class Services:
                 anonymizer=self.anonymizer,
                 audit_writer=self.audit_writer,
                 remembered_policy=self.policies.remembered,
+                model_cache_ttl_s=self.settings.server.cache_ttl_s,
             )
 
         return self._once("inference", build)

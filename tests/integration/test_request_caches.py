@@ -119,6 +119,23 @@ def test_a_policy_applied_by_another_node_governs_requests_here_within_the_ttl(s
     assert here.effective(tenant_id).version == 1
 
 
+def test_with_server_cache_ttl_zero_another_node_sees_revocations_and_policies_at_once(services: Services) -> None:
+    server = services.settings.server.model_copy(update={"cache_ttl_s": 0.0})
+    node = Services(services.settings.model_copy(update={"server": server}), services.keyring)
+    try:
+        key = _app_key(services)
+        tenant_id = services.tenants.get(OPERATOR, "acme").id
+        node.api_keys.authenticate(key)
+        assert node.policies.effective(tenant_id).version is None
+        services.api_keys.revoke(OPERATOR, _key_id(key))
+        services.policies.apply(OPERATOR, "acme", STRICT, "strict")
+        with pytest.raises(AuthenticationFailed):
+            node.api_keys.authenticate(key)
+        assert node.policies.effective(tenant_id).version == 1
+    finally:
+        node.close()
+
+
 def test_ttl_cache_is_bounded_and_forgets_on_request() -> None:
     clock = Clock()
     cache: TtlCache[str, int] = TtlCache(5, max_entries=3, clock=clock)
