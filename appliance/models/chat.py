@@ -270,8 +270,12 @@ class LocalChatRunner:
         try:
             while True:
                 remaining = seq.deadline - time.monotonic() + 5.0  # the worker enforces it; this is a backstop
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that lands as the next token arrives, and a client that went
+                # away would keep its generation running.
                 try:
-                    item = await asyncio.wait_for(seq.queue.get(), timeout=max(remaining, 0.1))
+                    async with asyncio.timeout(max(remaining, 0.1)):
+                        item = await seq.queue.get()
                 except TimeoutError:
                     raise GenerationTimeout(seq.timeout_s) from None
                 if isinstance(item, BaseException):

@@ -143,7 +143,8 @@ class LocalEmbeddingRunner:
             self._stats.requests += 1
             self._cond.notify()
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout=self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):  # not wait_for: see LocalChatRunner.stream
+                return await asyncio.shield(job.future)
         except TimeoutError:
             raise GenerationTimeout(self._timeout_s) from None
         finally:
