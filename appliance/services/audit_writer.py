@@ -12,55 +12,25 @@ the same as with one transaction per entry.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 from appliance.errors import AuditUnavailable
 from appliance.services import metrics
 from appliance.services.audit import AuditLog, PreparedEntry
+from appliance.services.thread_batch import ThreadBatcher
 
 DEFAULT_MAX_GROUP = 256
 DEFAULT_MAX_QUEUE = 4096
 
 
-@dataclass(eq=False)
-class _Waiter:
-    entry: PreparedEntry
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[int]
-
-    def settle(self, outcome: int | BaseException) -> None:
-        def apply() -> None:
-            if self.future.done():
-                return
-            if isinstance(outcome, BaseException):
-                self.future.set_exception(outcome)
-            else:
-                self.future.set_result(outcome)
-
-        with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits any more
-            self.loop.call_soon_threadsafe(apply)
-
-
-class AuditWriter:
+class AuditWriter(ThreadBatcher[PreparedEntry, int]):
     """``await record(...)``: :meth:`AuditLog.record` for async callers, group-committed."""
 
     def __init__(
         self, audit: AuditLog, *, max_group: int = DEFAULT_MAX_GROUP, max_queue: int = DEFAULT_MAX_QUEUE
     ) -> None:
-        if max_group < 1 or max_queue < 1:
-            raise ValueError("max_group and max_queue must be at least 1")
+        super().__init__("audit-writer", max_group=max_group, max_queue=max_queue)
         self._audit = audit
-        self._max_group = max_group
-        self._max_queue = max_queue
-        self._cond = threading.Condition()
-        self._pending: collections.deque[_Waiter] = collections.deque()
-        self._thread: threading.Thread | None = None
-        self._closed = False
         self.commits = 0
         """How many transactions were written (for tests and the benchmark)."""
         self.entries = 0
@@ -69,53 +39,23 @@ class AuditWriter:
         """The entry's id once committed; arguments as :meth:`AuditLog.record` (no ``session``).
         Raises ValueError at once for a malformed entry, AuditUnavailable if it cannot be written."""
         entry = self._audit.prepare(action, **fields)
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(entry, loop, loop.create_future())
-        with self._cond:
-            if self._closed:
-                raise AuditUnavailable("the audit writer is shutting down, so the action was not carried out")
-            if len(self._pending) >= self._max_queue:
-                raise AuditUnavailable("the audit trail is backlogged, so the action was not carried out")
-            self._pending.append(waiter)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-                self._thread.start()
-            self._cond.notify()
         # Shielded: a caller that goes away still gets its entry written (or failed) in order.
-        return await asyncio.shield(waiter.future)
+        return await self._submit(entry, shield=True)
 
-    def close(self) -> None:
-        """Write what is waiting, then stop."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=30)
+    def _refused(self, waiting: int | None) -> Exception:
+        if waiting is None:
+            return AuditUnavailable("the audit writer is shutting down, so the action was not carried out")
+        return AuditUnavailable("the audit trail is backlogged, so the action was not carried out")
 
-    def _take(self) -> list[_Waiter] | None:
-        with self._cond:
-            while not self._pending and not self._closed:
-                self._cond.wait()
-            if not self._pending:
-                return None
-            n = min(len(self._pending), self._max_group)
-            return [self._pending.popleft() for _ in range(n)]
-
-    def _run(self) -> None:
-        while (group := self._take()) is not None:
-            for waiter, outcome in zip(group, self._write(group), strict=True):
-                waiter.settle(outcome)
-
-    def _write(self, group: list[_Waiter]) -> list[int | BaseException]:
+    def _process(self, items: list[PreparedEntry]) -> list[int | BaseException]:
         try:
-            ids = self._audit.record_many([w.entry for w in group])
-        except Exception as exc:  # noqa: BLE001 - reported to the callers below
-            if len(group) == 1:
+            ids = self._audit.record_many(items)
+        except Exception as exc:  # noqa: BLE001 - reported to the callers
+            if len(items) == 1:
                 return [_unavailable(exc)]
             # Nothing of the group was committed: one entry that cannot be written (say, its
             # tenant's key is gone) must not fail the others, so write each on its own.
-            return [item for w in group for item in self._write([w])]
+            return [item for entry in items for item in self._process([entry])]
         self.commits += 1
         self.entries += len(ids)
         metrics.BATCH_SIZE.labels("audit").observe(len(ids))
