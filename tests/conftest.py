@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.db.models import Role
 from appliance.services.container import Services
-from tests.support import Stack, database_url, make_services, make_settings, running_server
+from tests.support import Stack, database_url, live_stack, make_services, make_settings
 
 BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -38,15 +37,8 @@ def services(backend: str, tmp_path: Path) -> Iterator[Services]:
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A live server per backend, shared by a module's tests (they use unique tenant names)."""
     tmp = tmp_path_factory.mktemp("stack")
-    with database_url(str(request.param), tmp) as url:
-        svc = make_services(make_settings(tmp / "data", url))
-        with running_server(svc) as base_url:
-            from appliance.services.principal import Principal
-
-            op = svc.api_keys.create(Principal.local_operator(), role=Role.OPERATOR, name="op").api_key
-            s = Stack(svc, base_url, op)
-            try:
-                yield s
-            finally:
-                s.close()
-                svc.close()
+    with (
+        database_url(str(request.param), tmp) as url,
+        live_stack(make_services(make_settings(tmp / "data", url))) as stack,
+    ):
+        yield stack

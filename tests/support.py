@@ -158,6 +158,21 @@ class Stack:
             c.close()
 
 
+@contextmanager
+def live_stack(services: Services) -> Iterator[Stack]:
+    """``services`` served on loopback with an operator key; closes both afterwards."""
+    try:
+        with running_server(services) as base_url:
+            operator_key = services.api_keys.create(Principal.local_operator(), role=Role.OPERATOR, name="op").api_key
+            stack = Stack(services, base_url, operator_key)
+            try:
+                yield stack
+            finally:
+                stack.close()
+    finally:
+        services.close()
+
+
 @dataclass
 class ServedProcess:
     """A separate `appliance serve` process initialised with a demo tenant."""

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from appliance.db.models import AuditEntry, Pseudonym, Role
 from appliance.models.base import ModelInput
 from appliance.services.principal import Principal
-from tests.support import Stack, make_services, make_settings, running_server
+from tests.support import Stack, live_stack, make_services, make_settings
 
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
@@ -46,12 +46,8 @@ def seen() -> Seen:
 def live(tmp_path_factory: pytest.TempPathFactory, seen: Seen) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("chat")
     svc = make_services(make_settings(tmp / "data", f"sqlite:///{tmp / 'a.db'}"), model_observer=seen)
-    with running_server(svc) as base_url:
-        op = svc.api_keys.create(Principal.local_operator(), role=Role.OPERATOR, name="op").api_key
-        stack = Stack(svc, base_url, op)
+    with live_stack(svc) as stack:
         yield stack
-        stack.close()
-    svc.close()
 
 
 @pytest.fixture(scope="module")

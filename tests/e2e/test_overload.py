@@ -23,8 +23,7 @@ import pytest
 
 from appliance.db.models import Role
 from appliance.models.chat import LocalChatRunner
-from appliance.services.principal import Principal
-from tests.support import Stack, make_services, make_settings, running_server
+from tests.support import Stack, live_stack, make_services, make_settings
 
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
@@ -55,12 +54,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         models={"max_queue": 1, "max_batch": 1, "request_timeout_s": 30},
     )
     svc = make_services(settings)
-    with running_server(svc) as base_url:
-        op = svc.api_keys.create(Principal.local_operator(), role=Role.OPERATOR, name="op").api_key
-        stack = Stack(svc, base_url, op)
+    with live_stack(svc) as stack:
         yield stack
-        stack.close()
-    svc.close()
 
 
 @pytest.fixture(scope="module")

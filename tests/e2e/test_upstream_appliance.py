@@ -27,8 +27,7 @@ from sqlalchemy import select
 
 from appliance.db.models import AuditEntry, Role
 from appliance.models.base import ModelInput
-from appliance.services.principal import Principal
-from tests.support import Stack, appliance_process, make_services, make_settings, running_server
+from tests.support import Stack, appliance_process, live_stack, make_services, make_settings
 
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
@@ -113,12 +112,8 @@ def first(tmp_path_factory: pytest.TempPathFactory, second: Second, seen: Seen) 
         svc.model_registry.add(
             name, "upstream", f"{second.base_url}/v1", options={"remote_model": remote, "api_key_file": str(key_file)}
         )
-    with running_server(svc) as base_url:
-        op = svc.api_keys.create(Principal.local_operator(), role=Role.OPERATOR, name="op").api_key
-        stack = Stack(svc, base_url, op)
+    with live_stack(svc) as stack:
         yield stack
-        stack.close()
-    svc.close()
 
 
 @pytest.fixture(scope="module")
