@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import psycopg
 import uvicorn
+from sqlalchemy import text
 
 from appliance.api.app import create_asgi
 from appliance.config import PrivacySettings, Settings
 from appliance.crypto.keyring import MasterKeyring, new_key
 from appliance.db import migrate
 from appliance.db.models import Role
-from appliance.models.base import InputObserver
+from appliance.models.base import InputObserver, ModelInput
 from appliance.services.container import Services, build_services
 from appliance.services.principal import Principal
 
@@ -156,6 +157,38 @@ class Stack:
     def close(self) -> None:
         for c in self.clients:
             c.close()
+
+
+class SeenInputs:
+    """A model observer that records what each model was handed (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.inputs: list[ModelInput] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, item: ModelInput) -> None:
+        with self.lock:
+            self.inputs.append(item)
+
+    def since(self, n: int) -> list[ModelInput]:
+        with self.lock:
+            return self.inputs[n:]
+
+    def text(self) -> str:
+        with self.lock:
+            return "\n".join(t for i in self.inputs for t in i.texts)
+
+
+def renamed_audit_table(services: Services) -> Callable[[], None]:
+    """Make audit writes fail for real: the table is renamed away; returns the undo."""
+    with services.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_entries RENAME TO audit_entries_away"))
+
+    def undo() -> None:
+        with services.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_entries_away RENAME TO audit_entries"))
+
+    return undo
 
 
 @contextmanager

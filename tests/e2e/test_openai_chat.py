@@ -4,7 +4,6 @@ privacy pipeline end to end: the model sees pseudonyms, the caller gets original
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,36 +13,21 @@ import pytest
 from sqlalchemy import select
 
 from appliance.db.models import AuditEntry, Pseudonym, Role
-from appliance.models.base import ModelInput
 from appliance.services.principal import Principal
-from tests.support import Stack, live_stack, make_services, make_settings
+from tests.support import SeenInputs, Stack, live_stack, make_services, make_settings
 
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
 pytestmark = pytest.mark.slow
 
 
-class Seen:
-    def __init__(self) -> None:
-        self.inputs: list[ModelInput] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, item: ModelInput) -> None:
-        with self.lock:
-            self.inputs.append(item)
-
-    def text(self) -> str:
-        with self.lock:
-            return "\n".join(t for i in self.inputs for t in i.texts)
+@pytest.fixture(scope="module")
+def seen() -> SeenInputs:
+    return SeenInputs()
 
 
 @pytest.fixture(scope="module")
-def seen() -> Seen:
-    return Seen()
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, seen: Seen) -> Iterator[Stack]:
+def live(tmp_path_factory: pytest.TempPathFactory, seen: SeenInputs) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("chat")
     svc = make_services(make_settings(tmp / "data", f"sqlite:///{tmp / 'a.db'}"), model_observer=seen)
     with live_stack(svc) as stack:
@@ -101,7 +85,7 @@ SECRET_EMAIL = "m.okonkwo.lindqvist@example.org"
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_model_sees_only_pseudonyms_and_caller_gets_originals(
-    client: openai.OpenAI, seen: Seen, live: Stack, stream: bool
+    client: openai.OpenAI, seen: SeenInputs, live: Stack, stream: bool
 ) -> None:
     prompt = f"Contact {SECRET_NAME} at {SECRET_EMAIL}"
     before = len(seen.inputs)
@@ -128,7 +112,7 @@ def test_model_sees_only_pseudonyms_and_caller_gets_originals(
     assert SECRET_EMAIL.encode() not in stored
 
 
-def test_blocked_entity_is_a_422_naming_the_type_not_the_value(client: openai.OpenAI, seen: Seen) -> None:
+def test_blocked_entity_is_a_422_naming_the_type_not_the_value(client: openai.OpenAI, seen: SeenInputs) -> None:
     card = "4111 1111 1111 1111"
     before = len(seen.inputs)
     with pytest.raises(openai.UnprocessableEntityError) as info:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from sqlalchemy import select
 
 from appliance.db.models import AuditEntry, Role
-from appliance.models.base import ModelInput
-from tests.support import Stack, appliance_process, live_stack, make_services, make_settings
+from tests.support import SeenInputs, Stack, appliance_process, live_stack, make_services, make_settings
 
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
@@ -61,22 +59,6 @@ class Second:
         return [str(r[0]) for r in rows]
 
 
-class Seen:
-    """What the first appliance handed to its models (for upstream ones: what left it)."""
-
-    def __init__(self) -> None:
-        self.inputs: list[ModelInput] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, item: ModelInput) -> None:
-        with self.lock:
-            self.inputs.append(item)
-
-    def since(self, n: int) -> list[ModelInput]:
-        with self.lock:
-            return self.inputs[n:]
-
-
 @pytest.fixture(scope="module")
 def second(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Second]:
     with appliance_process(tmp_path_factory.mktemp("second")) as proc:
@@ -91,12 +73,12 @@ def second(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Second]:
 
 
 @pytest.fixture(scope="module")
-def seen() -> Seen:
-    return Seen()
+def seen() -> SeenInputs:
+    return SeenInputs()
 
 
 @pytest.fixture(scope="module")
-def first(tmp_path_factory: pytest.TempPathFactory, second: Second, seen: Seen) -> Iterator[Stack]:
+def first(tmp_path_factory: pytest.TempPathFactory, second: Second, seen: SeenInputs) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("first")
     settings = make_settings(
         tmp / "data",
@@ -129,7 +111,7 @@ def test_the_upstream_models_are_listed_and_the_key_file_is_private(client: open
 
 
 def test_chat_through_the_second_appliance_answers_plain_and_streamed(
-    client: openai.OpenAI, seen: Seen, second: Second
+    client: openai.OpenAI, seen: SeenInputs, second: Second
 ) -> None:
     n = len(seen.since(0))
     entries_before = len(second.audit_facts("chat.completion"))
@@ -164,7 +146,7 @@ def test_chat_through_the_second_appliance_answers_plain_and_streamed(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_personal_data_is_pseudonymized_before_it_leaves_and_restored_for_the_caller(
-    client: openai.OpenAI, seen: Seen, first: Stack, second: Second, stream: bool
+    client: openai.OpenAI, seen: SeenInputs, first: Stack, second: Second, stream: bool
 ) -> None:
     n = len(seen.since(0))
     prompt = f"Contact {SECRET_NAME} at {SECRET_EMAIL}"
@@ -210,7 +192,7 @@ def test_personal_data_is_pseudonymized_before_it_leaves_and_restored_for_the_ca
     assert facts and not any("EMAIL_ADDRESS" in f for f in facts)
 
 
-def test_embeddings_through_the_second_appliance_match_the_local_model(client: openai.OpenAI, seen: Seen) -> None:
+def test_embeddings_through_the_second_appliance_match_the_local_model(client: openai.OpenAI, seen: SeenInputs) -> None:
     texts = ["The cat sat on the mat.", "A kitten is resting on a rug.", "Quarterly revenue grew by eight percent."]
     n = len(seen.since(0))
     remote = client.embeddings.create(model=REMOTE_EMBED, input=texts)
@@ -224,7 +206,7 @@ def test_embeddings_through_the_second_appliance_match_the_local_model(client: o
     assert (REMOTE_EMBED, "embedding", tuple(texts)) in [(i.model, i.kind, i.texts) for i in seen.since(n)]
 
 
-def test_embeddings_pseudonymize_before_forwarding(client: openai.OpenAI, seen: Seen, second: Second) -> None:
+def test_embeddings_pseudonymize_before_forwarding(client: openai.OpenAI, seen: SeenInputs, second: Second) -> None:
     n = len(seen.since(0))
     r = client.embeddings.create(model=REMOTE_EMBED, input=f"Write to {SECRET_NAME} at {SECRET_EMAIL}")
     assert len(r.data[0].embedding) == 384

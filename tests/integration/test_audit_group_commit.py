@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from appliance.services.audit import _PG_LOCK_KEY, AuditLog
 from appliance.services.audit_writer import AuditWriter
 from appliance.services.container import Services
 from appliance.services.principal import Principal
+from tests.support import renamed_audit_table
 
 OPERATOR = "local-operator"
 
@@ -27,17 +28,6 @@ OPERATOR = "local-operator"
 def _count(services: Services) -> int:
     with services.sessions() as s:
         return int(s.scalar(select(func.count()).select_from(AuditEntry)) or 0)
-
-
-def _renamed_audit_table(services: Services) -> Callable[[], None]:
-    with services.engine.begin() as conn:
-        conn.execute(text("ALTER TABLE audit_entries RENAME TO audit_entries_away"))
-
-    def undo() -> None:
-        with services.engine.begin() as conn:
-            conn.execute(text("ALTER TABLE audit_entries_away RENAME TO audit_entries"))
-
-    return undo
 
 
 def test_record_many_appends_in_order_in_one_chain(services: Services) -> None:
@@ -113,7 +103,7 @@ def test_when_the_trail_cannot_be_written_every_caller_gets_503_and_nothing_is_s
     audit.record("setup", actor=OPERATOR)
     writer = AuditWriter(audit)
     before = _count(services)
-    undo = _renamed_audit_table(services)
+    undo = renamed_audit_table(services)
 
     async def go() -> list[int | BaseException]:
         calls = [writer.record("embeddings", actor=OPERATOR) for _ in range(6)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from appliance.services.audit_chain import Problem
 from appliance.services.audit_export import read_key_file, verify_export, write_export, write_key_file
 from appliance.services.container import Services
 from appliance.services.principal import Principal
+from tests.support import renamed_audit_table
 
 OPERATOR = Principal.local_operator()
 COMPLIANCE = Principal(key_id="compliance1", role=Role.COMPLIANCE)
@@ -46,18 +46,6 @@ def _tenant(services: Services, name: str) -> Principal:
 def _setup_entries(audit: AuditLog) -> list[AuditView]:
     """What the wired services audited during a test's setup (creating tenants), oldest first."""
     return sorted(audit.query(COMPLIANCE, limit=500).items, key=lambda e: e.id)
-
-
-def _renamed_audit_table(services: Services) -> Callable[[], None]:
-    """Make audit writes fail for real: the table is renamed away; returns the undo."""
-    with services.engine.begin() as conn:
-        conn.execute(text("ALTER TABLE audit_entries RENAME TO audit_entries_away"))
-
-    def undo() -> None:
-        with services.engine.begin() as conn:
-            conn.execute(text("ALTER TABLE audit_entries_away RENAME TO audit_entries"))
-
-    return undo
 
 
 def test_entries_chain_and_verify_with_facts_but_no_values(services: Services) -> None:
@@ -98,7 +86,7 @@ def test_when_facts_hold_free_text_or_values_then_record_refuses(services: Servi
 def test_when_audit_write_fails_then_action_in_same_transaction_is_not_stored(services: Services) -> None:
     audit = AuditLog(services.sessions, services.data_keys)
     audit.record("setup", actor=OPERATOR)
-    undo = _renamed_audit_table(services)
+    undo = renamed_audit_table(services)
     try:
 
         def create_tenant_and_audit_it() -> None:
