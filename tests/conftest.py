@@ -42,3 +42,11 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         live_stack(make_services(make_settings(tmp / "data", url))) as stack,
     ):
         yield stack
+
+
+@pytest.fixture(scope="session")
+def support_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real classifier (labels ``billing``, ``technical``), trained once per session."""
+    from tests.unit.models.support import train_support_classifier
+
+    return train_support_classifier(tmp_path_factory.mktemp("support-classifier"))

@@ -1,6 +1,7 @@
-"""Model registry, store and runners (local chat and embeddings, upstream engines).
+"""Model registry, store and runners (local chat, embeddings and classifiers, upstream engines).
 
-The privacy pipeline talks to :class:`ChatRunner` and :class:`EmbeddingRunner` only, and
+The privacy pipeline talks to :class:`ChatRunner`, :class:`EmbeddingRunner` and
+:class:`ClassifierRunner` only, and
 gets them from a :class:`ModelManager`; which kind of runner sits behind a name is the
 registry's business.
 
@@ -19,10 +20,14 @@ from appliance.models.base import (
     ChatRequest,
     ChatResult,
     ChatRunner,
+    Classification,
+    ClassificationResult,
+    ClassifierRunner,
     EmbeddingResult,
     EmbeddingRunner,
     GenerationTimeout,
     InputObserver,
+    LabelScore,
     ModelInput,
     RunnerStats,
     Usage,
@@ -59,10 +64,14 @@ __all__ = [
     "ChatRequest",
     "ChatResult",
     "ChatRunner",
+    "Classification",
+    "ClassificationResult",
+    "ClassifierRunner",
     "EmbeddingResult",
     "EmbeddingRunner",
     "GenerationTimeout",
     "InputObserver",
+    "LabelScore",
     "ModelInfo",
     "ModelInput",
     "ModelManager",

@@ -3,10 +3,11 @@
 A *runner* owns one loaded model (or one upstream engine) and its worker thread. Callers
 on the event loop use the async methods; the heavy work never runs on the loop.
 
-    ChatRunner       stream(request) -> async iterator of ChatChunk; complete(request) -> ChatResult
-    EmbeddingRunner  embed(texts) -> EmbeddingResult
+    ChatRunner        stream(request) -> async iterator of ChatChunk; complete(request) -> ChatResult
+    EmbeddingRunner   embed(texts) -> EmbeddingResult
+    ClassifierRunner  classify(texts) -> ClassificationResult
 
-Both accept an optional :data:`InputObserver` at construction: it is called with exactly
+All accept an optional :data:`InputObserver` at construction: it is called with exactly
 the text the model (or the upstream engine) receives. Tests use it to prove the model sees
 only pseudonyms; production leaves it unset.
 """
@@ -80,11 +81,37 @@ class EmbeddingResult:
 
 
 @dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One text's verdict: the top label and every label's score, highest first.
+
+    Scores are a softmax over the labels (they sum to 1), or independent sigmoids for a
+    model trained for multi-label classification (each in 0..1, no fixed sum).
+    """
+
+    label: str
+    score: float
+    labels: tuple[LabelScore, ...]
+    tokens: int
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    items: list[Classification]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
 class ModelInput:
-    """What a model was handed: the templated prompt (chat) or the texts (embeddings)."""
+    """What a model was handed: the templated prompt (chat) or the texts (embeddings, classifiers)."""
 
     model: str
-    kind: Literal["chat", "embedding"]
+    kind: Literal["chat", "embedding", "classifier"]
     texts: tuple[str, ...]
 
 
@@ -140,6 +167,17 @@ class EmbeddingRunner(Protocol):
     name: str
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingResult: ...
+
+    def warmup(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ClassifierRunner(Protocol):
+    name: str
+
+    async def classify(self, texts: Sequence[str]) -> ClassificationResult: ...
 
     def warmup(self) -> None: ...
 

@@ -2,7 +2,8 @@
 
 Resolution goes through the registry with the caller's tenant id, so a tenant can only
 reach built-in, shared and its own models. Loading is blocking (seconds); async callers use
-:meth:`ModelManager.load_chat` / :meth:`ModelManager.load_embedding` (or warm up at start-up),
+:meth:`ModelManager.load_chat` / :meth:`ModelManager.load_embedding` /
+:meth:`ModelManager.load_classifier` (or warm up at start-up),
 which load in a thread so the event loop keeps serving.
 """
 
@@ -19,8 +20,9 @@ from typing import Any
 
 from appliance.config import ModelSettings
 from appliance.errors import ConfigError, InvalidInput, NotSupportedYet
-from appliance.models.base import ChatRunner, EmbeddingRunner, InputObserver
+from appliance.models.base import ChatRunner, ClassifierRunner, EmbeddingRunner, InputObserver
 from appliance.models.chat import LocalChatRunner
+from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
 from appliance.models.registry import ModelInfo, ModelRegistry
 from appliance.models.store import ModelStore
@@ -28,7 +30,7 @@ from appliance.models.upstream import UpstreamRunner
 
 log = logging.getLogger(__name__)
 
-Runner = LocalChatRunner | LocalEmbeddingRunner | UpstreamRunner
+Runner = LocalChatRunner | LocalEmbeddingRunner | LocalClassifierRunner | UpstreamRunner
 
 
 def configure_torch_threads(threads: int | None = None) -> int:
@@ -102,12 +104,27 @@ class ModelManager:
         assert isinstance(runner, LocalEmbeddingRunner | UpstreamRunner)
         return runner
 
+    def classifier(self, name: str, tenant_id: str | None = None) -> ClassifierRunner:
+        """The classifier runner for ``name`` (there is no default classifier); blocks like :meth:`chat`.
+
+        Upstream engines offer chat and embeddings only, so only local ``classifier`` models qualify.
+        """
+        info = self.registry.get(name, tenant_id)
+        if info.kind != "classifier":
+            raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not a classifier")
+        runner = self._runner(info)
+        assert isinstance(runner, LocalClassifierRunner)
+        return runner
+
     async def load_chat(self, name: str | None = None, tenant_id: str | None = None) -> ChatRunner:
         """:meth:`chat` with any loading done in a worker thread, off the event loop."""
         return await asyncio.to_thread(self.chat, name, tenant_id)
 
     async def load_embedding(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner:
         return await asyncio.to_thread(self.embedding, name, tenant_id)
+
+    async def load_classifier(self, name: str, tenant_id: str | None = None) -> ClassifierRunner:
+        return await asyncio.to_thread(self.classifier, name, tenant_id)
 
     def warmup(self, name: str, tenant_id: str | None = None) -> ModelInfo:
         """Load ``name`` now (and, for SmolLM2, convert it into the store the first time)."""
@@ -187,6 +204,17 @@ class ModelManager:
             )
         if info.kind == "embedding":
             return LocalEmbeddingRunner(
+                info.name,
+                path,
+                device=device,
+                max_batch=s.embedding_max_batch,
+                max_queue=s.max_queue,
+                max_wait_ms=float(info.options.get("max_wait_ms", 5.0)),
+                request_timeout_s=s.request_timeout_s,
+                observer=self._observer,
+            )
+        if info.kind == "classifier":
+            return LocalClassifierRunner(
                 info.name,
                 path,
                 device=device,

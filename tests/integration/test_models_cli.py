@@ -13,9 +13,10 @@ from click.testing import CliRunner
 
 from appliance.cli.context import CliState
 from appliance.cli.models import model
-from appliance.errors import InvalidInput, NotSupportedYet
+from appliance.errors import InvalidInput, NotFound
 from appliance.models.base import ChatMessage, ChatRequest
 from appliance.models.chat import LocalChatRunner
+from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
 from appliance.models.manager import ModelManager
 from appliance.models.registry import ModelRegistry
@@ -121,11 +122,34 @@ def test_the_manager_resolves_defaults_loads_once_and_shuts_down(sqlite_services
         asyncio.run(chat.complete(request))
 
 
-def test_classifier_models_are_registered_but_not_served_yet(sqlite_services: Services, hf_dir: Path) -> None:
+@pytest.mark.slow
+def test_a_tenant_classifier_is_added_warmed_up_and_served_by_the_manager(
+    sqlite_services: Services, support_classifier: Path
+) -> None:
+    acme = sqlite_services.tenants.create(Principal.local_operator(), "acme")
+    added = invoke(
+        sqlite_services, "add", "support-clf", "--kind", "classifier", "--source", str(support_classifier),
+        "--tenant", "acme",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    warm = invoke(sqlite_services, "warmup", "support-clf", "--tenant", "acme", "--json")
+    assert warm.exit_code == 0, warm.output
+    assert json.loads(warm.stdout)["model"]["kind"] == "classifier"
+    with pytest.raises(NotFound):
+        invoke(sqlite_services, "warmup", "support-clf")  # not shared: only acme sees it
     settings = sqlite_services.settings
-    registry = ModelRegistry(sqlite_services.sessions, settings.models)
-    registry.add("clf", "classifier", str(hf_dir))
-    manager = ModelManager(settings.models, registry, ModelStore(settings.model_dir))
-    with pytest.raises(NotSupportedYet):
-        manager.warmup("clf")
-    manager.close()
+    manager = ModelManager(
+        settings.models, ModelRegistry(sqlite_services.sessions, settings.models), ModelStore(settings.model_dir)
+    )
+    try:
+        runner = asyncio.run(manager.load_classifier("support-clf", acme.id))
+        assert isinstance(runner, LocalClassifierRunner)
+        assert manager.classifier("support-clf", acme.id) is runner
+        result = asyncio.run(runner.classify(["Please refund my invoice", "The app keeps crashing"]))
+        assert [item.label for item in result.items] == ["billing", "technical"]
+        with pytest.raises(InvalidInput, match="not an embedding model"):
+            manager.embedding("support-clf", acme.id)
+        with pytest.raises(InvalidInput, match="not a classifier"):
+            manager.classifier("all-minilm-l6-v2", acme.id)
+    finally:
+        manager.close()

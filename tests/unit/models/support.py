@@ -56,3 +56,68 @@ def shared_embeddings() -> LocalEmbeddingRunner:
     runner = LocalEmbeddingRunner("all-minilm-l6-v2", minilm_directory(), max_batch=32, observer=SEEN.append)
     runner.warmup()
     return runner
+
+
+SUPPORT_LABELS = ("billing", "technical")
+SUPPORT_TRAINING = [
+    ("I was charged twice this month", "billing"),
+    ("Please refund my last invoice", "billing"),
+    ("My credit card payment failed", "billing"),
+    ("Why is my bill so high", "billing"),
+    ("I want to change my payment method", "billing"),
+    ("The invoice amount is wrong", "billing"),
+    ("Cancel my subscription and refund me", "billing"),
+    ("I need a receipt for my payment", "billing"),
+    ("You overcharged me", "billing"),
+    ("How do I update my billing address", "billing"),
+    ("The app crashes when I open it", "technical"),
+    ("I cannot log in to my account", "technical"),
+    ("The website shows an error 500", "technical"),
+    ("My password reset email never arrives", "technical"),
+    ("The sync feature is not working", "technical"),
+    ("The page loads very slowly", "technical"),
+    ("I get a timeout when uploading files", "technical"),
+    ("The mobile app freezes on startup", "technical"),
+    ("Bluetooth pairing keeps failing", "technical"),
+    ("The software update broke my printer driver", "technical"),
+]
+"""Short support tickets for a two-label classifier; the held-out ones the tests use are
+different sentences that are clearly one class."""
+
+
+def train_support_classifier(out: Path, *, seed: int = 0) -> Path:
+    """A real billing-vs-technical classifier built on MiniLM in a few seconds of CPU.
+
+    The encoder stays frozen: its [CLS] states are computed once, and only the pooler and
+    the new classification head are trained on them (full fine-tuning takes ~40 s on 2
+    cores for the same held-out accuracy). Saved with its tokenizer in Hugging Face format,
+    as an operator would copy it in.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    configure_torch_threads(2)
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    torch.manual_seed(seed)
+    base = minilm_directory()
+    id2label = dict(enumerate(SUPPORT_LABELS))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(base), num_labels=2, id2label=id2label, label2id={v: k for k, v in id2label.items()}, local_files_only=True
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    texts = [t for t, _ in SUPPORT_TRAINING]
+    targets = torch.tensor([SUPPORT_LABELS.index(label) for _, label in SUPPORT_TRAINING])
+    model.eval()
+    with torch.no_grad():
+        cls = model.bert(**tokenizer(texts, padding=True, return_tensors="pt")).last_hidden_state[:, 0]
+    head = [*model.bert.pooler.parameters(), *model.classifier.parameters()]
+    optimizer = torch.optim.Adam(head, lr=1e-3)
+    for _ in range(150):
+        logits = model.classifier(model.bert.pooler.dense(cls).tanh())
+        torch.nn.functional.cross_entropy(logits, targets).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
