@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol, cast
 
@@ -20,7 +20,16 @@ import anyio.to_thread
 
 from appliance.db.base import utcnow
 from appliance.errors import Blocked, InvalidInput, NotFound
-from appliance.models.base import ChatChunk, ChatMessage, ChatRequest, ChatRunner, EmbeddingRunner, Usage
+from appliance.models.base import (
+    ChatChunk,
+    ChatMessage,
+    ChatRequest,
+    ChatRunner,
+    Classification,
+    ClassifierRunner,
+    EmbeddingRunner,
+    Usage,
+)
 from appliance.models.registry import ModelInfo
 from appliance.policy.schema import Policy
 from appliance.privacy.rules import Action, PrivacyRules
@@ -42,6 +51,8 @@ class Models(Protocol):
     async def load_chat(self, name: str | None = None, tenant_id: str | None = None) -> ChatRunner: ...
 
     async def load_embedding(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner: ...
+
+    async def load_classifier(self, name: str, tenant_id: str | None = None) -> ClassifierRunner: ...
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,22 @@ class EmbedAnswer:
     model: str
     vectors: list[list[float]]
     prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class ClassifyAnswer:
+    model: str
+    items: list[Classification]
+    """One per input, in order; each item's ``labels`` cut to the caller's ``top_k``."""
+    prompt_tokens: int
+
+
+_SERVED_BY: dict[str, tuple[str, ...]] = {
+    "chat": ("chat", "upstream"),
+    "embedding": ("embedding", "upstream"),
+    "classifier": ("classifier",),  # upstream engines offer chat and embeddings only
+}
+"""Which registered kinds can answer each kind of call."""
 
 
 def output_rules(rules: PrivacyRules, action: str) -> PrivacyRules:
@@ -119,6 +146,7 @@ class InferenceService:
         self._visible: TtlCache[str, list[ModelInfo]] = TtlCache(model_cache_ttl_s)
         self._chat_runners: TtlCache[tuple[str, str], ChatRunner] = TtlCache(model_cache_ttl_s)
         self._embedding_runners: TtlCache[tuple[str, str], EmbeddingRunner] = TtlCache(model_cache_ttl_s)
+        self._classifier_runners: TtlCache[tuple[str, str], ClassifierRunner] = TtlCache(model_cache_ttl_s)
 
     # -- shared steps ----------------------------------------------------------------------
 
@@ -154,6 +182,13 @@ class InferenceService:
             self._embedding_runners.put((tenant_id, model), runner)
         return runner
 
+    async def _classifier_runner(self, model: str, tenant_id: str) -> ClassifierRunner:
+        runner = self._classifier_runners.get((tenant_id, model))
+        if runner is None:
+            runner = await self._models.load_classifier(model, tenant_id)
+            self._classifier_runners.put((tenant_id, model), runner)
+        return runner
+
     async def _admitted(self, principal: Principal, model: str, kind: str) -> tuple[str, ActivePolicy]:
         tenant_id = self._tenant(principal)
         active = self._remembered_policy(tenant_id) if self._remembered_policy is not None else None
@@ -169,7 +204,7 @@ class InferenceService:
         info = {m.name: m for m in models if active.policy.allows_model(m.name)}.get(model)  # the last wins
         if info is None:
             raise NotFound(f"the model {model!r} does not exist or this tenant may not use it")
-        if info.kind not in (kind, "upstream"):
+        if info.kind not in _SERVED_BY[kind]:
             raise InvalidInput(f"the model {model!r} is a {info.kind} model, not a {kind} model")
         return active
 
@@ -391,6 +426,40 @@ class InferenceService:
             facts={"entities": anonymized.audit_facts(), "inputs": len(texts), "prompt_tokens": result.prompt_tokens},
         )
         return EmbedAnswer(model, result.vectors, result.prompt_tokens)
+
+    # -- classification ----------------------------------------------------------------
+
+    async def classify(
+        self, principal: Principal, model: str, texts: list[str], top_k: int | None = None, scope: str | None = None
+    ) -> ClassifyAnswer:
+        """Classify ``texts`` with a tenant's classifier; the model sees only the anonymized text.
+
+        Unlike chat there is no egress step: the answer holds the model's own label names
+        and scores, never text derived from the caller's input, so there are no pseudonyms
+        to restore and nothing for an output scan to find. ``top_k`` cuts each item's label
+        list (the top label and its score are always given).
+        """
+        if top_k is not None and top_k < 1:
+            raise InvalidInput("top_k must be at least 1")
+        started = time.perf_counter()
+        action = "classifications"
+        tenant_id, active = await self._admitted(principal, model, "classifier")
+        anonymized = await self._anonymize(principal, action, model, active, texts, scope, started)
+        runner = await self._classifier_runner(model, tenant_id)
+        with metrics.MODEL_LATENCY.labels(model, "classifier").time():
+            result = await runner.classify(anonymized.texts)
+        metrics.MODEL_TOKENS.labels(model, "prompt").inc(result.prompt_tokens)
+        await self._record(
+            principal,
+            action,
+            model=model,
+            policy_version=active.version,
+            outcome="ok",
+            started=started,
+            facts={"entities": anonymized.audit_facts(), "inputs": len(texts), "prompt_tokens": result.prompt_tokens},
+        )
+        items = result.items if top_k is None else [replace(i, labels=i.labels[:top_k]) for i in result.items]
+        return ClassifyAnswer(model, items, result.prompt_tokens)
 
 
 async def _empty() -> AsyncGenerator[ChatChunk, None]:

@@ -92,6 +92,13 @@ class EmbeddingsBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
+class ClassificationsBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    input: str | Annotated[list[str], msgspec.Meta(min_length=1, max_length=2048)]
+    top_k: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
 def _to_call(body: ChatBody, conversation: str | None) -> ChatCall:
     if body.logprobs:
         raise InvalidInput("logprobs are not supported")
@@ -206,6 +213,13 @@ async def chat_completions(request: AuthedRequest, services: Svc, data: JSONBody
     return Stream(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
+def _texts(value: str | list[str]) -> list[str]:
+    texts = [value] if isinstance(value, str) else value
+    if any(not t for t in texts):
+        raise InvalidInput("input strings must not be empty")
+    return texts
+
+
 def _b64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
@@ -215,14 +229,34 @@ async def embeddings(request: AuthedRequest, services: Svc, data: JSONBody[Embed
     await _within_tenant_limit(request, services)
     if data.dimensions is not None:
         raise InvalidInput("dimensions is not supported; the model's native size is returned")
-    texts = [data.input] if isinstance(data.input, str) else data.input
-    if any(not t for t in texts):
-        raise InvalidInput("input strings must not be empty")
-    answer = await services.inference.embed(request.user, data.model, texts, _conversation(request))
+    answer = await services.inference.embed(request.user, data.model, _texts(data.input), _conversation(request))
     encode = _b64 if data.encoding_format == "base64" else (lambda v: v)
     return {
         "object": "list",
         "model": answer.model,
         "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(answer.vectors)],
+        "usage": {"prompt_tokens": answer.prompt_tokens, "total_tokens": answer.prompt_tokens},
+    }
+
+
+@post("/v1/classifications", guards=[MODEL_CALLERS], tags=["openai"], status_code=200)
+async def classifications(request: AuthedRequest, services: Svc, data: JSONBody[ClassificationsBody]) -> dict[str, Any]:
+    """Labels from a classifier model, in the OpenAI list shape (not an OpenAI endpoint)."""
+    await _within_tenant_limit(request, services)
+    texts = _texts(data.input)
+    answer = await services.inference.classify(request.user, data.model, texts, data.top_k, _conversation(request))
+    return {
+        "object": "list",
+        "model": answer.model,
+        "data": [
+            {
+                "object": "classification",
+                "index": i,
+                "label": item.label,
+                "score": item.score,
+                "labels": [{"label": s.label, "score": s.score} for s in item.labels],
+            }
+            for i, item in enumerate(answer.items)
+        ],
         "usage": {"prompt_tokens": answer.prompt_tokens, "total_tokens": answer.prompt_tokens},
     }
