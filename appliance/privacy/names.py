@@ -24,7 +24,7 @@ import regex
 from spacy.lang.en.stop_words import STOP_WORDS
 from spacy.tokens import Doc
 
-from appliance.privacy.spans import Detection
+from appliance.privacy.spans import NER_TYPES, Detection
 
 _PROPAGATED_SCORE = 0.9  # above NER guesses: the request itself already called this value a name
 _WORDISH = re.compile(r"[^\W\d_]{3,}")
@@ -234,7 +234,6 @@ def _overlaps(run: list[re.Match[str]], d: Detection) -> bool:
 
 _STRONG_SCORE = 0.9  # above an NER guess (0.85): the grammar says person, not place
 _CUE_SCORE = 0.7
-_NER_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
 
 _CAP = r"\p{Lu}[\p{L}'\u2019]+(?:-\p{L}[\p{L}'\u2019]*)*"
 _PARTICLE = r"(?:van|von|der|den|de|da|dos|das|di|du|del|della|la|le|bin|ibn|al|ten|ter|y)"
@@ -548,7 +547,7 @@ class _Cues:
 
     def _taken(self, start: int, end: int) -> bool:
         """Overlaps a value of a structured type (an email, a card): never a name."""
-        return any(d.start < end and start < d.end and d.entity_type not in _NER_TYPES for d in self.found)
+        return any(d.start < end and start < d.end and d.entity_type not in NER_TYPES for d in self.found)
 
     def add(self, start: int, end: int, score: float, overrule: bool, weak: bool = False) -> None:
         """``overrule``: the cue beats spaCy's place/thing label; ``weak``: even its ORG label beats the cue."""

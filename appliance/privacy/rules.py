@@ -73,7 +73,12 @@ class PrivacyRules(_Strict):
         default_factory=lambda: ["en"], description="Languages of the text (needs a matching NER model)."
     )
     detect: list[str] | None = Field(
-        None, description="Only these entity types are detected; omit to detect every supported type."
+        None,
+        description=(
+            "Only these entity types are detected; omit to detect every supported type. A list "
+            "without PERSON, LOCATION, NRP, DATE_TIME and ORGANIZATION skips the NER model, which "
+            "makes detection about six times cheaper per text."
+        ),
     )
     allow_list: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
         default_factory=list, description="Values never treated as PII (e.g. the company's own name)."

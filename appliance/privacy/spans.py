@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+NER_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
+"""The entity types only the statistical NER model finds (guesses, not formats)."""
+
 
 @dataclass(frozen=True, order=True)
 class Detection:

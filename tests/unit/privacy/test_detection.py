@@ -227,3 +227,32 @@ def test_when_configured_model_is_not_installed_then_startup_fails_with_a_clear_
 
 def test_the_ner_pipeline_runs_only_what_ner_needs(detector: Detector) -> None:
     assert detector._nlp.pipe_names == ["ner"]
+
+
+PATTERN_TEXTS = [
+    "Angela Merkel wrote from angela@example.org, call +41 44 668 18 00.",
+    "card 4111 1111 1111 1111, my employee number is E123456, ask Tom in Paris",
+    "Nothing personal here at all.",
+]
+
+
+def test_when_the_policy_wants_no_ner_type_then_ner_is_skipped_and_patterns_find_the_same(detector: Detector) -> None:
+    employee = CustomRecognizer(
+        name="employee-id",
+        entity_type="EMPLOYEE_ID",
+        patterns=[PatternSpec(regex=r"\bE\d{6}\b", score=0.2)],
+        context=["employee"],
+    )
+    patterns = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "EMPLOYEE_ID"]
+    narrow = PrivacyRules(detect=patterns, custom_recognizers=[employee])
+    full = PrivacyRules(custom_recognizers=[employee])
+
+    before = detector.ner_texts
+    skipped = detector.analyze(PATTERN_TEXTS, narrow)
+    assert detector.ner_texts == before  # no text went through the NER model
+    with_ner = detector.analyze(PATTERN_TEXTS, full)
+    assert detector.ner_texts == before + len(PATTERN_TEXTS)
+
+    assert skipped == [[d for d in spans if d.entity_type in patterns] for spans in with_ner]
+    assert [d.entity_type for d in skipped[1]] == ["CREDIT_CARD", "EMPLOYEE_ID"]  # context words still count
+    assert any(d.entity_type == "PERSON" for d in with_ner[0])
