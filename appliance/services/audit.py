@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import Select, Table, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -121,6 +121,19 @@ def check_facts(value: Any, depth: int = 0) -> None:
             check_facts(v, depth + 1)
         return
     raise ValueError(f"audit facts may not hold {type(value).__name__}")
+
+
+class EntryFields(TypedDict, total=False):
+    """The optional parts of an entry, as :meth:`AuditLog.prepare` takes them."""
+
+    outcome: str
+    tenant_id: str | None
+    object: str | None
+    policy_version: int | None
+    latency_ms: float | None
+    facts: Mapping[str, Any] | None
+    payload: bytes | None
+    payload_expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -308,19 +321,7 @@ class AuditLog:
     # -- writing -------------------------------------------------------------------------------
 
     def record(
-        self,
-        action: str,
-        *,
-        actor: Principal | str,
-        outcome: str = "ok",
-        tenant_id: str | None = None,
-        object: str | None = None,
-        policy_version: int | None = None,
-        latency_ms: float | None = None,
-        facts: Mapping[str, Any] | None = None,
-        payload: bytes | None = None,
-        payload_expires_at: datetime | None = None,
-        session: Session | None = None,
+        self, action: str, *, actor: Principal | str, session: Session | None = None, **fields: Unpack[EntryFields]
     ) -> int:
         """Append one entry and return its id; raises AuditUnavailable if it cannot be written.
 
@@ -328,18 +329,7 @@ class AuditLog:
         SQLite with a ``payload``, call this before the transaction's first write or pass no
         session: sealing may need to reserve key budget on a connection of its own.
         """
-        entry = self.prepare(
-            action,
-            actor=actor,
-            outcome=outcome,
-            tenant_id=tenant_id,
-            object=object,
-            policy_version=policy_version,
-            latency_ms=latency_ms,
-            facts=facts,
-            payload=payload,
-            payload_expires_at=payload_expires_at,
-        )
+        entry = self.prepare(action, actor=actor, **fields)
         if session is None:
             return self.record_many([entry])[0]
 

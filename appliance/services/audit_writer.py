@@ -12,11 +12,12 @@ the same as with one transaction per entry.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Unpack
 
 from appliance.errors import AuditUnavailable
 from appliance.services import metrics
-from appliance.services.audit import AuditLog, PreparedEntry
+from appliance.services.audit import AuditLog, EntryFields, PreparedEntry
+from appliance.services.principal import Principal
 from appliance.services.thread_batch import ThreadBatcher
 
 DEFAULT_MAX_GROUP = 256
@@ -35,10 +36,10 @@ class AuditWriter(ThreadBatcher[PreparedEntry, int]):
         """How many transactions were written (for tests and the benchmark)."""
         self.entries = 0
 
-    async def record(self, action: str, **fields: Any) -> int:
+    async def record(self, action: str, *, actor: Principal | str, **fields: Unpack[EntryFields]) -> int:
         """The entry's id once committed; arguments as :meth:`AuditLog.record` (no ``session``).
         Raises ValueError at once for a malformed entry, AuditUnavailable if it cannot be written."""
-        entry = self._audit.prepare(action, **fields)
+        entry = self._audit.prepare(action, actor=actor, **fields)
         # Shielded: a caller that goes away still gets its entry written (or failed) in order.
         return await self._submit(entry, shield=True)
 
