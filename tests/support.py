@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +25,7 @@ import psycopg
 import uvicorn
 from sqlalchemy import text
 
-from appliance.api.app import create_app
-from appliance.api.request_context import RequestContext
+from appliance.api.app import create_asgi
 from appliance.config import PrivacySettings, Settings
 from appliance.crypto.keyring import MasterKeyring, new_key
 from appliance.db import migrate
@@ -112,23 +111,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serving(services: Services, pending_routes: Sequence[Any] = ()) -> RequestContext:
-    """What ``create_asgi`` builds, plus any of ``pending_routes`` whose path the app does
-    not serve yet: a route handler written before ``appliance/api/app.py`` lists it is
-    tested through the real app and stack all the same (each caller says which, and why)."""
-    app = create_app(services)
-    served = {route.path for route in app.routes}
-    for handler in pending_routes:
-        if not set(handler.paths) & served:
-            app.register(handler)
-    return RequestContext(app)
-
-
 @contextmanager
-def running_server(services: Services, *, pending_routes: Sequence[Any] = ()) -> Iterator[str]:
+def running_server(services: Services) -> Iterator[str]:
     """uvicorn serving the real app on a loopback port in a background thread."""
     port = free_port()
-    asgi = serving(services, pending_routes)
+    asgi = create_asgi(services)
     config = uvicorn.Config(asgi, host="127.0.0.1", port=port, log_config=None, access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -206,10 +193,10 @@ def renamed_audit_table(services: Services) -> Callable[[], None]:
 
 
 @contextmanager
-def live_stack(services: Services, *, pending_routes: Sequence[Any] = ()) -> Iterator[Stack]:
+def live_stack(services: Services) -> Iterator[Stack]:
     """``services`` served on loopback with an operator key; closes both afterwards."""
     try:
-        with running_server(services, pending_routes=pending_routes) as base_url:
+        with running_server(services) as base_url:
             operator_key = services.api_keys.create(Principal.local_operator(), role=Role.OPERATOR, name="op").api_key
             stack = Stack(services, base_url, operator_key)
             try:

@@ -43,6 +43,7 @@ def create_app(services: Services) -> Litestar:
             openai_compat.list_models,
             openai_compat.chat_completions,
             openai_compat.embeddings,
+            openai_compat.classifications,
             privacy.PrivacyController,
             policies.PolicyController,
             policies.PolicyToolsController,

@@ -14,8 +14,6 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from appliance.api.app import create_app
-from appliance.api.routes import openai_compat
 from appliance.cli.context import CliState
 from appliance.cli.models import model as model_cli
 from appliance.db.models import AuditEntry, Role
@@ -25,9 +23,6 @@ from tests.support import SeenInputs, Stack, live_stack, make_services, make_set
 pytestmark = pytest.mark.slow
 
 CLF = "support-clf"
-PENDING = [openai_compat.classifications]
-"""appliance/api/app.py does not list the route yet (another change owns that file);
-``test_the_app_serves_the_route`` fails once it does, as the reminder to drop this."""
 SECRET_NAME = "Marguerite Okonkwo-Lindqvist"
 SECRET_EMAIL = "m.okonkwo.lindqvist@example.org"
 
@@ -41,7 +36,7 @@ def seen() -> SeenInputs:
 def live(tmp_path_factory: pytest.TempPathFactory, seen: SeenInputs) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("classify")
     svc = make_services(make_settings(tmp / "data", f"sqlite:///{tmp / 'a.db'}"), model_observer=seen)
-    with live_stack(svc, pending_routes=PENDING) as stack:
+    with live_stack(svc) as stack:
         yield stack
 
 
@@ -69,12 +64,6 @@ def client(live: Stack, owner: str) -> openai.OpenAI:
 def classify(client: openai.OpenAI, **body: Any) -> dict[str, Any]:
     answer: dict[str, Any] = client.post("/classifications", cast_to=object, body={"model": CLF, **body})
     return answer
-
-
-def test_the_app_serves_the_route(live: Stack) -> None:
-    if "/v1/classifications" not in {route.path for route in create_app(live.services).routes}:
-        pytest.xfail("appliance/api/app.py does not list openai_compat.classifications yet")
-    pytest.fail("app.py serves /v1/classifications now: drop PENDING and this test")
 
 
 def test_labels_come_back_in_the_documented_shape(client: openai.OpenAI) -> None:

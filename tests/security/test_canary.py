@@ -22,7 +22,6 @@ import pytest
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy.engine import make_url
 
-from appliance.api.routes import openai_compat
 from appliance.crypto.blobs import MIN_SEGMENT_SIZE, BlobStore
 from appliance.db.models import Role
 from appliance.services.container import Services
@@ -169,7 +168,7 @@ def test_canaries_sent_through_every_storing_path_appear_nowhere_at_rest(
     services: Services, tmp_path: Path, logs: io.StringIO
 ) -> None:
     # /v1/classifications: until appliance/api/app.py lists it (see tests/e2e/test_classifications.py)
-    with running_server(services, pending_routes=[openai_compat.classifications]) as base_url:
+    with running_server(services) as base_url:
         operator = services.api_keys.create(OP, role=Role.OPERATOR, name="canary op").api_key
         tenant = services.tenants.create(OP, "canary-tenant")
         app_key = services.api_keys.create(OP, role=Role.APP, name="canary app", tenant=tenant.slug).api_key
