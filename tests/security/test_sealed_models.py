@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from appliance.errors import IntegrityError, NotFound
+from appliance.models.base import ChatMessage, ChatRequest
 from appliance.models.embeddings import LocalEmbeddingRunner
 from appliance.models.registry import ModelInfo
 from appliance.models.sealed import FILE_KIND, MANIFEST_KIND, SealedModels
@@ -150,3 +151,24 @@ def test_when_a_manifest_does_not_match_its_files_then_the_model_does_not_open(w
         world.sealed.open(world.acme, f"sealed:{forged.id}"),
     ):
         pass
+
+
+@pytest.mark.slow
+def test_a_sealed_chat_model_loads_from_memory_and_answers_like_its_plain_copy(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """transformers' AutoTokenizer and AutoModelForCausalLM read through the memfd links too."""
+    plain = support.smollm2_dir(support.store_root(request.config))
+    data = tmp_path / "data"
+    with database_url("sqlite", tmp_path) as url:
+        services = make_services(make_settings(data, url, models={"store_dir": data / "models"}))
+        try:
+            tenant = services.tenants.create(OP, "acme").id
+            info = services.model_registry.add("acme-chat", "chat", str(plain), device="cpu", tenant="acme")
+            assert info.source.startswith("sealed:")
+            chat = services.models.chat("acme-chat", tenant)
+            request_ = ChatRequest([ChatMessage("user", "Name a colour.")], temperature=0, max_tokens=8)
+            expected = asyncio.run(support.shared_chat(support.store_root(request.config)).complete(request_))
+            assert asyncio.run(chat.complete(request_)).text == expected.text
+        finally:
+            services.close()
