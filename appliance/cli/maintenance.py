@@ -13,15 +13,23 @@ from appliance.services.principal import Principal
 @json_option
 @pass_state
 def maintenance(state: CliState, as_json: bool) -> None:
-    """Purge expired pseudonyms, purge audit data past each tenant's retention, sign a checkpoint."""
+    """Purge expired pseudonyms, purge audit data past each tenant's retention, delete sealed
+    model files no model references (a killed registration), sign a checkpoint."""
     services = state.services
     pseudonyms = services.privacy.purge_expired()
     purge = services.audit.purge(actor=Principal.local_operator())
+    orphans = services.model_registry.sweep_sealed()
     checkpoint = services.audit.checkpoint()
-    result = {"pseudonyms_purged": pseudonyms, "audit_purge": purge, "checkpoint": checkpoint}
+    result = {
+        "pseudonyms_purged": pseudonyms,
+        "audit_purge": purge,
+        "sealed_model_blobs_swept": orphans,
+        "checkpoint": checkpoint,
+    }
     if as_json:
         emit_json(result)
         return
     console.print(f"expired pseudonyms purged: {pseudonyms}")
+    console.print(f"orphaned sealed model files deleted: {orphans}")
     console.print(f"audit purge: {purge}")
     console.print(f"audit checkpoint: {checkpoint}")

@@ -61,8 +61,10 @@ def model_list(state: CliState, tenant: str | None, all_tenants: bool, as_json: 
     help="A Hugging Face-format directory (absolute path), or an upstream engine's base URL (…/v1).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--tenant", help="Make the model private to this tenant (slug or id).")
-@click.option("--copy", "copy_in", is_flag=True, help="Copy the directory into the model store first.")
+@click.option(
+    "--tenant", help="Make the model private to this tenant (slug or id); its files are sealed into the store."
+)
+@click.option("--copy", "copy_in", is_flag=True, help="Copy the directory into the model store first (shared models).")
 @click.option(
     "--option",
     "options",
@@ -83,8 +85,17 @@ def model_add(
     options: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Register model NAME so requests can use it."""
+    """Register model NAME so requests can use it.
+
+    A tenant-owned local model is always encrypted into the store with the tenant's data key
+    (the source directory is read once and may be deleted afterwards); --copy is implied.
+    """
     parsed = _parse_options(options)
+    if tenant and kind != "upstream":
+        with console.status(f"sealing {source} into the model store for {tenant}"):
+            info = _registry(state).add(name, kind, source, device=device, tenant=tenant, options=parsed)
+        show(info, as_json, MODEL_COLUMNS)
+        return
     if copy_in and kind != "upstream":
         with console.status(f"copying {source} into the model store"):
             from appliance.models.store import ModelStore
@@ -100,7 +111,8 @@ def model_add(
 @json_option
 @pass_state
 def model_remove(state: CliState, name: str, tenant: str | None, as_json: bool) -> None:
-    """Unregister model NAME (files in the store are left in place)."""
+    """Unregister model NAME; a tenant-owned model's sealed files are deleted with it
+    (a shared model's directory is left in place)."""
     show(_registry(state).remove(name, tenant), as_json, MODEL_COLUMNS)
 
 

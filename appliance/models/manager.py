@@ -25,6 +25,7 @@ from appliance.models.chat import LocalChatRunner
 from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
 from appliance.models.registry import ModelInfo, ModelRegistry
+from appliance.models.sealed import is_sealed
 from appliance.models.store import ModelStore
 from appliance.models.upstream import UpstreamRunner
 
@@ -160,12 +161,13 @@ class ModelManager:
                 found = self._runners.get(info.key)
             if found is not None:
                 return found
-            runner = self._build(info)
-            try:
-                runner.warmup()
-            except BaseException:
-                runner.close()
-                raise
+            with self._sealed_files(info) as path:  # sealed models: decrypted into memory until loaded
+                runner = self._build(info, path)
+                try:
+                    runner.warmup()
+                except BaseException:
+                    runner.close()
+                    raise
             with self._lock:
                 if self._closed:
                     runner.close()
@@ -173,7 +175,13 @@ class ModelManager:
                 self._runners[info.key] = runner
             return runner
 
-    def _build(self, info: ModelInfo) -> Runner:
+    def _sealed_files(self, info: ModelInfo) -> contextlib.AbstractContextManager[Path | None]:
+        """A tenant-owned model's memory-backed directory (see ``models/sealed.py``); else None."""
+        if not is_sealed(info.source):
+            return contextlib.nullcontext()
+        return self.registry.open_sealed(info)
+
+    def _build(self, info: ModelInfo, path: Path | None = None) -> Runner:
         s = self._settings
         device = resolve_device(info.device if info.device != "auto" else s.device)
         if info.kind == "upstream":
@@ -189,7 +197,7 @@ class ModelManager:
                 observer=self._observer,
                 transport=self._upstream_transport,
             )
-        path = self.store.resolve(info.source)
+        path = path or self.store.resolve(info.source)
         log.info("loading model", extra={"model": info.name, "kind": info.kind, "device": device})
         if info.kind == "chat":
             return LocalChatRunner(

@@ -4,6 +4,11 @@ Visibility: a tenant sees the built-ins, the shared models and its own; nobody s
 another tenant's models (they look absent). A tenant's own model shadows a shared one of
 the same name, which shadows a built-in.
 
+A tenant-owned local model is always sealed: :meth:`ModelRegistry.add` encrypts its files
+with the tenant's data key (:mod:`appliance.models.sealed`) before the row exists, and
+:meth:`ModelRegistry.remove` deletes them after the row is gone, so no row ever names
+missing files. Shared models stay plain directories the operator manages.
+
 The two built-in defaults are *virtual*: they are not rows, they are always present, and
 they cannot be removed or overwritten. That keeps an empty database (fresh install, a
 test, a restored backup) serving out of the box with no seeding step or migration, and it
@@ -15,20 +20,22 @@ point at a registered model.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.config import ModelSettings
 from appliance.db.engine import transaction
 from appliance.db.models import RegisteredModel, Tenant
-from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.errors import ConfigError, Conflict, InvalidInput, NotFound
 from appliance.models.base import MODEL_KINDS, ModelKind
+from appliance.models.sealed import SEALED_SCHEME, SealedModels, is_sealed
 from appliance.models.store import MINILM_PACKAGE, NAME, PACKAGE_SCHEME, SMOLLM2_PACKAGE, is_hf_directory
 
 SHARED = "shared"
@@ -83,9 +90,13 @@ def _valid_device(device: str) -> bool:
 class ModelRegistry:
     """Mechanism only: callers (services, CLI) decide *whether* a principal may add or remove."""
 
-    def __init__(self, sessions: sessionmaker[Session], settings: ModelSettings) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], settings: ModelSettings, *, sealed: SealedModels | None = None
+    ) -> None:
+        """Without ``sealed`` only shared and upstream models can be registered."""
         self._sessions = sessions
         self._settings = settings
+        self._sealed = sealed
 
     @property
     def default_chat(self) -> str:
@@ -148,14 +159,26 @@ class ModelRegistry:
             encoded = json.dumps(options or {}, sort_keys=True)
         except (TypeError, ValueError):
             raise InvalidInput("model options must be JSON values") from None
+        if tenant is None or kind == "upstream":
+            return self._insert(name, kind, source, device, tenant, encoded)
+        with self._sessions() as session:
+            tenant_id = self._tenant_id(session, tenant)
+            if session.scalar(self._row_query(name, tenant_id)) is not None:  # before sealing gigabytes
+                raise Conflict(f"model {name!r} is already registered")
+        sealer = self._sealer()
+        sealed = sealer.seal(tenant_id, Path(source))
+        try:
+            return self._insert(name, kind, sealed, device, tenant_id, encoded)
+        except BaseException:
+            sealer.delete(tenant_id, sealed)
+            raise
+
+    def _insert(self, name: str, kind: str, source: str, device: str, tenant: str | None, options: str) -> ModelInfo:
         try:
             with transaction(self._sessions) as session:
                 tenant_id = self._tenant_id(session, tenant) if tenant else None
                 scope = tenant_id or SHARED
-                exists = select(RegisteredModel.id).where(
-                    RegisteredModel.name == name, RegisteredModel.owner_scope == scope
-                )
-                if session.scalar(exists) is not None:
+                if session.scalar(self._row_query(name, scope)) is not None:
                     raise Conflict(f"model {name!r} is already registered")
                 row = RegisteredModel(
                     name=name,
@@ -165,7 +188,7 @@ class ModelRegistry:
                     owner_scope=scope,
                     owner_tenant_id=tenant_id,
                     version=1,
-                    options=encoded,
+                    options=options,
                 )
                 session.add(row)
                 session.flush()
@@ -185,7 +208,37 @@ class ModelRegistry:
                 raise NotFound(f"no model named {name!r}")
             view = _view(row)
             session.delete(row)
-            return view
+        if is_sealed(view.source):
+            self._sealer().delete(view.owner, view.source)
+        return view
+
+    def open_sealed(self, info: ModelInfo) -> AbstractContextManager[Path]:
+        """A sealed model's files as a memory-backed directory, for the duration of a load."""
+        return self._sealer().open(info.owner, info.source)
+
+    def sweep_sealed(self, older_than: timedelta = timedelta(hours=1)) -> int:
+        """Delete sealed model files no registered model references (left by a killed seal)."""
+        sealer = self._sealer()
+        with self._sessions() as session:
+            tenants = list(session.scalars(select(Tenant.id)))
+            rows = session.execute(
+                select(RegisteredModel.owner_scope, RegisteredModel.source).where(
+                    RegisteredModel.source.startswith(SEALED_SCHEME)
+                )
+            )
+            keep: dict[str, set[str]] = {}
+            for scope, source in rows:
+                keep.setdefault(scope, set()).add(source)
+        return sum(sealer.sweep(t, keep.get(t, set()), older_than=older_than) for t in tenants)
+
+    def _sealer(self) -> SealedModels:
+        if self._sealed is None:
+            raise ConfigError("tenant-owned local models need the encrypted blob store; this registry has none")
+        return self._sealed
+
+    @staticmethod
+    def _row_query(name: str, scope: str) -> Select[str]:
+        return select(RegisteredModel.id).where(RegisteredModel.name == name, RegisteredModel.owner_scope == scope)
 
     @staticmethod
     def _tenant_id(session: Session, ref: str) -> str:
@@ -200,8 +253,8 @@ class ModelRegistry:
             if not source.startswith(("http://", "https://")):
                 raise InvalidInput("an upstream source is the engine's base URL, e.g. http://10.0.0.5:8000/v1")
             return source.rstrip("/")
-        if source.startswith(PACKAGE_SCHEME):
-            raise InvalidInput("package sources are reserved for built-in models")
+        if source.startswith((PACKAGE_SCHEME, SEALED_SCHEME)):
+            raise InvalidInput("package and sealed sources are reserved for built-in and sealed models")
         path = Path(source).expanduser()
         if not path.is_absolute():
             raise InvalidInput("a local model source must be an absolute directory path")

@@ -12,9 +12,9 @@ Operators may also copy any Hugging Face-format directory into the store. Writes
 atomic: a model is built in a temporary sibling directory and renamed into place, so a
 crash never leaves a half-written model that looks complete.
 
-Not here yet: tenant-owned artifacts (fine-tuned heads, LoRA adapters) must be encrypted
-at rest with the tenant's data key; they will be written through ``appliance.crypto``'s
-streaming blob files, not as plain files in this store.
+Tenant-owned models are not kept here: they are sealed with the tenant's data key into the
+blob store and loaded from memory (:mod:`appliance.models.sealed`); only shared models and
+the converted built-ins are plain directories in this store.
 """
 
 from __future__ import annotations

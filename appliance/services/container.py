@@ -72,9 +72,13 @@ class Services:
 
     @property
     def model_registry(self) -> ModelRegistry:
-        from appliance.models import ModelRegistry
+        def build() -> ModelRegistry:
+            from appliance.models import ModelRegistry
+            from appliance.models.sealed import SealedModels
 
-        return self._once("model_registry", lambda: ModelRegistry(self.sessions, self.settings.models))
+            return ModelRegistry(self.sessions, self.settings.models, sealed=SealedModels(self.blobs))
+
+        return self._once("model_registry", build)
 
     @property
     def models(self) -> ModelManager:

@@ -217,7 +217,8 @@ def test_a_model_registered_after_the_model_list_was_read_is_served_at_once(live
     client = openai.OpenAI(base_url=f"{live.base_url}/v1", api_key=live.key(Role.APP, tenant), max_retries=0)
     assert "minilm-late" not in {m.id for m in client.models.list()}
     client.embeddings.create(model=EMBED, input="warm")  # the tenant's model list is now remembered
-    live.services.model_registry.add("minilm-late", "embedding", str(minilm_directory()), tenant=tenant)
+    added = live.services.model_registry.add("minilm-late", "embedding", str(minilm_directory()), tenant=tenant)
+    assert added.source.startswith("sealed:")  # a tenant's own model is served from its sealed files
     assert len(client.embeddings.create(model="minilm-late", input="hello").data[0].embedding) == 384
 
 

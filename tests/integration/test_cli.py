@@ -114,3 +114,34 @@ def test_maintenance_purges_and_signs_a_checkpoint(run: Run) -> None:
     assert out["checkpoint"]["entry_count"] >= 1  # type: ignore[index]
     verify = run("audit", "verify", "--json")
     assert verify.returncode == 0, verify.stdout
+
+
+@pytest.mark.slow
+def test_a_tenant_model_added_by_the_cli_is_sealed_served_from_memory_and_removed_with_its_files(
+    run: Run, tmp_path: Path
+) -> None:
+    import shutil
+
+    from tests.unit.models import support
+
+    _json(run("init", "--json"))
+    tenant_id = _json(run("tenant", "create", "acme", "--json"))["id"]
+    source = support.minilm_copy(tmp_path)
+    samples = support.plaintext_samples(source)
+    added = _json(run("model", "add", "acme-embed", "--kind", "embedding", "--source", str(source),
+                      "--tenant", "acme", "--device", "cpu", "--json"))  # fmt: skip
+    assert str(added["source"]).startswith("sealed:")
+    shutil.rmtree(source)  # the sealed copy is all the appliance needs
+    assert support.files_containing(tmp_path / "data", samples) == []
+    warm = _json(run("model", "warmup", "acme-embed", "--tenant", "acme", "--json"))
+    assert warm["model"]["source"] == added["source"]  # type: ignore[index]
+    assert support.files_containing(tmp_path / "data", samples) == []
+
+    bad = run("model", "add", "other", "--kind", "embedding", "--source", str(tmp_path / "nowhere"), "--tenant", "acme")
+    assert bad.returncode == 2
+    assert "is not a Hugging Face-format model directory" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert _json(run("maintenance", "--json"))["sealed_model_blobs_swept"] == 0
+
+    _json(run("model", "remove", "acme-embed", "--tenant", "acme", "--json"))
+    assert list((tmp_path / "data" / "blobs" / str(tenant_id)).iterdir()) == []

@@ -8,7 +8,10 @@ that conversion produced.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -121,3 +124,47 @@ def train_support_classifier(out: Path, *, seed: int = 0) -> Path:
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
+
+
+def minilm_copy(into: Path) -> Path:
+    """A private copy of the built-in MiniLM directory, to register as a tenant's own model."""
+    target = into / "minilm-copy"
+    shutil.copytree(minilm_directory(), target)
+    return target
+
+
+def plaintext_samples(model_dir: Path) -> dict[str, bytes]:
+    """Pieces of a model's files that must never appear in storage once it is sealed."""
+    weights = (model_dir / "model.safetensors").read_bytes()
+    middle = len(weights) // 2
+    sample = weights[middle : middle + 64]
+    assert len(set(sample)) > 16, "pick a slice of real weights, not padding"
+    return {
+        "config.json": (model_dir / "config.json").read_bytes(),
+        "model.safetensors[64 bytes]": sample,
+        "vocab.txt[64 bytes]": (model_dir / "vocab.txt").read_bytes()[5000:5064],
+    }
+
+
+def files_containing(root: Path, samples: dict[str, bytes]) -> list[str]:
+    """``file: sample`` for every file under ``root`` that holds one of the samples."""
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        data = path.read_bytes()
+        found += [f"{path}: {name}" for name, sample in samples.items() if sample in data]
+    return found
+
+
+def open_memory_files() -> list[str]:
+    """This process's open anonymous memory files (what a sealed model is decrypted into)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("/memfd:"):
+                names.append(target)
+    return names
+
+
+def sealed_scratch_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("appliance-sealed-*")}

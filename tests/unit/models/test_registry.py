@@ -9,6 +9,7 @@ import pytest
 
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.models.registry import ModelRegistry
+from appliance.models.sealed import SealedModels
 from appliance.services.container import Services
 from appliance.services.principal import Principal
 
@@ -24,7 +25,7 @@ def hf_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def registry(services: Services) -> ModelRegistry:
-    return ModelRegistry(services.sessions, services.settings.models)
+    return ModelRegistry(services.sessions, services.settings.models, sealed=SealedModels(services.blobs))
 
 
 def _tenant(services: Services, slug: str) -> str:
