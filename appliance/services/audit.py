@@ -145,6 +145,14 @@ class PreparedEntry:
 
 
 @dataclass(frozen=True)
+class _Appended:
+    """What one transaction appended, to recognise it in the table if its COMMIT's answer is lost."""
+
+    ids: list[int]
+    last_mac: bytes
+
+
+@dataclass(frozen=True)
 class AuditView:
     id: int
     created_at: datetime
@@ -392,10 +400,27 @@ class AuditLog:
 
         def write() -> list[int]:
             self._reserve(entries)
-            with transaction(self._sessions) as own:
-                return self._append_all(own, entries)
+            appended: list[_Appended] = []
+            try:
+                with transaction(self._sessions) as own:
+                    return self._append_all(own, entries, appended)
+            except SQLAlchemyError:
+                # An error after COMMIT was sent (a connection dropped then) does not say
+                # the transaction failed: if the last entry is there as chained, it did
+                # not, and writing the group again would put every entry in twice.
+                if appended and self._is_committed(appended[0]):
+                    return appended[0].ids
+                raise
 
         return self._write(write, entries)
+
+    def _is_committed(self, appended: _Appended) -> bool:
+        try:
+            with self._sessions() as s:
+                mac = s.scalar(select(AuditEntry.mac).where(AuditEntry.id == appended.ids[-1]))
+        except SQLAlchemyError:
+            return False  # cannot tell: report the failure; the caller's action is not carried out
+        return mac is not None and bytes(mac) == appended.last_mac
 
     def _reserve(self, entries: Sequence[PreparedEntry]) -> None:
         """Sealing a payload may reserve key budget on a connection of its own: do it before the lock."""
@@ -412,9 +437,12 @@ class AuditLog:
                 log.error("audit write failed", extra={"audit_action": action, "error": type(exc).__name__})
             raise AuditUnavailable("the audit trail could not be written, so the action was not carried out") from exc
 
-    def _append_all(self, s: Session, entries: Sequence[PreparedEntry]) -> list[int]:
+    def _append_all(
+        self, s: Session, entries: Sequence[PreparedEntry], appended: list[_Appended] | None = None
+    ) -> list[int]:
         """Insert each entry (its id comes back), chain the MACs in memory, then write every
-        MAC (and sealed payload) in one bulk update: Core statements, not one ORM flush per row."""
+        MAC (and sealed payload) in one bulk update: Core statements, not one ORM flush per row.
+        ``appended`` receives the ids and the last MAC once all are written, before COMMIT."""
         self._lock(s)
         version, key = self._mac_key(s)
         prev_mac, prev_time = self._head(s)
@@ -460,6 +488,8 @@ class AuditLog:
             prev_mac, prev_time = mac, created
             ids.append(entry_id)
         self._finish(s, finals)
+        if appended is not None and ids:
+            appended.append(_Appended(ids, prev_mac))
         metrics.AUDIT_ENTRIES.inc(len(ids))
         return ids
 

@@ -11,7 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from appliance.db.base import utcnow
 from appliance.db.models import AuditCheckpoint, AuditEntry
@@ -154,5 +155,52 @@ def test_one_entry_that_cannot_be_written_does_not_fail_the_others(services: Ser
         writer.close()
     assert isinstance(outcomes[2], AuditUnavailable)
     assert all(isinstance(o, int) for i, o in enumerate(outcomes) if i != 2)
+    assert _count(services) == before + 4
+    assert audit.verify().ok
+
+
+@contextmanager
+def commit_reported_lost(services: Services, times: int = 1) -> Iterator[None]:
+    """A COMMIT that reached the database but whose answer did not come back (a connection
+    dropped at that moment): the transaction is committed, then the caller sees an error."""
+    left = [times]
+
+    def lost(session: Any) -> None:
+        if left[0] > 0:
+            left[0] -= 1
+            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection unexpectedly"))
+
+    event.listen(services.sessions, "after_commit", lost)
+    try:
+        yield
+    finally:
+        event.remove(services.sessions, "after_commit", lost)
+
+
+def test_a_commit_whose_answer_was_lost_is_not_written_twice(services: Services) -> None:
+    audit = AuditLog(services.sessions, services.data_keys)
+    before = _count(services)
+    entries = [audit.prepare("embeddings", actor=OPERATOR, facts={"inputs": i}) for i in range(3)]
+    with commit_reported_lost(services):
+        ids = audit.record_many(entries)
+    assert len(ids) == 3
+    assert _count(services) == before + 3
+    assert audit.verify().ok
+
+
+def test_the_writer_answers_callers_once_when_a_commit_answer_was_lost(services: Services) -> None:
+    audit = AuditLog(services.sessions, services.data_keys)
+    writer = AuditWriter(audit)
+    before = _count(services)
+
+    async def go() -> list[int]:
+        return list(await asyncio.gather(*(writer.record("embeddings", actor=OPERATOR) for _ in range(4))))
+
+    try:
+        with commit_reported_lost(services):
+            ids = asyncio.run(go())
+    finally:
+        writer.close()
+    assert len(set(ids)) == 4
     assert _count(services) == before + 4
     assert audit.verify().ok
