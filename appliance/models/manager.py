@@ -210,19 +210,9 @@ class ModelManager:
                 default_max_tokens=int(info.options.get("default_max_tokens", 512)),
                 observer=self._observer,
             )
-        if info.kind == "embedding":
-            return LocalEmbeddingRunner(
-                info.name,
-                path,
-                device=device,
-                max_batch=s.embedding_max_batch,
-                max_queue=s.max_queue,
-                max_wait_ms=float(info.options.get("max_wait_ms", 5.0)),
-                request_timeout_s=s.request_timeout_s,
-                observer=self._observer,
-            )
-        if info.kind == "classifier":
-            return LocalClassifierRunner(
+        batched = _TEXT_BATCH_RUNNERS.get(info.kind)
+        if batched is not None:
+            return batched(
                 info.name,
                 path,
                 device=device,
@@ -233,6 +223,13 @@ class ModelManager:
                 observer=self._observer,
             )
         raise NotSupportedYet(f"serving {info.kind} models is not built yet")
+
+
+_TEXT_BATCH_RUNNERS: dict[str, type[LocalEmbeddingRunner | LocalClassifierRunner]] = {
+    "embedding": LocalEmbeddingRunner,
+    "classifier": LocalClassifierRunner,
+}
+"""Kinds served by one forward pass per batch of texts, built from the same settings."""
 
 
 def _read_key(path: Any) -> str | None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import anyio.to_thread
 
@@ -41,6 +41,15 @@ from appliance.services.principal import Principal
 from appliance.services.privacy import AnonymizeCall, Anonymized, PrivacyService
 from appliance.services.privacy_batch import AnonymizeBatcher
 from appliance.services.ttl_cache import DEFAULT_TTL_S, TtlCache
+
+
+class _Counted(Protocol):
+    @property
+    def prompt_tokens(self) -> int: ...
+
+
+R = TypeVar("R")
+T = TypeVar("T", bound=_Counted)
 
 
 class Models(Protocol):
@@ -169,25 +178,13 @@ class InferenceService:
         return models
 
     async def _chat_runner(self, model: str, tenant_id: str) -> ChatRunner:
-        runner = self._chat_runners.get((tenant_id, model))
-        if runner is None:
-            runner = await self._models.load_chat(model, tenant_id)
-            self._chat_runners.put((tenant_id, model), runner)
-        return runner
+        return await _remembered(self._chat_runners, self._models.load_chat, model, tenant_id)
 
     async def _embedding_runner(self, model: str, tenant_id: str) -> EmbeddingRunner:
-        runner = self._embedding_runners.get((tenant_id, model))
-        if runner is None:
-            runner = await self._models.load_embedding(model, tenant_id)
-            self._embedding_runners.put((tenant_id, model), runner)
-        return runner
+        return await _remembered(self._embedding_runners, self._models.load_embedding, model, tenant_id)
 
     async def _classifier_runner(self, model: str, tenant_id: str) -> ClassifierRunner:
-        runner = self._classifier_runners.get((tenant_id, model))
-        if runner is None:
-            runner = await self._models.load_classifier(model, tenant_id)
-            self._classifier_runners.put((tenant_id, model), runner)
-        return runner
+        return await _remembered(self._classifier_runners, self._models.load_classifier, model, tenant_id)
 
     async def _admitted(self, principal: Principal, model: str, kind: str) -> tuple[str, ActivePolicy]:
         tenant_id = self._tenant(principal)
@@ -405,16 +402,28 @@ class InferenceService:
         metrics.MODEL_TOKENS.labels(model, "prompt").inc(usage.prompt_tokens)
         metrics.MODEL_TOKENS.labels(model, "completion").inc(usage.completion_tokens)
 
-    # -- embeddings --------------------------------------------------------------------
+    # -- embeddings and classifications -------------------------------------------------
 
-    async def embed(self, principal: Principal, model: str, texts: list[str], scope: str | None = None) -> EmbedAnswer:
+    async def _one_pass(
+        self,
+        principal: Principal,
+        model: str,
+        kind: str,
+        action: str,
+        texts: list[str],
+        scope: str | None,
+        runner: Callable[[str, str], Awaitable[R]],
+        call: Callable[[R, list[str]], Awaitable[T]],
+    ) -> T:
+        """The flow of a call that is one model pass over texts: admit, anonymize, ``call``
+        the ``runner``, audit. No egress step: the answers (vectors, label scores) hold no
+        text for pseudonyms to be restored into."""
         started = time.perf_counter()
-        action = "embeddings"
-        tenant_id, active = await self._admitted(principal, model, "embedding")
+        tenant_id, active = await self._admitted(principal, model, kind)
         anonymized = await self._anonymize(principal, action, model, active, texts, scope, started)
-        runner = await self._embedding_runner(model, tenant_id)
-        with metrics.MODEL_LATENCY.labels(model, "embedding").time():
-            result = await runner.embed(anonymized.texts)
+        loaded = await runner(model, tenant_id)
+        with metrics.MODEL_LATENCY.labels(model, kind).time():
+            result = await call(loaded, anonymized.texts)
         metrics.MODEL_TOKENS.labels(model, "prompt").inc(result.prompt_tokens)
         await self._record(
             principal,
@@ -424,6 +433,19 @@ class InferenceService:
             outcome="ok",
             started=started,
             facts={"entities": anonymized.audit_facts(), "inputs": len(texts), "prompt_tokens": result.prompt_tokens},
+        )
+        return result
+
+    async def embed(self, principal: Principal, model: str, texts: list[str], scope: str | None = None) -> EmbedAnswer:
+        result = await self._one_pass(
+            principal,
+            model,
+            "embedding",
+            "embeddings",
+            texts,
+            scope,
+            self._embedding_runner,
+            lambda runner, items: runner.embed(items),  # not EmbeddingRunner.embed: that is the Protocol's stub
         )
         return EmbedAnswer(model, result.vectors, result.prompt_tokens)
 
@@ -441,25 +463,31 @@ class InferenceService:
         """
         if top_k is not None and top_k < 1:
             raise InvalidInput("top_k must be at least 1")
-        started = time.perf_counter()
-        action = "classifications"
-        tenant_id, active = await self._admitted(principal, model, "classifier")
-        anonymized = await self._anonymize(principal, action, model, active, texts, scope, started)
-        runner = await self._classifier_runner(model, tenant_id)
-        with metrics.MODEL_LATENCY.labels(model, "classifier").time():
-            result = await runner.classify(anonymized.texts)
-        metrics.MODEL_TOKENS.labels(model, "prompt").inc(result.prompt_tokens)
-        await self._record(
+
+        result = await self._one_pass(
             principal,
-            action,
-            model=model,
-            policy_version=active.version,
-            outcome="ok",
-            started=started,
-            facts={"entities": anonymized.audit_facts(), "inputs": len(texts), "prompt_tokens": result.prompt_tokens},
+            model,
+            "classifier",
+            "classifications",
+            texts,
+            scope,
+            self._classifier_runner,
+            lambda runner, items: runner.classify(items),
         )
         items = result.items if top_k is None else [replace(i, labels=i.labels[:top_k]) for i in result.items]
         return ClassifyAnswer(model, items, result.prompt_tokens)
+
+
+async def _remembered(
+    cache: TtlCache[tuple[str, str], R], load: Callable[[str, str], Awaitable[R]], model: str, tenant_id: str
+) -> R:
+    """The manager's runner for (tenant, model), remembered a few seconds: looking it up
+    reads the registry, a database query per request otherwise."""
+    runner = cache.get((tenant_id, model))
+    if runner is None:
+        runner = await load(model, tenant_id)
+        cache.put((tenant_id, model), runner)
+    return runner
 
 
 async def _empty() -> AsyncGenerator[ChatChunk, None]:
