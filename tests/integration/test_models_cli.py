@@ -138,9 +138,7 @@ def test_a_tenant_classifier_is_added_warmed_up_and_served_by_the_manager(
     with pytest.raises(NotFound):
         invoke(sqlite_services, "warmup", "support-clf")  # not shared: only acme sees it
     settings = sqlite_services.settings
-    manager = ModelManager(
-        settings.models, ModelRegistry(sqlite_services.sessions, settings.models), ModelStore(settings.model_dir)
-    )
+    manager = ModelManager(settings.models, sqlite_services.model_registry, ModelStore(settings.model_dir))
     try:
         runner = asyncio.run(manager.load_classifier("support-clf", acme.id))
         assert isinstance(runner, LocalClassifierRunner)
