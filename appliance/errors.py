@@ -108,6 +108,11 @@ class AuditUnavailable(ApplianceError):
     title = "Audit trail unavailable"
 
 
+class AuditOutcomeUnknown(AuditUnavailable):
+    """A COMMIT of audit entries was sent but neither its answer nor the table could say
+    whether it went through: retrying could write the entries twice, so nothing is retried."""
+
+
 class NotSupportedYet(ApplianceError):
     status = 501
     slug = "not-supported-yet"

@@ -44,7 +44,14 @@ from appliance.crypto.records import DATA_PURPOSE, TenantCipher
 from appliance.db.base import utcnow
 from appliance.db.engine import transaction
 from appliance.db.models import AuditCheckpoint, AuditEntry, DataKey, Role, Tenant
-from appliance.errors import ApplianceError, AuditUnavailable, IntegrityError, InvalidInput, NotFound
+from appliance.errors import (
+    ApplianceError,
+    AuditOutcomeUnknown,
+    AuditUnavailable,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+)
 from appliance.services import metrics
 from appliance.services.audit_chain import (
     GENESIS,
@@ -408,18 +415,31 @@ class AuditLog:
                 # An error after COMMIT was sent (a connection dropped then) does not say
                 # the transaction failed: if the last entry is there as chained, it did
                 # not, and writing the group again would put every entry in twice.
-                if appended and self._is_committed(appended[0]):
+                if not appended:
+                    raise  # failed before COMMIT: rolled back
+                committed = self._is_committed(appended[0])
+                if committed is None:
+                    raise AuditOutcomeUnknown(
+                        "the audit trail could not confirm its write, so the action was not carried out"
+                    ) from None
+                if committed:
                     return appended[0].ids
                 raise
 
         return self._write(write, entries)
 
-    def _is_committed(self, appended: _Appended) -> bool:
+    def _is_committed(self, appended: _Appended) -> bool | None:
+        """Whether a transaction whose COMMIT answer was lost went through; None if the
+        database cannot say. The chain lock waits out that transaction if it is still
+        finishing on the server, so the answer is final."""
         try:
-            with self._sessions() as s:
+            with transaction(self._sessions) as s:
+                if s.get_bind().dialect.name == "postgresql":
+                    s.execute(text("SET LOCAL lock_timeout = '10s'"))
+                self._lock(s)
                 mac = s.scalar(select(AuditEntry.mac).where(AuditEntry.id == appended.ids[-1]))
         except SQLAlchemyError:
-            return False  # cannot tell: report the failure; the caller's action is not carried out
+            return None
         return mac is not None and bytes(mac) == appended.last_mac
 
     def _reserve(self, entries: Sequence[PreparedEntry]) -> None:
@@ -435,6 +455,8 @@ class AuditLog:
             metrics.AUDIT_WRITE_FAILURES.inc(len(entries))
             for action in sorted({e.fields["action"] for e in entries}):
                 log.error("audit write failed", extra={"audit_action": action, "error": type(exc).__name__})
+            if isinstance(exc, AuditOutcomeUnknown):
+                raise
             raise AuditUnavailable("the audit trail could not be written, so the action was not carried out") from exc
 
     def _append_all(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Unpack
 
-from appliance.errors import AuditUnavailable
+from appliance.errors import AuditOutcomeUnknown, AuditUnavailable
 from appliance.services import metrics
 from appliance.services.audit import AuditLog, EntryFields, PreparedEntry
 from appliance.services.principal import Principal
@@ -52,8 +52,8 @@ class AuditWriter(ThreadBatcher[PreparedEntry, int]):
         try:
             ids = self._audit.record_many(items)
         except Exception as exc:  # noqa: BLE001 - reported to the callers
-            if len(items) == 1:
-                return [_unavailable(exc)]
+            if len(items) == 1 or isinstance(exc, AuditOutcomeUnknown):  # the group may be in: never write it again
+                return [_unavailable(exc)] * len(items)
             # Nothing of the group was committed: one entry that cannot be written (say, its
             # tenant's key is gone) must not fail the others, so write each on its own.
             return [item for entry in items for item in self._process([entry])]

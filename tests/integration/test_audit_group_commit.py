@@ -204,3 +204,42 @@ def test_the_writer_answers_callers_once_when_a_commit_answer_was_lost(services:
     assert len(set(ids)) == 4
     assert _count(services) == before + 4
     assert audit.verify().ok
+
+
+def test_when_the_outcome_of_a_commit_cannot_be_told_the_writer_fails_callers_rather_than_write_twice(
+    services: Services,
+) -> None:
+    audit = AuditLog(services.sessions, services.data_keys)
+    writer = AuditWriter(audit)
+    with services.sessions() as s:
+        before = int(s.scalar(select(func.max(AuditEntry.id))) or 0)
+    unreachable = [0]
+
+    def lost(session: Any) -> None:
+        if unreachable[0] == 0:
+            unreachable[0] = 1  # the next look at the table fails too: the outcome is unknown
+            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection unexpectedly"))
+
+    def down(session: Any, transaction: Any, connection: Any) -> None:
+        if unreachable[0] == 1:
+            unreachable[0] = 2  # then the database is back, as it would be for a retry
+            raise OperationalError("BEGIN", {}, ConnectionError("could not connect to server"))
+
+    async def go() -> list[int | BaseException]:
+        calls = (writer.record("embeddings", actor=OPERATOR, facts={"inputs": i}) for i in range(3))
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    event.listen(services.sessions, "after_commit", lost)
+    event.listen(services.sessions, "after_begin", down)
+    try:
+        answers = asyncio.run(go())
+    finally:
+        event.remove(services.sessions, "after_commit", lost)
+        event.remove(services.sessions, "after_begin", down)
+        writer.close()
+    assert any(isinstance(a, AuditUnavailable) for a in answers), answers  # the unconfirmed group: 503
+    with services.sessions() as s:
+        facts = s.scalars(select(AuditEntry.facts).where(AuditEntry.id > before)).all()
+    assert len(facts) == len(set(facts)), facts  # each caller's entry at most once
+    assert {f'{{"inputs":{i}}}' for i, a in enumerate(answers) if isinstance(a, int)} <= set(facts)
+    assert audit.verify().ok
