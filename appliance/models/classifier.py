@@ -34,8 +34,23 @@ class LocalClassifierRunner(BatchedTextRunner[list[float], ClassificationResult]
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(self._dir), local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(str(self._dir), local_files_only=True)
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            str(self._dir), local_files_only=True, output_loading_info=True
+        )
+        if loading.get("missing_keys"):
+            # transformers fills missing head weights with random values and only logs it:
+            # a plain encoder would "classify" with noise.
+            missing = ", ".join(sorted(loading["missing_keys"])[:4])
+            raise ConfigError(
+                f"model {self.name!r} has no trained classification head (its weights lack {missing}); "
+                "register a directory saved from a ...ForSequenceClassification model"
+            )
         config = model.config
+        if tokenizer.pad_token is None:  # GPT-2 and Llama style classifiers ship none
+            if tokenizer.eos_token is None:
+                raise ConfigError(f"classifier {self.name!r}: its tokenizer has no padding token and no end token")
+            tokenizer.pad_token = tokenizer.eos_token
+            config.pad_token_id = tokenizer.pad_token_id  # where such models read their last real token
         try:
             labels = tuple(str(config.id2label[i]) for i in range(int(config.num_labels)))
         except KeyError as exc:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.errors import InvalidInput, Overloaded
+from appliance.errors import ConfigError, InvalidInput, Overloaded
 from appliance.models.base import ClassificationResult, GenerationTimeout, ModelInput
 from appliance.models.classifier import LocalClassifierRunner
+from appliance.models.store import minilm_directory
 
 HELD_OUT = [
     ("Refund the double charge on my card", "billing"),
@@ -156,3 +157,45 @@ def test_bad_input_is_refused_before_anything_loads(texts: list[object], message
     runner = LocalClassifierRunner("never-loaded", Path("/nonexistent"))
     with pytest.raises(InvalidInput, match=message):
         asyncio.run(runner.classify(texts))  # type: ignore[arg-type]
+
+
+def test_a_directory_without_a_trained_classification_head_is_refused() -> None:
+    # The embedding model loads as a classifier only with a randomly initialised head:
+    # its scores would mean nothing, so loading stops with the missing weights named.
+    runner = LocalClassifierRunner("not-a-classifier", minilm_directory())
+    with pytest.raises(ConfigError, match=r"no trained classification head .*classifier\.weight"):
+        runner.warmup()
+    runner.close()
+
+
+def _without_pad_token(source: Path, target: Path, *, eos: str | None) -> Path:
+    from transformers import AutoTokenizer
+
+    shutil.copytree(source, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    tokenizer.pad_token = None
+    if eos is not None:
+        tokenizer.eos_token = eos
+    tokenizer.save_pretrained(str(target))
+    return target
+
+
+@pytest.mark.slow
+def test_a_tokenizer_without_a_pad_token_pads_with_its_end_token(
+    support_classifier: Path, tmp_path: Path, classifier: LocalClassifierRunner
+) -> None:
+    """GPT-2 and Llama style classifiers ship no pad token; batches of unequal texts still work."""
+    runner = LocalClassifierRunner("no-pad", _without_pad_token(support_classifier, tmp_path / "no-pad", eos="[SEP]"))
+    runner.warmup()
+    try:
+        texts = [text for text, _ in HELD_OUT]
+        assert [i.label for i in asyncio.run(runner.classify(texts)).items] == [label for _, label in HELD_OUT]
+    finally:
+        runner.close()
+
+
+def test_a_tokenizer_with_neither_pad_nor_end_token_is_refused(support_classifier: Path, tmp_path: Path) -> None:
+    runner = LocalClassifierRunner("no-pad-no-eos", _without_pad_token(support_classifier, tmp_path / "x", eos=None))
+    with pytest.raises(ConfigError, match="no padding token"):
+        runner.warmup()
+    runner.close()
