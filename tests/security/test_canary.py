@@ -20,10 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 from pythonjsonlogger.json import JsonFormatter
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from appliance.crypto.blobs import MIN_SEGMENT_SIZE, BlobStore
-from appliance.db.models import Role
+from appliance.db.models import Pseudonym, Role
 from appliance.services.container import Services
 from appliance.services.principal import Principal
 from tests.support import running_server
@@ -95,12 +96,27 @@ def rejected_requests_via_http(ctx: Ctx, canary: str) -> None:
     assert r.status_code == 401
 
 
+def pseudonymized_model_input_via_http(ctx: Ctx, canary: str) -> None:
+    """A served call whose input holds an e-mail address: the pseudonym vault keeps the
+    original (sealed) so answers can be restored, and the audit trail counts it."""
+    app = httpx.Client(base_url=str(ctx.http.base_url), headers={"Authorization": f"Bearer {ctx.app_key}"}, timeout=120)
+    with app:
+        r = app.post(
+            "/v1/embeddings",
+            json={"model": "all-minilm-l6-v2", "input": f"Please write to {canary.lower()}@example.org today."},
+        )
+    assert r.status_code == 200, r.text
+    with ctx.services.sessions() as s:  # the original really went into the vault
+        assert s.scalar(select(func.count()).select_from(Pseudonym).where(Pseudonym.tenant_id == ctx.tenant_id))
+
+
 STORING_PATHS: list[StoringPath] = [
     sealed_columns,
     blob_store_small,
     blob_store_streamed_across_segments,
     policy_via_http,
     rejected_requests_via_http,
+    pseudonymized_model_input_via_http,
 ]
 
 
@@ -167,7 +183,6 @@ def _storage_bytes(services: Services, tmp_path: Path) -> dict[str, bytes]:
 def test_canaries_sent_through_every_storing_path_appear_nowhere_at_rest(
     services: Services, tmp_path: Path, logs: io.StringIO
 ) -> None:
-    # /v1/classifications: until appliance/api/app.py lists it (see tests/e2e/test_classifications.py)
     with running_server(services) as base_url:
         operator = services.api_keys.create(OP, role=Role.OPERATOR, name="canary op").api_key
         tenant = services.tenants.create(OP, "canary-tenant")
