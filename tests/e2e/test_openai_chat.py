@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -136,6 +137,52 @@ def test_unsupported_options_are_refused_clearly(client: openai.OpenAI) -> None:
         )
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}], n=2)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"store": False},
+        {"metadata": {"team": "support"}},
+        {"service_tier": "auto"},
+        {"parallel_tool_calls": False},
+        {"tool_choice": "none"},
+        {"logit_bias": {}},
+        {"top_logprobs": 0},
+        {"modalities": ["text"]},
+    ],
+    ids=lambda o: next(iter(o)),
+)
+def test_options_frameworks_send_by_default_are_accepted(client: openai.OpenAI, options: dict[str, Any]) -> None:
+    """Frameworks built on the OpenAI API send these with neutral values; they change nothing here."""
+    r = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "hi"}], max_tokens=2, **options
+    )
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"logit_bias": {"42": 5}}, "logit_bias"),
+        ({"top_logprobs": 3}, "logprobs"),
+        ({"tool_choice": "required"}, "tools"),
+        ({"modalities": ["text", "audio"]}, "text"),
+    ],
+    ids=["logit_bias", "top_logprobs", "tool_choice", "audio"],
+)
+def test_options_that_would_change_the_answer_are_refused_by_name(
+    client: openai.OpenAI, options: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(openai.UnprocessableEntityError, match=named):
+        client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}], **options)
+
+
+def test_embeddings_dimensions_may_name_the_native_size_only(client: openai.OpenAI) -> None:
+    r = client.embeddings.create(model=EMBED, input="hello", dimensions=384)
+    assert len(r.data[0].embedding) == 384
+    with pytest.raises(openai.UnprocessableEntityError, match="384"):
+        client.embeddings.create(model=EMBED, input="hello", dimensions=128)
 
 
 def _cos(a: list[float], b: list[float]) -> float:

@@ -1,8 +1,9 @@
 """OpenAI-compatible surface (``/v1``): switch an app over by changing ``base_url`` and the key.
 
 Thin: validate the OpenAI-shaped body, hand a ChatCall to the inference service, shape the
-answer (JSON or server-sent events). Unsupported options are refused with a clear 422
-rather than silently ignored, except sampling penalties, which are accepted and ignored.
+answer (JSON or server-sent events). Options that would change the answer and are not
+supported are refused with a clear 422 rather than silently ignored; sampling penalties and
+bookkeeping fields frameworks send with neutral values are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -80,8 +81,18 @@ class ChatBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     presence_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
     logprobs: bool | None = None
+    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
+    logit_bias: dict[str, float] | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    # Sent by frameworks with neutral values; nothing here depends on them. Completions are
+    # never kept for the caller (``store``), and there are no service tiers.
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
 
 
 class EmbeddingsBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -100,10 +111,14 @@ class ClassificationsBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
 
 
 def _to_call(body: ChatBody, conversation: str | None) -> ChatCall:
-    if body.logprobs:
+    if body.logprobs or body.top_logprobs:
         raise InvalidInput("logprobs are not supported")
-    if body.tools:
+    if body.logit_bias:
+        raise InvalidInput("logit_bias is not supported")
+    if body.tools or body.tool_choice not in (None, "none", "auto"):
         raise InvalidInput("tools are not supported by the local models")
+    if body.modalities not in (None, ["text"]):
+        raise InvalidInput("only text output is supported (modalities: ['text'])")
     if body.response_format and body.response_format.get("type") not in (None, "text"):
         raise InvalidInput("only response_format type 'text' is supported")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
@@ -227,9 +242,13 @@ def _b64(vector: list[float]) -> str:
 @post("/v1/embeddings", guards=[MODEL_CALLERS], tags=["openai"], status_code=200)
 async def embeddings(request: AuthedRequest, services: Svc, data: JSONBody[EmbeddingsBody]) -> dict[str, Any]:
     await _within_tenant_limit(request, services)
-    if data.dimensions is not None:
-        raise InvalidInput("dimensions is not supported; the model's native size is returned")
+    if data.dimensions is not None and data.dimensions < 1:
+        raise InvalidInput("dimensions must be at least 1")
     answer = await services.inference.embed(request.user, data.model, _texts(data.input), _conversation(request))
+    native = len(answer.vectors[0])
+    if data.dimensions is not None and data.dimensions != native:
+        # Cutting a vector short is only meaningful for models trained for it; these are not.
+        raise InvalidInput(f"model {answer.model!r} returns {native} dimensions; omit dimensions or send {native}")
     encode = _b64 if data.encoding_format == "base64" else (lambda v: v)
     return {
         "object": "list",
