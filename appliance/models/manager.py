@@ -5,26 +5,39 @@ reach built-in, shared and its own models. Loading is blocking (seconds); async 
 :meth:`ModelManager.load_chat` / :meth:`ModelManager.load_embedding` /
 :meth:`ModelManager.load_classifier` (or warm up at start-up),
 which load in a thread so the event loop keeps serving.
+
+A loaded runner belongs to one *registration*, not just to a name: removing a model and
+adding it again (a retrained classifier; a sealed model gets a new ``sealed:`` source every
+time) makes the next lookup close the old runner and load the new one, also when the
+registry was changed by another process (the CLI). :meth:`ModelManager.forget` unloads
+a model or all of a tenant's models at once (tenant deletion), and every few seconds of
+traffic a lookup also unloads runners whose registration is gone, so a model removed or a
+tenant deleted elsewhere does not stay in memory while the server runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import stat
 import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from appliance.config import ModelSettings
-from appliance.errors import ConfigError, InvalidInput, NotSupportedYet
+from appliance.errors import ConfigError, InvalidInput, NotFound, NotSupportedYet
 from appliance.models.base import ChatRunner, ClassifierRunner, EmbeddingRunner, InputObserver
 from appliance.models.chat import LocalChatRunner
 from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
-from appliance.models.registry import ModelInfo, ModelRegistry
+from appliance.models.registry import SHARED, ModelInfo, ModelRegistry
 from appliance.models.sealed import is_sealed
 from appliance.models.store import ModelStore
 from appliance.models.upstream import UpstreamRunner
@@ -32,6 +45,39 @@ from appliance.models.upstream import UpstreamRunner
 log = logging.getLogger(__name__)
 
 Runner = LocalChatRunner | LocalEmbeddingRunner | LocalClassifierRunner | UpstreamRunner
+
+RECONCILE_EVERY_S = 10.0
+"""How often (at most, and only while lookups happen) loaded runners are checked against the
+registry, so a model removed or a tenant deleted by another process is unloaded."""
+
+
+def registration(info: ModelInfo) -> tuple[str, ...]:
+    """What identifies one registration of a model: it changes when the model is removed and
+    added again, even under the same name and source (``created_at`` differs; a sealed model
+    also gets a new ``sealed:<id>`` source)."""
+    return (
+        info.owner,
+        info.name,
+        info.kind,
+        info.source,
+        info.device,
+        str(info.version),
+        info.created_at.isoformat() if info.created_at is not None else "",
+        json.dumps(info.options, sort_keys=True, default=str),
+    )
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    info: ModelInfo
+    registration: tuple[str, ...]
+    runner: Runner
+
+
+def _registered_at(info: ModelInfo) -> datetime:
+    if info.created_at is None:  # built-ins
+        return datetime.min.replace(tzinfo=UTC)
+    return info.created_at if info.created_at.tzinfo else info.created_at.replace(tzinfo=UTC)
 
 
 def configure_torch_threads(threads: int | None = None) -> int:
@@ -72,10 +118,13 @@ class ModelManager:
         self.store = store
         self._observer = observer
         self._upstream_transport = upstream_transport
-        self._runners: dict[tuple[str, str], Runner] = {}
+        self._runners: dict[tuple[str, str], _Loaded] = {}
+        """One per (owner, name): the runner of the registration last resolved for it."""
         self._lock = threading.Lock()
-        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self._loading: dict[tuple[str, ...], threading.Lock] = {}
         self._closed = False
+        self._unload_listeners: list[Callable[[Sequence[Runner]], None]] = []
+        self._reconciled_at = time.monotonic()
 
     # ---------------------------------------------------------------- lookup
 
@@ -89,7 +138,7 @@ class ModelManager:
         Blocks while a model loads for the first time: on the event loop use
         :meth:`load_chat`, or warm the models up at start-up.
         """
-        info = self.registry.get(name or self._settings.default_chat, tenant_id)
+        info = self._resolve(name or self._settings.default_chat, tenant_id)
         if info.kind not in ("chat", "upstream"):
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not a chat model")
         runner = self._runner(info)
@@ -98,7 +147,7 @@ class ModelManager:
 
     def embedding(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner:
         """The embedding runner for ``name`` (the default model when None); blocks like :meth:`chat`."""
-        info = self.registry.get(name or self._settings.default_embedding, tenant_id)
+        info = self._resolve(name or self._settings.default_embedding, tenant_id)
         if info.kind not in ("embedding", "upstream"):
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not an embedding model")
         runner = self._runner(info)
@@ -110,7 +159,7 @@ class ModelManager:
 
         Upstream engines offer chat and embeddings only, so only local ``classifier`` models qualify.
         """
-        info = self.registry.get(name, tenant_id)
+        info = self._resolve(name, tenant_id)
         if info.kind != "classifier":
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not a classifier")
         runner = self._runner(info)
@@ -129,36 +178,137 @@ class ModelManager:
 
     def warmup(self, name: str, tenant_id: str | None = None) -> ModelInfo:
         """Load ``name`` now (and, for SmolLM2, convert it into the store the first time)."""
-        info = self.registry.get(name, tenant_id)
+        info = self._resolve(name, tenant_id)
         self._runner(info)
         return info
 
     def loaded(self) -> list[tuple[str, str]]:
+        """(owner, name) of every loaded runner."""
         with self._lock:
             return list(self._runners)
+
+    def on_unload(self, listener: Callable[[Sequence[Runner]], None]) -> None:
+        """Call ``listener`` with the runners this manager closes (not at :meth:`close`), so
+        whoever remembers runners (the inference service) stops handing them out."""
+        with self._lock:
+            self._unload_listeners.append(listener)
+
+    def forget(self, owner: str | None = None, name: str | None = None) -> list[tuple[str, str]]:
+        """Close and drop the loaded runners of ``owner`` (a tenant id or ``shared``) and/or
+        ``name`` (both None: all of them); the next lookup loads afresh. Requests already on a
+        dropped runner finish its current step and then get its shutdown 503.
+
+        A tenant's deletion calls this with its id, so its decrypted weights are released.
+        Returns the (owner, name) pairs unloaded."""
+        with self._lock:
+            keys = [k for k in self._runners if (owner is None or k[0] == owner) and (name is None or k[1] == name)]
+            dropped = [self._runners.pop(k) for k in keys]
+        self._unload(dropped)
+        return keys
+
+    def reconcile(self) -> list[tuple[str, str]]:
+        """Unload runners whose registration is gone or was replaced (by this process or
+        another); returns the (owner, name) pairs unloaded."""
+        read_at = datetime.now(UTC)
+        current = {info.key: registration(info) for info in self.registry.list(all_tenants=True)}
+        with self._lock:
+            keys = [
+                key
+                for key, loaded in self._runners.items()
+                if current.get(key) != loaded.registration and _registered_at(loaded.info) < read_at
+            ]
+            dropped = [self._runners.pop(k) for k in keys]
+        self._unload(dropped)
+        return keys
 
     def close(self) -> None:
         """Stop every worker thread; waiting requests end with a 503. Idempotent."""
         with self._lock:
             self._closed = True
-            runners = list(self._runners.values())
+            runners = [loaded.runner for loaded in self._runners.values()]
             self._runners.clear()
         for runner in runners:
             runner.close()
 
     # ---------------------------------------------------------------- loading
 
+    def _resolve(self, name: str, tenant_id: str | None) -> ModelInfo:
+        """The registry's answer for ``name``; runners it shows to be stale are unloaded.
+
+        A loaded runner of the same name that this answer no longer reaches is stale: the
+        tenant's own model when the name now resolves to a shared one or to nothing, the
+        shared one when the name resolves to nothing. (A replaced registration of the same
+        owner is caught by :meth:`_runner`.)"""
+        if self._reconcile_due():
+            self.reconcile()
+        read_at = datetime.now(UTC)
+        try:
+            info = self.registry.get(name, tenant_id)
+        except NotFound:
+            self._drop_if_older(name, {SHARED, tenant_id}, read_at)
+            raise
+        if tenant_id and info.owner != tenant_id:
+            self._drop_if_older(name, {tenant_id}, read_at)
+        return info
+
+    def _reconcile_due(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._reconciled_at < RECONCILE_EVERY_S:
+                return False
+            self._reconciled_at = now  # one caller reconciles; the others go on
+            return True
+
+    def _drop_if_older(self, name: str, owners: set[str | None], read_at: datetime) -> None:
+        with self._lock:
+            keys = [
+                key
+                for key, loaded in self._runners.items()
+                if key[1] == name and key[0] in owners and _registered_at(loaded.info) < read_at
+            ]
+            dropped = [self._runners.pop(k) for k in keys]
+        self._unload(dropped)
+
+    def _unload(self, dropped: Sequence[_Loaded]) -> None:
+        """Close runners already taken out of ``_runners`` (never under the lock: closing
+        waits for the worker's current step) and tell the listeners."""
+        if not dropped:
+            return
+        for loaded in dropped:
+            log.info("unloading model", extra={"model": loaded.info.name, "owner": loaded.info.owner})
+            loaded.runner.close()
+        with self._lock:
+            listeners = list(self._unload_listeners)
+        for listener in listeners:
+            listener([loaded.runner for loaded in dropped])
+
+    def _current(self, info: ModelInfo, ident: tuple[str, ...]) -> tuple[Runner | None, _Loaded | None]:
+        """Under the lock: the loaded runner to serve ``info`` with, or the stale one to replace.
+
+        Another thread may have read the registry after this one and loaded the newer
+        registration already; then that one is served rather than replaced by an older one."""
+        found = self._runners.get(info.key)
+        if found is None:
+            return None, None
+        if found.registration == ident or _registered_at(found.info) > _registered_at(info):
+            return found.runner, None
+        return None, self._runners.pop(info.key)
+
     def _runner(self, info: ModelInfo) -> Runner:
+        ident = registration(info)
         with self._lock:
             if self._closed:
                 raise InvalidInput("the model manager is shut down")
-            found = self._runners.get(info.key)
-            if found is not None:
-                return found
-            gate = self._loading.setdefault(info.key, threading.Lock())
-        with gate:  # one loader per model; others wait for it rather than loading twice
+            found, stale = self._current(info, ident)
+            if found is None:
+                gate = self._loading.setdefault(ident, threading.Lock())
+        if found is not None:
+            return found
+        self._unload([stale] if stale is not None else [])
+        with gate:  # one loader per registration; others wait for it rather than loading twice
             with self._lock:
-                found = self._runners.get(info.key)
+                found, stale = self._current(info, ident)
+            self._unload([stale] if stale is not None else [])
             if found is not None:
                 return found
             with self._sealed_files(info) as path:  # sealed models: decrypted into memory until loaded
@@ -172,7 +322,14 @@ class ModelManager:
                 if self._closed:
                     runner.close()
                     raise InvalidInput("the model manager is shut down")
-                self._runners[info.key] = runner
+                found, stale = self._current(info, ident)
+                if found is None:
+                    self._runners[info.key] = _Loaded(info, ident, runner)
+                    self._loading.pop(ident, None)
+            if found is not None:  # a newer registration was loaded meanwhile
+                runner.close()
+                return found
+            self._unload([stale] if stale is not None else [])
             return runner
 
     def _sealed_files(self, info: ModelInfo) -> contextlib.AbstractContextManager[Path | None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from appliance.config import Settings
 from appliance.crypto.blobs import BlobStore
@@ -113,7 +113,7 @@ class Services:
         def build() -> InferenceService:
             from appliance.services.inference import InferenceService
 
-            return InferenceService(
+            service = InferenceService(
                 policies=self.policies.effective,
                 privacy=self.privacy,
                 models=self.models,
@@ -124,6 +124,8 @@ class Services:
                 remembered_policy=self.policies.remembered,
                 model_cache_ttl_s=self.settings.server.cache_ttl_s,
             )
+            self.models.on_unload(service.forget_runners)  # a closed runner is never handed out
+            return service
 
         return self._once("inference", build)
 
@@ -146,6 +148,9 @@ class Services:
     def _forget_tenant(self, tenant_id: str) -> None:
         self.api_keys.forget(tenant_id=tenant_id)
         self.policies.forget(tenant_id)
+        manager = cast("ModelManager | None", self._lazy.get("models"))  # None: nothing was ever loaded
+        if manager is not None:
+            manager.forget(owner=tenant_id)  # the tenant's own models: their decrypted weights leave memory
 
     def _once(self, name: str, build: Callable[[], T]) -> T:
         with self._lazy_lock:

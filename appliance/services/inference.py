@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar, cast
@@ -156,6 +156,14 @@ class InferenceService:
         self._chat_runners: TtlCache[tuple[str, str], ChatRunner] = TtlCache(model_cache_ttl_s)
         self._embedding_runners: TtlCache[tuple[str, str], EmbeddingRunner] = TtlCache(model_cache_ttl_s)
         self._classifier_runners: TtlCache[tuple[str, str], ClassifierRunner] = TtlCache(model_cache_ttl_s)
+
+    def forget_runners(self, runners: Collection[object]) -> None:
+        """Stop handing out ``runners`` (the model manager closed them: a model removed or
+        replaced, a tenant deleted) and re-read which models the tenants see."""
+        closed = {id(r) for r in runners}
+        for cache in (self._chat_runners, self._embedding_runners, self._classifier_runners):
+            cache.discard_where(lambda _, runner: id(runner) in closed)
+        self._visible.clear()
 
     # -- shared steps ----------------------------------------------------------------------
 
@@ -482,11 +490,13 @@ async def _remembered(
     cache: TtlCache[tuple[str, str], R], load: Callable[[str, str], Awaitable[R]], model: str, tenant_id: str
 ) -> R:
     """The manager's runner for (tenant, model), remembered a few seconds: looking it up
-    reads the registry, a database query per request otherwise."""
+    reads the registry, a database query per request otherwise. A runner the manager closes
+    meanwhile is not stored (the generation changed) nor handed out (it was discarded)."""
     runner = cache.get((tenant_id, model))
     if runner is None:
+        generation = cache.generation
         runner = await load(model, tenant_id)
-        cache.put((tenant_id, model), runner)
+        cache.put((tenant_id, model), runner, generation)
     return runner
 
 
