@@ -185,6 +185,15 @@ def test_embeddings_dimensions_may_name_the_native_size_only(client: openai.Open
         client.embeddings.create(model=EMBED, input="hello", dimensions=128)
 
 
+@pytest.mark.parametrize("tokens", [[464, 3797], [[464, 3797], [40, 1093]]], ids=["one", "several"])
+def test_embeddings_of_token_ids_are_refused_with_advice(client: openai.OpenAI, tokens: list[Any]) -> None:
+    """OpenAI takes token ids from its own tokenizer (LangChain sends them by default)."""
+    with pytest.raises(openai.UnprocessableEntityError, match="token ids"):
+        client.embeddings.create(model=EMBED, input=tokens)
+    with pytest.raises(openai.UnprocessableEntityError, match="list of strings"):
+        client.embeddings.create(model=EMBED, input=["fine", None])  # type: ignore[list-item]
+
+
 def _cos(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / (math.hypot(*a) * math.hypot(*b))
 

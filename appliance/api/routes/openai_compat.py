@@ -97,7 +97,7 @@ class ChatBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class EmbeddingsBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    input: str | Annotated[list[str], msgspec.Meta(min_length=1, max_length=2048)]
+    input: str | Annotated[list[Any], msgspec.Meta(min_length=1, max_length=2048)]  # checked by _texts
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
@@ -228,8 +228,16 @@ async def chat_completions(request: AuthedRequest, services: Svc, data: JSONBody
     return Stream(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-def _texts(value: str | list[str]) -> list[str]:
+def _texts(value: str | list[Any]) -> list[str]:
     texts = [value] if isinstance(value, str) else value
+    if any(isinstance(t, int | list) and not isinstance(t, bool) for t in texts):
+        # OpenAI also takes token ids from its own tokenizer; they mean nothing to these models.
+        raise InvalidInput(
+            "input holds token ids; send the text itself (with LangChain's OpenAIEmbeddings, "
+            "set check_embedding_ctx_length=False)"
+        )
+    if not all(isinstance(t, str) for t in texts):
+        raise InvalidInput("input must be a string or a list of strings")
     if any(not t for t in texts):
         raise InvalidInput("input strings must not be empty")
     return texts
