@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from appliance.cli.context import CliState, pass_state
-from appliance.cli.output import console, emit_json, json_option
+from appliance.cli.output import console, emit_json, err_console, json_option
+from appliance.errors import ApplianceError
 from appliance.services.principal import Principal
 
 
@@ -13,23 +17,42 @@ from appliance.services.principal import Principal
 @json_option
 @pass_state
 def maintenance(state: CliState, as_json: bool) -> None:
-    """Purge expired pseudonyms, purge audit data past each tenant's retention, delete sealed
-    model files no model references (a killed registration), sign a checkpoint."""
+    """Purge expired pseudonyms, purge audit data past each tenant's retention, sign a
+    checkpoint, then delete what killed sealed-model registrations left behind.
+
+    The sweep runs after the checkpoint and cannot stop it: a sweep error is reported
+    (``sealed_model_sweep_error``) and makes the exit status 1."""
     services = state.services
     pseudonyms = services.privacy.purge_expired()
     purge = services.audit.purge(actor=Principal.local_operator())
-    orphans = services.model_registry.sweep_sealed()
     checkpoint = services.audit.checkpoint()
+    orphans: int | None = None
+    sweep_error: str | None = None
+    try:
+        orphans = services.model_registry.sweep_sealed()
+    except ApplianceError as exc:
+        sweep_error = exc.detail
+    except OSError as exc:  # the blob directory: an operator's matter, and the path helps
+        sweep_error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # reported, and fails the run; the checkpoint is already signed
+        if os.environ.get("APPLIANCE_DEBUG"):
+            raise
+        sweep_error = f"unexpected {type(exc).__name__}; rerun with APPLIANCE_DEBUG=1 for details"
     result = {
         "pseudonyms_purged": pseudonyms,
         "audit_purge": purge,
         "sealed_model_blobs_swept": orphans,
+        "sealed_model_sweep_error": sweep_error,
         "checkpoint": checkpoint,
     }
     if as_json:
         emit_json(result)
-        return
-    console.print(f"expired pseudonyms purged: {pseudonyms}")
-    console.print(f"orphaned sealed model files deleted: {orphans}")
-    console.print(f"audit purge: {purge}")
-    console.print(f"audit checkpoint: {checkpoint}")
+    else:
+        console.print(f"expired pseudonyms purged: {pseudonyms}")
+        console.print(f"audit purge: {purge}")
+        console.print(f"audit checkpoint: {checkpoint}")
+        if sweep_error is None:
+            console.print(f"orphaned sealed model files deleted: {orphans}")
+    if sweep_error is not None:
+        err_console.print(f"sealed model sweep failed: {sweep_error}")
+        sys.exit(1)  # SystemExit passes the CLI's error handler untouched

@@ -25,12 +25,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,6 +62,7 @@ MAX_SEGMENTS = 2**32 - 1
 TMP_SUFFIX = ".tmp"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _KIND = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+_TMP = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]{0,63})\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX) + "$")
 
 Source = bytes | bytearray | memoryview | Iterable[bytes] | BinaryIO
 KeyForVersion = Callable[[int], bytes]
@@ -263,8 +265,8 @@ class BlobStore:
     """Tenant-scoped encrypted files at ``<blob_dir>/<tenant_id>/<blob_id>`` plus a ``blobs`` row.
 
     The file is written (atomically) before its row is committed, and the row is deleted
-    before its file: a crash can leave an orphan file (sealed, harmless) but never a row
-    without a readable file.
+    before its file: a crash can leave an orphan file (sealed, harmless; see
+    :meth:`remove_orphan_files`) but never a row without a readable file.
     """
 
     def __init__(
@@ -404,6 +406,39 @@ class BlobStore:
                 continue
             found[version] = found.get(version, 0) + 1
         return found
+
+    def remove_orphan_files(self, tenant_id: str, older_than: datetime) -> int:
+        """Remove what a killed write leaves in the tenant's directory, if last modified before
+        ``older_than``: temp files (``<blob id>.<hex>.tmp``) and blob files whose row was
+        never committed. Younger ones may belong to a write still running, so a caller picks
+        a cutoff well past any write's duration. Other names are left alone. -> files removed."""
+        tenant_dir = self._dir / _check_id(tenant_id, "tenant")
+        try:
+            entries = list(tenant_dir.iterdir())
+        except FileNotFoundError:
+            return 0
+        candidates: list[Path] = []
+        for entry in entries:
+            if not (_TMP.fullmatch(entry.name) or _ID.fullmatch(entry.name)):
+                continue
+            try:
+                st = entry.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode) and datetime.fromtimestamp(st.st_mtime, UTC) < older_than:
+                candidates.append(entry)
+        if not candidates:
+            return 0
+        with self._sessions() as session:  # rows read after the listing: a row committed since is seen
+            rows = set(session.scalars(select(Blob.id).where(Blob.tenant_id == tenant_id)))
+        removed = 0
+        for entry in candidates:
+            if entry.name in rows:
+                continue
+            with suppress(FileNotFoundError):
+                entry.unlink()
+                removed += 1
+        return removed
 
     def purge_tenant(self, tenant_id: str) -> int:
         """Remove a deleted tenant's files (already unreadable once its keys are destroyed)."""

@@ -16,17 +16,29 @@ follow those links like ordinary files (safetensors even memory-maps them). The 
 and the descriptors go away when the block ends; weights the loader mapped stay valid for
 as long as the model lives, and their pages can still reach swap like any process memory.
 
+What is sealed: every regular file under the directory except snapshot baggage no loader
+reads: ``.git/``, ``.cache/``, ``onnx/`` and ``openvino/`` directories, ``.gitattributes``
+files, and, in a directory that holds ``.safetensors`` weights, the same weights in other
+formats (``*.bin``, ``*.pt``, ``*.h5``, ``*.msgpack``, ``*.ot``). Every other file is kept
+(tokenizers, ``modules.json``, ``1_Pooling/config.json``, ...). A file symlink is followed
+only when it resolves inside the directory or, for a Hugging Face cache snapshot
+(``<repo>/snapshots/<rev>/``), inside that repo's ``blobs/``. At most :data:`MAX_FILES`
+files, because loading holds one descriptor per file.
+
 Sealing is all or nothing: if any file fails, every blob written so far is deleted. A
-process killed mid-way can leave unreferenced blobs; they are sealed, counted by key
+process killed mid-way can leave unreferenced blobs and, in the tenant's blob directory,
+a temp file or a blob file whose row was never committed; they are sealed, counted by key
 rotation and removed with the tenant, and :meth:`SealedModels.sweep` deletes them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,14 +50,23 @@ from typing import Any
 
 from appliance.crypto.blobs import BlobStore
 from appliance.db.base import utcnow
-from appliance.errors import IntegrityError, InvalidInput, NotFound, NotSupportedYet
+from appliance.errors import ConfigError, IntegrityError, InvalidInput, KeyUnavailable, NotFound, NotSupportedYet
+
+log = logging.getLogger(__name__)
 
 SEALED_SCHEME = "sealed:"
 """Registry sources of sealed models: ``sealed:<manifest blob id>``."""
 MANIFEST_KIND = "model-manifest"
 FILE_KIND = "model-file"
 MANIFEST_FORMAT = 1
-MAX_FILES = 10_000
+MAX_FILES = 512
+"""Loading holds one descriptor per file: stay well below the common default limit of 1024."""
+SKIPPED_DIRS = frozenset({".git", ".cache", "onnx", "openvino"})
+SKIPPED_FILES = frozenset({".gitattributes"})
+DUPLICATE_WEIGHTS = (".bin", ".pt", ".h5", ".msgpack", ".ot")
+"""Weight formats skipped in a directory that has ``.safetensors`` weights (loaders prefer those)."""
+MEMFD_NAME = "appliance-model"
+"""Every memory file's name (the kernel caps names at 249 bytes; the real path is the symlink's)."""
 _CHUNK = 1 << 20
 _SEALS = getattr(fcntl, "F_SEAL_WRITE", 8) | getattr(fcntl, "F_SEAL_GROW", 4) | getattr(fcntl, "F_SEAL_SHRINK", 2)
 
@@ -87,29 +108,61 @@ def _relative(path: str) -> PurePosixPath:
     return rel
 
 
+def _link_roots(source: Path) -> list[Path]:
+    """Where a file symlink in ``source`` (resolved) may point: inside it, and for a Hugging Face
+    cache snapshot (``<repo>/snapshots/<rev>``) inside ``<repo>/blobs``."""
+    roots = [source]
+    blobs = source.parent.parent / "blobs"
+    if source.parent.name == "snapshots" and blobs.is_dir() and not blobs.is_symlink():
+        roots.append(blobs)
+    return roots
+
+
 def _files_of(source: Path) -> list[tuple[str, Path]]:
-    """Every regular file under ``source`` (file symlinks followed, as Hugging Face caches use them)."""
+    """The files to seal under ``source`` (see the module docstring for what is skipped),
+    as (relative path, the path to read)."""
+    root = source.resolve()
+    roots = _link_roots(root)
     found: list[tuple[str, Path]] = []
-    for top, dirs, files in os.walk(source, followlinks=False):
+    for top, dirs, files in os.walk(root, followlinks=False):
         here = Path(top)
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
         for d in dirs:
             if (here / d).is_symlink():
-                raise InvalidInput(f"{source} holds a symlinked directory ({d}); copy it in as a real directory")
+                rel_dir = (here / d).relative_to(root).as_posix()
+                raise InvalidInput(f"{source} holds a symlinked directory ({rel_dir}); copy it in as a real directory")
+        has_safetensors = any(name.endswith(".safetensors") for name in files)
         for name in files:
+            if name in SKIPPED_FILES or (has_safetensors and name.endswith(DUPLICATE_WEIGHTS)):
+                continue
             path = here / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                try:
+                    path = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    raise InvalidInput(f"{rel} in {source} is a broken symlink") from None
+                if not any(path.is_relative_to(r) for r in roots):
+                    raise InvalidInput(
+                        f"{rel} in {source} is a symlink that leads outside the model directory "
+                        "(only links within it, or into a Hugging Face cache's blobs/, are followed)"
+                    )
             if not path.is_file():
-                raise InvalidInput(f"{path.relative_to(source)} in {source} is not a regular readable file")
-            found.append((path.relative_to(source).as_posix(), path))
+                raise InvalidInput(f"{rel} in {source} is not a regular readable file")
+            found.append((rel, path))
     if not found:
         raise InvalidInput(f"{source} holds no files")
     if len(found) > MAX_FILES:
-        raise InvalidInput(f"{source} holds more than {MAX_FILES} files")
+        raise InvalidInput(
+            f"{source} holds {len(found)} files to seal; a tenant model may have at most {MAX_FILES} "
+            "(loading keeps every file open at once)"
+        )
     return sorted(found)
 
 
 def _read(path: Path, digest: Any, rel: str) -> Iterator[bytes]:
     try:
-        with path.open("rb") as fh:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:  # the path checked is the one read
             while chunk := fh.read(_CHUNK):
                 digest.update(chunk)
                 yield chunk
@@ -173,8 +226,10 @@ class SealedModels:
     def open(self, tenant_id: str, source: str) -> Iterator[Path]:
         """A directory of symlinks to verified, read-only memory files, for the block's duration.
 
-        Raises IntegrityError naming the file when any file fails authentication or does not
-        match the manifest; nothing of it stays in memory or on disk then.
+        Raises IntegrityError when any file fails authentication or does not match the
+        manifest (the message names no file; the log names the manifest and the file's
+        index), and ConfigError when the process cannot hold the files (too many open files,
+        no memory); nothing of it stays in memory or on disk then.
         """
         if not hasattr(os, "memfd_create"):
             raise NotSupportedYet("sealed models load through memfd_create, which needs Linux")
@@ -182,20 +237,24 @@ class SealedModels:
         fds: list[int] = []
         scratch = Path(tempfile.mkdtemp(prefix="appliance-sealed-"))  # 0700; holds symlinks only
         try:
-            for f in bundle.files:
-                fd = os.memfd_create(PurePosixPath(f.path).name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-                fds.append(fd)
-                self._fill(fd, tenant_id, f)
-                link = scratch / _relative(f.path)
-                link.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                link.symlink_to(f"/proc/self/fd/{fd}")
+            try:
+                for index, f in enumerate(bundle.files):
+                    fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+                    fds.append(fd)
+                    self._fill(fd, tenant_id, bundle, index)
+                    link = scratch / _relative(f.path)
+                    link.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    link.symlink_to(f"/proc/self/fd/{fd}")
+            except OSError as exc:
+                raise _staging_error(exc, bundle) from None
             yield scratch
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # before the fds close, so no link names a reused fd
             for fd in fds:
                 os.close(fd)
 
-    def _fill(self, fd: int, tenant_id: str, f: SealedFile) -> None:
+    def _fill(self, fd: int, tenant_id: str, bundle: Bundle, index: int) -> None:
+        f = bundle.files[index]
         digest = hashlib.sha256()
         size = 0
         try:
@@ -204,36 +263,54 @@ class SealedModels:
                 size += len(segment)
                 _write_all(fd, segment)
         except (IntegrityError, NotFound):
-            raise IntegrityError(
-                f"sealed model file {f.path!r} failed verification; the model was not loaded"
-            ) from None
+            log.warning("sealed model %s: file %d of %d failed verification", bundle.manifest, index, len(bundle.files))
+            raise IntegrityError("a sealed model file failed verification; the model was not loaded") from None
         if size != f.size or digest.hexdigest() != f.sha256:
-            raise IntegrityError(f"sealed model file {f.path!r} does not match its manifest; the model was not loaded")
+            log.warning(
+                "sealed model %s: file %d of %d does not match its manifest", bundle.manifest, index, len(bundle.files)
+            )
+            raise IntegrityError("a sealed model file does not match its manifest; the model was not loaded")
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)  # what was verified is what the loader reads
         os.lseek(fd, 0, os.SEEK_SET)
 
     def delete(self, tenant_id: str, source: str) -> int:
-        """Delete a sealed model's blobs (the manifest last); returns how many went."""
+        """Delete a sealed model's blobs (the manifest last); returns how many went.
+
+        Never fails for what is already gone or unreadable: when the manifest is missing or
+        cannot be read (damaged, key gone), only the manifest is deleted and its files are
+        left for :meth:`sweep`, which deletes them once nothing references them.
+        """
         manifest_id = _manifest_id(source)
         try:
             ids = self.bundle(tenant_id, source).blob_ids
-        except IntegrityError:
-            ids = [manifest_id]  # unreadable manifest: its files are left for :meth:`sweep`
+        except NotFound:
+            return 0  # no manifest (another remove got there first): nothing names its files any more
+        except (IntegrityError, KeyUnavailable):
+            ids = [manifest_id]
         return self._delete_blobs(tenant_id, [*ids[1:], ids[0]])
 
     def sweep(self, tenant_id: str, keep: set[str], *, older_than: timedelta = timedelta(hours=1)) -> int:
-        """Delete model blobs that no kept source references and that are older than
-        ``older_than`` (younger ones may belong to a seal still running elsewhere)."""
+        """Delete what a killed registration left for ``tenant_id``, if older than ``older_than``
+        (younger ones may belong to a seal still running elsewhere): model blobs that no kept
+        source references, and the tenant's orphan blob files (temp files, files without a
+        row; :meth:`BlobStore.remove_orphan_files`). -> blobs and files deleted.
+
+        A kept model whose manifest cannot be read (damaged, or the tenant's key is gone)
+        keeps every model blob of the tenant: which files it needs is unknown.
+        """
+        cutoff = utcnow() - older_than
+        removed = self._blobs.remove_orphan_files(tenant_id, cutoff)
         blobs = [b for b in self._blobs.list(tenant_id) if b.kind in (FILE_KIND, MANIFEST_KIND)]
         referenced: set[str] = set()
         for source in keep & {SEALED_SCHEME + b.id for b in blobs if b.kind == MANIFEST_KIND}:
             try:
                 referenced.update(self.bundle(tenant_id, source).blob_ids)
-            except IntegrityError:
-                return 0  # cannot tell which files that model needs: delete nothing
-        cutoff = utcnow() - older_than
+            except NotFound:
+                continue  # removed since the listing: its blobs are no longer referenced
+            except (IntegrityError, KeyUnavailable):
+                return removed  # cannot tell which files that model needs: delete no model blob
         stale = [b.id for b in blobs if b.id not in referenced and _aware(b.created_at) < cutoff]
-        return self._delete_blobs(tenant_id, stale)
+        return removed + self._delete_blobs(tenant_id, stale)
 
     def _delete_blobs(self, tenant_id: str, ids: list[str]) -> int:
         removed = 0
@@ -242,6 +319,17 @@ class SealedModels:
                 self._blobs.delete(tenant_id, blob_id)
                 removed += 1
         return removed
+
+
+def _staging_error(exc: OSError, bundle: Bundle) -> ConfigError:
+    """An OSError while staging a sealed model, as an error that names counts, never files."""
+    count = len(bundle.files)
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return ConfigError(
+            f"loading this sealed model needs {count} files open at once and the process ran out of "
+            "file descriptors; raise the open-files limit (LimitNOFILE)"
+        )
+    return ConfigError(f"a sealed model of {count} files could not be staged in memory: {exc.strerror}")
 
 
 def _aware(moment: datetime) -> datetime:

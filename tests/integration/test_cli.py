@@ -116,6 +116,48 @@ def test_maintenance_purges_and_signs_a_checkpoint(run: Run) -> None:
     assert verify.returncode == 0, verify.stdout
 
 
+def _tiny_model(into: Path) -> Path:
+    (into / "tiny").mkdir()
+    (into / "tiny" / "config.json").write_text('{"model_type": "bert"}')
+    (into / "tiny" / "model.safetensors").write_bytes(os.urandom(4096))
+    return into / "tiny"
+
+
+def test_maintenance_signs_its_checkpoint_and_sweeps_past_a_tenant_whose_key_is_gone(run: Run, tmp_path: Path) -> None:
+    import sqlite3
+
+    _json(run("init", "--json"))
+    acme = _json(run("tenant", "create", "acme", "--json"))["id"]
+    _json(run("model", "add", "acme-emb", "--kind", "embedding", "--source", str(_tiny_model(tmp_path)),
+              "--tenant", "acme", "--json"))  # fmt: skip
+    with sqlite3.connect(tmp_path / "data" / "appliance.db") as db:  # the key is lost, the rows remain
+        db.execute("DELETE FROM data_keys WHERE scope = ?", (acme,))
+    out = _json(run("maintenance", "--json"))
+    assert out["sealed_model_blobs_swept"] == 0
+    assert out["sealed_model_sweep_error"] is None
+    assert out["checkpoint"]["entry_count"] >= 1  # type: ignore[index]
+
+
+def test_when_the_sweep_fails_maintenance_still_signs_its_checkpoint_and_exits_non_zero(
+    run: Run, tmp_path: Path
+) -> None:
+    _json(run("init", "--json"))
+    acme = _json(run("tenant", "create", "acme", "--json"))["id"]
+    blob_dir = tmp_path / "data" / "blobs"
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    (blob_dir / str(acme)).write_text("a damaged data directory: a file where the tenant's blobs belong")
+    proc = run("maintenance", "--json")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["sealed_model_blobs_swept"] is None
+    assert "NotADirectoryError" in out["sealed_model_sweep_error"]
+    assert out["checkpoint"]["entry_count"] >= 1
+    verify = _json(run("audit", "verify", "--json"))
+    assert verify["ok"] is True
+    assert verify["checkpoints_checked"] >= 1  # type: ignore[operator]
+
+
 @pytest.mark.slow
 def test_a_tenant_model_added_by_the_cli_is_sealed_served_from_memory_and_removed_with_its_files(
     run: Run, tmp_path: Path
