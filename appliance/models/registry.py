@@ -217,7 +217,8 @@ class ModelRegistry:
         return self._sealer().open(info.owner, info.source)
 
     def sweep_sealed(self, older_than: timedelta = timedelta(hours=1)) -> int:
-        """Delete sealed model files no registered model references (left by a killed seal)."""
+        """Delete, per tenant, what a killed seal left: model blobs no registered model
+        references and orphan blob files (see :meth:`SealedModels.sweep`)."""
         sealer = self._sealer()
         with self._sessions() as session:
             tenants = list(session.scalars(select(Tenant.id)))
