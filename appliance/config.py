@@ -85,6 +85,15 @@ class ModelSettings(_Section):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     max_queue: int = Field(64, ge=1, le=100_000, description="Requests waiting per model before 429.")
     max_batch: int = Field(8, ge=1, le=256, description="Concurrent sequences per chat forward pass.")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description=(
+            "Intra-op threads of each local model's forward passes; 0: half the cores (at least 1), "
+            "because chat and embedding workers run at once beside the request path."
+        ),
+    )
     embedding_max_batch: int = Field(64, ge=1, le=1024, description="Texts per embedding or classifier forward pass.")
     request_timeout_s: float = Field(120.0, gt=0, description="Longest a model call may take.")
     upstream_timeout_s: float = Field(60.0, gt=0, description="HTTP timeout for upstream engines.")

@@ -333,7 +333,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def live_appliance(store: Path, start_timeout_s: float = 240.0) -> Iterator[LiveAppliance]:
+def live_appliance(store: Path, start_timeout_s: float = 240.0, server_threads: int = 0) -> Iterator[LiveAppliance]:
     """``appliance init`` + ``policy apply`` + ``appliance serve`` in a subprocess on loopback."""
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -342,6 +342,7 @@ def live_appliance(store: Path, start_timeout_s: float = 240.0) -> Iterator[Live
             APPLIANCE_DATA_DIR=str(tmp / "data"),
             APPLIANCE_CONFIG=str(tmp / "appliance.toml"),
             APPLIANCE_MODELS__STORE_DIR=str(store.resolve()),
+            APPLIANCE_MODELS__TORCH_THREADS=str(server_threads),
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
         )
@@ -707,8 +708,10 @@ def pipeline_steps(store: Path, calls: int) -> dict[str, list[float]]:
 # ---------------------------------------------------------------- the run
 
 
-def run(store: Path, quick: bool = False) -> dict[str, Throughput]:
-    threads = configure_torch_threads()
+def run(store: Path, quick: bool = False, server_threads: int = 0) -> dict[str, Throughput]:
+    # The in-process baselines use every core (the fastest they can be, so the strictest
+    # baselines); the server uses its own setting, models.torch_threads.
+    threads = configure_torch_threads(len(os.sched_getaffinity(0)))
     seconds = 3.0 if quick else 6.0
     tokens = 24 if quick else 48
     rounds = 1 if quick else 2
@@ -717,7 +720,7 @@ def run(store: Path, quick: bool = False) -> dict[str, Throughput]:
     minilm = minilm_directory()
     smol = ModelStore(store).ensure_smollm2()  # converted once, before the server reads the same store
 
-    with live_appliance(store) as app:
+    with live_appliance(store, server_threads=server_threads) as app:
         # In-process baselines first, while the appliance sits idle.
         results["embed_raw"] = raw_embeddings(minilm, 32, seconds)
         embedder = LocalEmbeddingRunner(EMBED_MODEL, minilm, max_batch=64)
@@ -835,12 +838,15 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help="model store (SmolLM2 is converted here)")
     parser.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--server-torch-threads", type=int, default=0, help="the server's models.torch_threads (0: its default)"
+    )
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     started = time.perf_counter()
-    results = run(args.store, args.quick)
+    results = run(args.store, args.quick, args.server_torch_threads)
     if args.json:
         out: dict[str, Any] = {k: dataclasses.asdict(v) for k, v in results.items()}
         out["verdicts"] = verdicts(results)

@@ -127,7 +127,7 @@ def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) 
     from appliance.models.store import ModelStore
 
     settings = state.settings
-    configure_torch_threads()
+    configure_torch_threads(settings.models.torch_threads or None)
     _quiet_progress_bars()
     registry = _registry(state)
     tenant_id = state.services.tenants.get(Principal.local_operator(), tenant).id if tenant else None

@@ -85,7 +85,7 @@ class Services:
         def build() -> ModelManager:
             from appliance.models import ModelManager, ModelStore, configure_torch_threads
 
-            configure_torch_threads()
+            configure_torch_threads(self.settings.models.torch_threads or None)
             store = ModelStore(self.settings.model_dir)
             return ModelManager(self.settings.models, self.model_registry, store, observer=self.model_observer)
 
