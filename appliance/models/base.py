@@ -14,8 +14,9 @@ only pseudonyms; production leaves it unset.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
 from appliance.errors import Overloaded
@@ -129,6 +130,29 @@ class RunnerStats:
     requests: int = 0
     max_batch_seen: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)
+
+
+class WorkerThreadRunner:
+    """What runners with one worker thread waiting on ``_cond`` share: stopping it and a
+    snapshot of the counters. Subclasses set the four attributes in ``__init__``."""
+
+    _cond: threading.Condition
+    _closed: bool
+    _thread: threading.Thread | None
+    _stats: RunnerStats
+
+    def close(self) -> None:
+        """Stop the worker; calls waiting or running end with a 503. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    @property
+    def stats(self) -> RunnerStats:
+        with self._cond:
+            return replace(self._stats, batch_sizes=dict(self._stats.batch_sizes))
 
 
 class GenerationTimeout(Overloaded):

@@ -21,14 +21,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 import torch
 
 from appliance.errors import InvalidInput, Overloaded
-from appliance.models.base import GenerationTimeout, InputObserver, ModelInput, RunnerStats
+from appliance.models.base import GenerationTimeout, InputObserver, ModelInput, RunnerStats, WorkerThreadRunner
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class _Job(Generic[Output, Result]):
             self.cancelled = True
 
 
-class BatchedTextRunner(ABC, Generic[Output, Result]):
+class BatchedTextRunner(WorkerThreadRunner, ABC, Generic[Output, Result]):
     """The queue, worker thread and per-caller bookkeeping shared by the text runners."""
 
     kind: Literal["embedding", "classifier"]
@@ -125,19 +125,6 @@ class BatchedTextRunner(ABC, Generic[Output, Result]):
             self._loaded = True
             self._thread = threading.Thread(target=self._run, name=f"{self.kind}-{self.name}", daemon=True)
             self._thread.start()
-
-    def close(self) -> None:
-        """Stop the worker; calls still waiting end with a 503. Idempotent."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    @property
-    def stats(self) -> RunnerStats:
-        with self._cond:
-            return replace(self._stats, batch_sizes=dict(self._stats.batch_sizes))
 
     async def _submit(self, texts: Sequence[str]) -> Result:
         items = list(texts)

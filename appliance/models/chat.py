@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from appliance.models.base import (
     ModelInput,
     RunnerStats,
     Usage,
+    WorkerThreadRunner,
     collect,
 )
 
@@ -159,7 +160,7 @@ def _stop_holdback(text: str, stops: Sequence[str]) -> int:
     return best
 
 
-class LocalChatRunner:
+class LocalChatRunner(WorkerThreadRunner):
     """Serves one causal LM directory. Thread-safe; the async methods need a running loop."""
 
     kind = "chat"
@@ -233,19 +234,6 @@ class LocalChatRunner:
             self._model = model
             self._thread = threading.Thread(target=self._run, name=f"chat-{self.name}", daemon=True)
             self._thread.start()
-
-    def close(self) -> None:
-        """Stop the worker; waiting and running requests end with a 503."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    @property
-    def stats(self) -> RunnerStats:
-        with self._cond:
-            return replace(self._stats, batch_sizes=dict(self._stats.batch_sizes))
 
     @property
     def queued(self) -> int:
