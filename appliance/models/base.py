@@ -24,6 +24,12 @@ from appliance.errors import Overloaded
 FinishReason = Literal["stop", "length"]
 ModelKind = Literal["chat", "embedding", "classifier", "upstream"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("chat", "embedding", "classifier", "upstream")
+SERVED_BY: dict[str, tuple[ModelKind, ...]] = {
+    "chat": ("chat", "upstream"),
+    "embedding": ("embedding", "upstream"),
+    "classifier": ("classifier",),  # upstream engines offer chat and embeddings only
+}
+"""Which registered kinds can answer each kind of call."""
 
 
 @dataclass(frozen=True)
@@ -89,16 +95,22 @@ class LabelScore:
 
 @dataclass(frozen=True)
 class Classification:
-    """One text's verdict: the top label and every label's score, highest first.
+    """One text's verdict: every label's score, highest first (never empty).
 
     Scores are a softmax over the labels (they sum to 1), or independent sigmoids for a
     model trained for multi-label classification (each in 0..1, no fixed sum).
     """
 
-    label: str
-    score: float
     labels: tuple[LabelScore, ...]
     tokens: int
+
+    @property
+    def label(self) -> str:
+        return self.labels[0].label
+
+    @property
+    def score(self) -> float:
+        return self.labels[0].score
 
 
 @dataclass(frozen=True)

@@ -85,5 +85,5 @@ class LocalClassifierRunner(BatchedTextRunner[list[float], ClassificationResult]
                 key=lambda s: s.score,
                 reverse=True,
             )
-            items.append(Classification(ranked[0].label, ranked[0].score, tuple(ranked), count))
+            items.append(Classification(tuple(ranked), count))
         return ClassificationResult(items, sum(tokens))

@@ -33,7 +33,7 @@ from typing import Any
 
 from appliance.config import ModelSettings
 from appliance.errors import ConfigError, InvalidInput, NotFound, NotSupportedYet
-from appliance.models.base import ChatRunner, ClassifierRunner, EmbeddingRunner, InputObserver
+from appliance.models.base import SERVED_BY, ChatRunner, ClassifierRunner, EmbeddingRunner, InputObserver
 from appliance.models.chat import LocalChatRunner
 from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
@@ -75,9 +75,8 @@ class _Loaded:
 
 
 def _registered_at(info: ModelInfo) -> datetime:
-    if info.created_at is None:  # built-ins
-        return datetime.min.replace(tzinfo=UTC)
-    return info.created_at if info.created_at.tzinfo else info.created_at.replace(tzinfo=UTC)
+    """When ``info`` was registered (UTC-aware, as the database column returns it); built-ins: never."""
+    return info.created_at if info.created_at is not None else datetime.min.replace(tzinfo=UTC)
 
 
 def configure_torch_threads(threads: int | None = None) -> int:
@@ -142,7 +141,7 @@ class ModelManager:
         :meth:`load_chat`, or warm the models up at start-up.
         """
         info = self._resolve(name or self._settings.default_chat, tenant_id)
-        if info.kind not in ("chat", "upstream"):
+        if info.kind not in SERVED_BY["chat"]:
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not a chat model")
         runner = self._runner(info)
         assert isinstance(runner, LocalChatRunner | UpstreamRunner)
@@ -151,7 +150,7 @@ class ModelManager:
     def embedding(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner:
         """The embedding runner for ``name`` (the default model when None); blocks like :meth:`chat`."""
         info = self._resolve(name or self._settings.default_embedding, tenant_id)
-        if info.kind not in ("embedding", "upstream"):
+        if info.kind not in SERVED_BY["embedding"]:
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not an embedding model")
         runner = self._runner(info)
         assert isinstance(runner, LocalEmbeddingRunner | UpstreamRunner)
@@ -163,7 +162,7 @@ class ModelManager:
         Upstream engines offer chat and embeddings only, so only local ``classifier`` models qualify.
         """
         info = self._resolve(name, tenant_id)
-        if info.kind != "classifier":
+        if info.kind not in SERVED_BY["classifier"]:
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not a classifier")
         runner = self._runner(info)
         assert isinstance(runner, LocalClassifierRunner)
@@ -203,26 +202,16 @@ class ModelManager:
 
         A tenant's deletion calls this with its id, so its decrypted weights are released.
         Returns the (owner, name) pairs unloaded."""
-        with self._lock:
-            keys = [k for k in self._runners if (owner is None or k[0] == owner) and (name is None or k[1] == name)]
-            dropped = [self._runners.pop(k) for k in keys]
-        self._unload(dropped)
-        return keys
+        return self._drop_where(lambda key, _: (owner is None or key[0] == owner) and (name is None or key[1] == name))
 
     def reconcile(self) -> list[tuple[str, str]]:
         """Unload runners whose registration is gone or was replaced (by this process or
         another); returns the (owner, name) pairs unloaded."""
         read_at = datetime.now(UTC)
         current = {info.key: registration(info) for info in self.registry.list(all_tenants=True)}
-        with self._lock:
-            keys = [
-                key
-                for key, loaded in self._runners.items()
-                if current.get(key) != loaded.registration and _registered_at(loaded.info) < read_at
-            ]
-            dropped = [self._runners.pop(k) for k in keys]
-        self._unload(dropped)
-        return keys
+        return self._drop_where(
+            lambda key, loaded: current.get(key) != loaded.registration and _registered_at(loaded.info) < read_at
+        )
 
     def close(self) -> None:
         """Stop every worker thread; waiting requests end with a 503. Idempotent."""
@@ -263,18 +252,22 @@ class ModelManager:
             return True
 
     def _drop_if_older(self, name: str, owners: set[str | None], read_at: datetime) -> None:
+        self._drop_where(
+            lambda key, loaded: key[1] == name and key[0] in owners and _registered_at(loaded.info) < read_at
+        )
+
+    def _drop_where(self, matches: Callable[[tuple[str, str], _Loaded], bool]) -> list[tuple[str, str]]:
+        """Take the matching runners out of ``_runners`` and unload them; returns their keys."""
         with self._lock:
-            keys = [
-                key
-                for key, loaded in self._runners.items()
-                if key[1] == name and key[0] in owners and _registered_at(loaded.info) < read_at
-            ]
+            keys = [key for key, loaded in self._runners.items() if matches(key, loaded)]
             dropped = [self._runners.pop(k) for k in keys]
         self._unload(dropped)
+        return keys
 
-    def _unload(self, dropped: Sequence[_Loaded]) -> None:
+    def _unload(self, candidates: Sequence[_Loaded | None]) -> None:
         """Close runners already taken out of ``_runners`` (never under the lock: closing
         waits for the worker's current step) and tell the listeners."""
+        dropped = [loaded for loaded in candidates if loaded is not None]
         if not dropped:
             return
         for loaded in dropped:
@@ -307,11 +300,11 @@ class ModelManager:
                 gate = self._loading.setdefault(ident, threading.Lock())
         if found is not None:
             return found
-        self._unload([stale] if stale is not None else [])
+        self._unload([stale])
         with gate:  # one loader per registration; others wait for it rather than loading twice
             with self._lock:
                 found, stale = self._current(info, ident)
-            self._unload([stale] if stale is not None else [])
+            self._unload([stale])
             if found is not None:
                 return found
             with self._sealed_files(info) as path:  # sealed models: decrypted into memory until loaded
@@ -332,7 +325,7 @@ class ModelManager:
             if found is not None:  # a newer registration was loaded meanwhile
                 runner.close()
                 return found
-            self._unload([stale] if stale is not None else [])
+            self._unload([stale])
             return runner
 
     def _sealed_files(self, info: ModelInfo) -> contextlib.AbstractContextManager[Path | None]:

@@ -44,7 +44,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -309,7 +309,7 @@ class SealedModels:
                 continue  # removed since the listing: its blobs are no longer referenced
             except (IntegrityError, KeyUnavailable):
                 return removed  # cannot tell which files that model needs: delete no model blob
-        stale = [b.id for b in blobs if b.id not in referenced and _aware(b.created_at) < cutoff]
+        stale = [b.id for b in blobs if b.id not in referenced and b.created_at < cutoff]
         return removed + self._delete_blobs(tenant_id, stale)
 
     def _delete_blobs(self, tenant_id: str, ids: list[str]) -> int:
@@ -330,7 +330,3 @@ def _staging_error(exc: OSError, bundle: Bundle) -> ConfigError:
             "file descriptors; raise the open-files limit (LimitNOFILE)"
         )
     return ConfigError(f"a sealed model of {count} files could not be staged in memory: {exc.strerror}")
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utcnow().tzinfo)

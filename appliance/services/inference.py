@@ -21,6 +21,7 @@ import anyio.to_thread
 from appliance.db.base import utcnow
 from appliance.errors import Blocked, InvalidInput, NotFound
 from appliance.models.base import (
+    SERVED_BY,
     ChatChunk,
     ChatMessage,
     ChatRequest,
@@ -106,14 +107,6 @@ class ClassifyAnswer:
     items: list[Classification]
     """One per input, in order; each item's ``labels`` cut to the caller's ``top_k``."""
     prompt_tokens: int
-
-
-_SERVED_BY: dict[str, tuple[str, ...]] = {
-    "chat": ("chat", "upstream"),
-    "embedding": ("embedding", "upstream"),
-    "classifier": ("classifier",),  # upstream engines offer chat and embeddings only
-}
-"""Which registered kinds can answer each kind of call."""
 
 
 def output_rules(rules: PrivacyRules, action: str) -> PrivacyRules:
@@ -209,7 +202,7 @@ class InferenceService:
         info = {m.name: m for m in models if active.policy.allows_model(m.name)}.get(model)  # the last wins
         if info is None:
             raise NotFound(f"the model {model!r} does not exist or this tenant may not use it")
-        if info.kind not in _SERVED_BY[kind]:
+        if info.kind not in SERVED_BY[kind]:
             raise InvalidInput(f"the model {model!r} is a {info.kind} model, not a {kind} model")
         return active
 
