@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from appliance.cli.context import CliState
 from appliance.cli.keys import keys
 from appliance.cli.maintenance import maintenance
 from appliance.cli.models import model
+from appliance.cli.output import error_text
 from appliance.cli.policy import policy
 from appliance.cli.server import db, init, serve
-from appliance.errors import ApplianceError
 
 
 @click.group()
@@ -49,13 +48,8 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
-    except ApplianceError as exc:
-        click.echo(f"error: {exc.detail}", err=True)
-        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:
-        if os.environ.get("APPLIANCE_DEBUG"):
-            raise
-        click.echo(f"error: unexpected {type(exc).__name__}; rerun with APPLIANCE_DEBUG=1 for details", err=True)
+    except Exception as exc:  # noqa: BLE001 - one line via error_text; APPLIANCE_DEBUG=1 re-raises
+        click.echo(f"error: {error_text(exc)}", err=True)
         sys.exit(2)

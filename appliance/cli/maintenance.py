@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
 from appliance.cli.context import CliState, pass_state
-from appliance.cli.output import console, emit_json, err_console, json_option
-from appliance.errors import ApplianceError
+from appliance.cli.output import console, emit_json, err_console, error_text, json_option
 from appliance.services.principal import Principal
 
 
@@ -30,14 +28,10 @@ def maintenance(state: CliState, as_json: bool) -> None:
     sweep_error: str | None = None
     try:
         orphans = services.model_registry.sweep_sealed()
-    except ApplianceError as exc:
-        sweep_error = exc.detail
     except OSError as exc:  # the blob directory: an operator's matter, and the path helps
         sweep_error = f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # reported, and fails the run; the checkpoint is already signed
-        if os.environ.get("APPLIANCE_DEBUG"):
-            raise
-        sweep_error = f"unexpected {type(exc).__name__}; rerun with APPLIANCE_DEBUG=1 for details"
+    except Exception as exc:  # noqa: BLE001 - reported, fails the run; the checkpoint is already signed
+        sweep_error = error_text(exc)
     result = {
         "pseudonyms_purged": pseudonyms,
         "audit_purge": purge,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,6 +13,8 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+
+from appliance.errors import ApplianceError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -50,3 +53,13 @@ def show(value: Any, as_json: bool, columns: Sequence[str], title: str | None = 
         emit_json(value)
     else:
         table(value if isinstance(value, list) else [value], columns, title)
+
+
+def error_text(exc: Exception) -> str:
+    """How the CLI words a failure in one line: the appliance's own message, else only the
+    exception's type (its text may hold values). Re-raises under ``APPLIANCE_DEBUG=1``."""
+    if isinstance(exc, ApplianceError):
+        return exc.detail
+    if os.environ.get("APPLIANCE_DEBUG"):
+        raise exc
+    return f"unexpected {type(exc).__name__}; rerun with APPLIANCE_DEBUG=1 for details"
