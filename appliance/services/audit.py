@@ -350,7 +350,7 @@ class AuditLog:
 
         def write() -> list[int]:
             self._reserve([entry])
-            return self._append_all(session, [entry])
+            return self._append_all(session, [entry]).ids
 
         return self._write(write, [entry])[0]
 
@@ -407,23 +407,24 @@ class AuditLog:
 
         def write() -> list[int]:
             self._reserve(entries)
-            appended: list[_Appended] = []
+            appended: _Appended | None = None
             try:
                 with transaction(self._sessions) as own:
-                    return self._append_all(own, entries, appended)
+                    appended = self._append_all(own, entries)
+                return appended.ids
             except SQLAlchemyError:
                 # An error after COMMIT was sent (a connection dropped then) does not say
                 # the transaction failed: if the last entry is there as chained, it did
                 # not, and writing the group again would put every entry in twice.
-                if not appended:
+                if appended is None:
                     raise  # failed before COMMIT: rolled back
-                committed = self._is_committed(appended[0])
+                committed = self._is_committed(appended)
                 if committed is None:
                     raise AuditOutcomeUnknown(
                         "the audit trail could not confirm its write, so the action was not carried out"
                     ) from None
                 if committed:
-                    return appended[0].ids
+                    return appended.ids
                 raise
 
         return self._write(write, entries)
@@ -459,12 +460,10 @@ class AuditLog:
                 raise
             raise AuditUnavailable("the audit trail could not be written, so the action was not carried out") from exc
 
-    def _append_all(
-        self, s: Session, entries: Sequence[PreparedEntry], appended: list[_Appended] | None = None
-    ) -> list[int]:
+    def _append_all(self, s: Session, entries: Sequence[PreparedEntry]) -> _Appended:
         """Insert each entry (its id comes back), chain the MACs in memory, then write every
         MAC (and sealed payload) in one bulk update: Core statements, not one ORM flush per row.
-        ``appended`` receives the ids and the last MAC once all are written, before COMMIT."""
+        Returns the ids and the last MAC, which recognise the group if its COMMIT answer is lost."""
         self._lock(s)
         version, key = self._mac_key(s)
         prev_mac, prev_time = self._head(s)
@@ -510,10 +509,8 @@ class AuditLog:
             prev_mac, prev_time = mac, created
             ids.append(entry_id)
         self._finish(s, finals)
-        if appended is not None and ids:
-            appended.append(_Appended(ids, prev_mac))
         metrics.AUDIT_ENTRIES.inc(len(ids))
-        return ids
+        return _Appended(ids, prev_mac)
 
     @staticmethod
     def _finish(s: Session, finals: list[dict[str, Any]]) -> None:
