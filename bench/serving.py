@@ -637,7 +637,7 @@ def pipeline_steps(store: Path, calls: int) -> dict[str, list[float]]:
     from appliance.config import Settings
     from appliance.crypto.keyring import MasterKeyring, new_key
     from appliance.db import migrate
-    from appliance.db.models import Role
+    from appliance.roles import Role
     from appliance.services.api_keys import ApiKeyService
     from appliance.services.audit import PreparedEntry
     from appliance.services.container import build_services

@@ -29,8 +29,8 @@ from appliance.api.app import create_asgi
 from appliance.config import PrivacySettings, Settings
 from appliance.crypto.keyring import MasterKeyring, new_key
 from appliance.db import migrate
-from appliance.db.models import Role
 from appliance.models.base import InputObserver, ModelInput
+from appliance.roles import Role
 from appliance.services.container import Services, build_services
 from appliance.services.principal import Principal
 

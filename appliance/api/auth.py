@@ -10,8 +10,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from appliance.db.models import Role
 from appliance.errors import AuthenticationFailed, PermissionDenied
+from appliance.roles import Role
 from appliance.services.container import Services
 from appliance.services.principal import Principal
 

@@ -8,7 +8,7 @@ import click
 
 from appliance.cli.context import CliState, pass_state
 from appliance.cli.output import console, emit_json, json_option, show
-from appliance.db.models import Role
+from appliance.roles import Role
 from appliance.services.principal import Principal
 
 TENANT_COLUMNS = ("slug", "display_name", "id", "created_at")

@@ -11,9 +11,10 @@ from appliance.cli.context import CliState, pass_state
 from appliance.cli.output import console, emit_json, err_console, json_option
 from appliance.crypto.keyring import new_key, write_key_file
 from appliance.db import migrate
-from appliance.db.models import ApiKey, Role, Tenant
+from appliance.db.models import ApiKey, Tenant
 from appliance.errors import ConfigError
 from appliance.logs import configure_logging
+from appliance.roles import Role
 from appliance.services.principal import Principal
 
 

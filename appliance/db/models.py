@@ -5,24 +5,11 @@ encrypted column helpers from ``appliance.crypto`` (see tests/security/test_sche
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from appliance.db.base import Base, UTCDateTime, new_id, utcnow
-
-
-class Role(StrEnum):
-    OPERATOR = "operator"
-    COMPLIANCE = "compliance"
-    TENANT_ADMIN = "tenant_admin"
-    APP = "app"
-
-    @property
-    def is_global(self) -> bool:
-        """Operator and compliance principals span tenants; the others belong to one."""
-        return self in (Role.OPERATOR, Role.COMPLIANCE)
 
 
 class Tenant(Base):

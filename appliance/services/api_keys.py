@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from appliance.crypto.data_keys import SYSTEM, DataKeyService
 from appliance.db.base import utcnow
 from appliance.db.engine import transaction
-from appliance.db.models import ApiKey, Role, Tenant
+from appliance.db.models import ApiKey, Tenant
 from appliance.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
+from appliance.roles import Role
 from appliance.services.audit import AuditLog
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant

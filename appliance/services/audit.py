@@ -43,7 +43,7 @@ from appliance.crypto.data_keys import SYSTEM, DataKeyService, wrap_context
 from appliance.crypto.records import DATA_PURPOSE, TenantCipher
 from appliance.db.base import utcnow
 from appliance.db.engine import transaction
-from appliance.db.models import AuditCheckpoint, AuditEntry, DataKey, Role, Tenant
+from appliance.db.models import AuditCheckpoint, AuditEntry, DataKey, Tenant
 from appliance.errors import (
     ApplianceError,
     AuditOutcomeUnknown,
@@ -52,6 +52,7 @@ from appliance.errors import (
     InvalidInput,
     NotFound,
 )
+from appliance.roles import Role
 from appliance.services import metrics
 from appliance.services.audit_chain import (
     GENESIS,

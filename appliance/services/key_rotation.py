@@ -33,8 +33,9 @@ from appliance.crypto.records import DATA_PURPOSE, TenantCipher
 from appliance.crypto.sealed_columns import SEALED_COLUMNS, not_version, sealed_version
 from appliance.db.base import utcnow
 from appliance.db.engine import transaction
-from appliance.db.models import Blob, DataKey, Role, Tenant
+from appliance.db.models import Blob, DataKey, Tenant
 from appliance.errors import ApplianceError, IntegrityError, KeyUnavailable
+from appliance.roles import Role
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant
 

@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from appliance.crypto.records import TenantCipher
 from appliance.db.base import utcnow
 from appliance.db.engine import transaction
-from appliance.db.models import PolicyVersion, Role, TenantPolicy
+from appliance.db.models import PolicyVersion, TenantPolicy
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.policy.loader import load_policy_text, preset_text
 from appliance.policy.schema import Policy
+from appliance.roles import Role
 from appliance.services.audit import AuditLog
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant

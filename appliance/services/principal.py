@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.db.models import Role
 from appliance.errors import NotFound, PermissionDenied
+from appliance.roles import Role
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from appliance.crypto.blobs import BlobStore
 from appliance.crypto.data_keys import DataKeyService
 from appliance.crypto.records import DATA_PURPOSE
 from appliance.db.engine import transaction
-from appliance.db.models import Role, Tenant
+from appliance.db.models import Tenant
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.roles import Role
 from appliance.services.audit import AuditLog
 from appliance.services.principal import Principal
 

@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from appliance.cli.context import CliState
 from appliance.cli.models import model as model_cli
-from appliance.db.models import AuditEntry, Role
+from appliance.db.models import AuditEntry
+from appliance.roles import Role
 from appliance.services.principal import Principal
 from tests.support import SeenInputs, Stack, live_stack, make_services, make_settings
 

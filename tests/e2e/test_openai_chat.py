@@ -13,7 +13,8 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from appliance.db.models import AuditEntry, Pseudonym, Role
+from appliance.db.models import AuditEntry, Pseudonym
+from appliance.roles import Role
 from appliance.services.principal import Principal
 from tests.support import SeenInputs, Stack, live_stack, make_services, make_settings
 

@@ -21,8 +21,8 @@ import openai
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from appliance.db.models import Role
 from appliance.models.chat import LocalChatRunner
+from appliance.roles import Role
 from tests.support import Stack, live_stack, make_services, make_settings
 
 CHAT = "smollm2-135m-instruct"

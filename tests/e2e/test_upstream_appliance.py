@@ -24,7 +24,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from sqlalchemy import select
 
-from appliance.db.models import AuditEntry, Role
+from appliance.db.models import AuditEntry
+from appliance.roles import Role
 from tests.support import SeenInputs, Stack, appliance_process, live_stack, make_services, make_settings
 
 CHAT = "smollm2-135m-instruct"

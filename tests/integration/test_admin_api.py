@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from appliance.db.models import Role
+from appliance.roles import Role
 from tests.support import Stack
 
 PROBLEM = "application/problem+json"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import text
 
-from appliance.db.models import Role
+from appliance.roles import Role
 from appliance.services.audit import audit_log_of
 from appliance.services.principal import Principal
 from tests.support import Stack

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from appliance.db.engine import transaction
-from appliance.db.models import AuditCheckpoint, AuditEntry, Role, Tenant
+from appliance.db.models import AuditCheckpoint, AuditEntry, Tenant
 from appliance.errors import AuditUnavailable, InvalidInput, NotFound, PermissionDenied
+from appliance.roles import Role
 from appliance.services.audit import AuditFilter, AuditLog, AuditView
 from appliance.services.audit_chain import Problem
 from appliance.services.audit_export import read_key_file, verify_export, write_export, write_key_file

@@ -81,7 +81,7 @@ def test_malformed_or_unknown_credentials_are_401(stack: Stack, header: str) -> 
 
 
 def test_tampered_secret_of_a_real_key_is_401(stack: Stack) -> None:
-    from appliance.db.models import Role
+    from appliance.roles import Role
 
     key = stack.key(Role.APP, stack.tenant())
     forged = key[:-1] + ("A" if key[-1] != "A" else "B")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from appliance.db.models import Role
+from appliance.roles import Role
 from tests.support import Stack
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.db.models import Role
 from appliance.errors import NotFound, Overloaded
 from appliance.models.embeddings import LocalEmbeddingRunner
 from appliance.models.registry import SHARED, ModelRegistry
 from appliance.models.sealed import SealedModels
+from appliance.roles import Role
 from appliance.services.container import Services
 from appliance.services.principal import Principal
 from tests.support import database_url, make_services, make_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.db.models import Role
+from appliance.roles import Role
 from appliance.services.principal import Principal
 from tests.support import Stack
 from tests.unit.policy.test_policy_loading import BAD_POLICIES

@@ -3,7 +3,7 @@ a live request follows the new rules -> rollback -> the old rules apply again.""
 
 from __future__ import annotations
 
-from appliance.db.models import Role
+from appliance.roles import Role
 from tests.support import Stack
 
 SAMPLE = "Please call Dana Whitfield about the renewal."

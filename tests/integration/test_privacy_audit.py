@@ -7,7 +7,8 @@ import json
 
 from sqlalchemy import select
 
-from appliance.db.models import AuditEntry, Role
+from appliance.db.models import AuditEntry
+from appliance.roles import Role
 from appliance.services.principal import Principal
 from tests.support import Stack
 

@@ -25,9 +25,9 @@ from appliance.api.problems import EXCEPTION_HANDLERS
 from appliance.api.routes.privacy import PrivacyController
 from appliance.config import PrivacySettings
 from appliance.crypto.records import TenantCipher
-from appliance.db.models import Role
 from appliance.privacy.detection import Detector
 from appliance.privacy.vault import PseudonymVault
+from appliance.roles import Role
 from appliance.services.container import Services
 from appliance.services.principal import Principal
 from appliance.services.privacy import PrivacyService

@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 
 from appliance.db.base import utcnow
-from appliance.db.models import Role
 from appliance.errors import AuthenticationFailed
+from appliance.roles import Role
 from appliance.services.api_keys import ApiKeyService
 from appliance.services.container import Services
 from appliance.services.policies import PolicyService

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Connection, text
 
-from appliance.db.models import Role
+from appliance.roles import Role
 from appliance.services.audit import AuditLog
 from appliance.services.audit_chain import Problem
 from appliance.services.container import Services

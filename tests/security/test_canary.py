@@ -24,7 +24,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from appliance.crypto.blobs import MIN_SEGMENT_SIZE, BlobStore
-from appliance.db.models import Pseudonym, Role
+from appliance.db.models import Pseudonym
+from appliance.roles import Role
 from appliance.services.container import Services
 from appliance.services.principal import Principal
 from tests.support import running_server

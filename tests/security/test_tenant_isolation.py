@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from appliance.db.models import Role
+from appliance.roles import Role
 from tests.support import Stack
 
 

@@ -11,7 +11,7 @@ from litestar.params import JSONBody, PathParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
-from appliance.db.models import Role
+from appliance.roles import Role
 from appliance.services.api_keys import IssuedKey, KeyView
 from appliance.services.principal import Principal
 from appliance.services.tenants import TenantView

@@ -12,7 +12,7 @@ from litestar.params import PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
-from appliance.db.models import Role
+from appliance.roles import Role
 from appliance.services.audit import MAX_PAGE, AuditFilter, AuditView, audit_log_of
 from appliance.services.audit_chain import VerifyResult
 from appliance.services.principal import Principal

@@ -25,9 +25,9 @@ from litestar.response import Stream
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
 from appliance.api.routes.admin import AuthedRequest
-from appliance.db.models import Role
 from appliance.errors import InvalidInput
 from appliance.models.base import ChatMessage
+from appliance.roles import Role
 from appliance.services.container import Services
 from appliance.services.inference import ChatCall
 

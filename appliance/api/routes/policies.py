@@ -12,10 +12,10 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
 from appliance.api.routes.admin import AuthedRequest, TenantRef
-from appliance.db.models import Role
 from appliance.errors import NotFound
 from appliance.policy.loader import PolicyError, load_policy_text, preset_names, preset_text
 from appliance.policy.schema import json_schema
+from appliance.roles import Role
 from appliance.services.policies import VersionView
 
 Version = Annotated[int, PathParameter(ge=1)]

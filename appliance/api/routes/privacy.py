@@ -16,9 +16,9 @@ from litestar.params import JSONBody
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
-from appliance.db.models import Role
 from appliance.errors import Blocked, InvalidInput, NotSupportedYet
 from appliance.privacy.rules import PrivacyRules
+from appliance.roles import Role
 from appliance.services.container import Services
 from appliance.services.principal import Principal
 from appliance.services.privacy import MAX_SCOPE_CHARS, PrivacyService
