@@ -47,7 +47,7 @@ def test_only_the_assistant_turns_carry_loss(smollm2_dir: Path) -> None:
 def test_lora_trains_only_the_adapter_and_saves_a_merged_model_with_its_tokenizer(
     mode: str, tiny_llama_dir: Path, tmp_path: Path
 ) -> None:
-    result = train(lora_spec(tiny_llama_dir, dp_mode=mode), generation(20), tmp_path / "m")
+    result = train(lora_spec(tiny_llama_dir, dp_mode=mode), generation(10), tmp_path / "m")
     card = result.card
     assert (card.dp_mode, card.task) == (mode, "lora")
     assert set(card.metrics) >= {"holdout_loss", "holdout_perplexity"}
