@@ -243,3 +243,11 @@ def test_secure_mode_without_its_random_generator_package_is_a_clear_configurati
             train(spec_for(tiny_bert_dir, secure_mode=True), ROWS, tmp_path / "m")
     else:
         pytest.skip("torchcsprng is installed here")
+
+
+def test_each_epoch_runs_one_step_per_batch_of_the_data_loader(tiny_bert_dir: Path) -> None:
+    from appliance.training.engine import Run
+
+    run = Run(spec_for(tiny_bert_dir, batch_size=1, holdout_fraction=0), labeled(93), rank=0, world=1)
+    assert run.steps_per_epoch == 93
+    assert len(list(run._epoch_batches(0))) == 93
