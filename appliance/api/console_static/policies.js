@@ -7,7 +7,17 @@ const $ = (id) => document.getElementById(id);
 const editor = $("policy-editor");
 const gutter = $("gutter");
 const sample = $("sample-text");
-const state = { tenant: null, canWrite: false, valid: false, issues: [], history: [], active: null, checking: 0 };
+const state = {
+  tenant: null,
+  canWrite: false,
+  valid: false,
+  checked: null,
+  issues: [],
+  history: [],
+  active: null,
+  checking: 0,
+  previewing: 0,
+};
 
 function lineStarts(text) {
   const starts = [0];
@@ -54,15 +64,20 @@ async function validate() {
   const document = editor.value;
   if (!document.trim()) {
     showIssues(false, [{ field: "", message: "the policy is empty", line: 1, column: 1 }]);
+    await preview();
     return;
   }
   try {
     const result = await api("/admin/v1/policies/lint", { method: "POST", body: { document } });
     if (ticket !== state.checking) return; // a newer keystroke is being checked
+    state.checked = document;
     showIssues(result.ok, result.issues);
-    if (result.ok) await preview();
+    await preview();
   } catch (err) {
-    if (ticket === state.checking) showIssues(false, [{ field: "", message: describe(err), line: null, column: null }]);
+    if (ticket === state.checking) {
+      showIssues(false, [{ field: "", message: describe(err), line: null, column: null }]);
+      await preview();
+    }
   }
 }
 
@@ -84,36 +99,49 @@ function highlighted(text, detections) {
 }
 
 async function preview() {
+  // Only the document the last check found valid is previewed, and only while it is still
+  // what the editor holds (the next check follows any newer keystroke).
+  const document = state.valid && state.checked === editor.value ? state.checked : null;
   const text = sample.value;
+  const ticket = ++state.previewing;
+  let r = null;
+  let failure = null;
+  if (document && text.trim()) {
+    try {
+      r = await api("/admin/v1/policies/preview", {
+        method: "POST",
+        body: { document, texts: [text], tenant: state.tenant },
+      });
+    } catch (err) {
+      failure = describe(err);
+    }
+  }
+  if (ticket !== state.previewing) return; // a newer preview is on its way
   const original = clear($("preview-original"));
   const transformed = clear($("preview-transformed"));
   const rows = clear($("detections"));
   $("preview-blocked").textContent = "";
-  if (!state.valid) {
+  if (!document) {
     original.append(el("span", { className: "muted" }, "Fix the policy to see the preview."));
     return;
   }
-  if (!text.trim()) return;
-  try {
-    const r = await api("/admin/v1/policies/preview", {
-      method: "POST",
-      body: { document: editor.value, texts: [text], tenant: state.tenant },
-    });
-    const detections = r.detections[0];
-    original.append(...highlighted(text, detections));
-    if (r.blocked.length) {
-      $("preview-blocked").textContent = `A request with this text is refused: the policy blocks ${r.blocked.join(", ")}.`;
-      transformed.append(el("span", { className: "muted" }, "(blocked: the model receives nothing)"));
-    } else {
-      transformed.textContent = r.texts ? r.texts[0] : text;
-    }
-    for (const d of detections) {
-      rows.append(el("tr", {}, el("td", {}, d.entity_type), el("td", {}, d.text), el("td", {}, d.score.toFixed(2)), el("td", {}, d.action)));
-    }
-    if (!detections.length) rows.append(el("tr", {}, el("td", { colspan: "4", className: "muted" }, "Nothing detected.")));
-  } catch (err) {
-    original.append(el("span", { className: "error" }, describe(err)));
+  if (failure) {
+    original.append(el("span", { className: "error" }, failure));
+    return;
   }
+  if (!r) return;
+  const detections = r.detections[0];
+  original.append(...highlighted(text, detections));
+  if (r.blocked.length) {
+    $("preview-blocked").textContent = `A request with this text is refused: the policy blocks ${r.blocked.join(", ")}.`;
+    transformed.append(el("span", { className: "muted" }, "(blocked: the model receives nothing)"));
+  } else {
+    transformed.textContent = r.texts ? r.texts[0] : text;
+  }
+  for (const d of detections) {
+    rows.append(el("tr", {}, el("td", {}, d.entity_type), el("td", {}, d.text), el("td", {}, d.score.toFixed(2)), el("td", {}, d.action)));
+  }
+  if (!detections.length) rows.append(el("tr", {}, el("td", { colspan: "4", className: "muted" }, "Nothing detected.")));
 }
 
 function versionOptions(select, chosen) {
