@@ -123,7 +123,7 @@ def _features(request: Request[Any, Any, Any]) -> dict[str, bool]:
     paths = {r.path for r in request.app.routes}
     return {
         "privacy_budgets": "/admin/v1/tenants/{tenant:str}/privacy-budget" in paths,
-        "fine_tuning": any(p.startswith("/admin/v1/tenants/{tenant:str}/fine-tuning") for p in paths),
+        "fine_tuning": any(p.startswith("/admin/v1/tenants/{tenant:str}/finetune/jobs") for p in paths),
     }
 
 
