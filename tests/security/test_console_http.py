@@ -231,3 +231,13 @@ def test_pages_send_a_signed_out_visitor_to_sign_in(console: Stack) -> None:
         assert r.headers["location"] == f"/console/login?next={page}"
     assert c.get("/console/static/_layout.html").status_code == 404  # templates are not assets
     assert c.get("/console/static/..%2Fconsole.py").status_code == 404
+
+
+def test_a_disabled_console_serves_nothing_and_ignores_cookies(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", f"sqlite:///{tmp_path / 'a.db'}", console={"enabled": False})
+    with live_stack(make_services(settings)) as stack:
+        c = _browser(stack)
+        assert c.get("/console/login").status_code == 404
+        assert c.post("/console/api/session", json={"api_key": stack.key(Role.COMPLIANCE)}).status_code in (401, 404)
+        c.cookies.set(COOKIE_NAME, "anything")
+        assert c.get("/admin/v1/tenants/").status_code == 401
