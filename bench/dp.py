@@ -338,7 +338,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--canary-rows", type=int, default=16)
     p.add_argument("--canary-times", type=int, default=8)
-    p.add_argument("--canary-epochs", type=int, default=10)
+    p.add_argument("--canary-epochs", type=int, default=15)
     p.add_argument("--canary-batch", type=int, default=4)
     p.add_argument("--canary-lr", type=float, default=2e-2)
     p.add_argument("--candidates", type=int, default=100)

@@ -40,14 +40,14 @@ def test_a_dp_classifier_on_the_real_minilm_is_served_by_the_classifications_run
 def test_a_dp_lora_on_the_real_smollm2_is_merged_and_served_by_the_chat_runner(
     smollm2_dir: Path, tmp_path: Path
 ) -> None:
-    rows = [PromptCompletion(f"Code word {i}?", "Blue falcon.") for i in range(5)]
+    rows = [PromptCompletion(f"Code word {i}?", "Blue falcon.") for i in range(4)]
     spec = TrainingSpec(
         task="lora", base_model_dir=smollm2_dir, target_epsilon=8.0, delta=1e-3, epochs=1, batch_size=2,
-        max_seq_len=40, holdout_fraction=0.0, learning_rate=1e-2, device="cpu", lora_rank=4,
+        max_seq_len=32, holdout_fraction=0.0, learning_rate=1e-2, device="cpu", lora_rank=4,
         lora_target_modules=("q_proj", "v_proj"),
     )  # fmt: skip
     result = train(spec, rows, tmp_path / "m")
-    assert result.card.steps == 3 and result.card.dp_mode == "hooks"
+    assert result.card.steps == 2 and result.card.dp_mode == "hooks"
     merged, base = (
         load_file(str(result.output_dir / "model.safetensors")),
         load_file(str(smollm2_dir / "model.safetensors")),
