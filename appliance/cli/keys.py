@@ -7,16 +7,14 @@ material: only public KEK fingerprints, versions, ages and counts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from appliance.cli.context import CliState, pass_state
-from appliance.cli.output import console, emit_json, err_console, json_option, show
+from appliance.cli.output import console, emit_json, json_option, progress_bars, show
 from appliance.crypto.keyring import MasterKeyring, read_key_file
 from appliance.services.key_rotation import KeyRotation
 from appliance.services.key_rotation import Progress as ProgressFn
@@ -49,27 +47,8 @@ def _rotation(state: CliState, grace_s: float | None = None) -> KeyRotation:
     return KeyRotation(s.sessions, s.data_keys, blobs, grace=grace)
 
 
-@contextmanager
-def _bars(quiet: bool) -> Iterator[ProgressFn]:
-    """A progress callback drawing one rich bar per phase on stderr."""
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=quiet,
-        transient=False,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        if phase not in tasks:
-            tasks[phase] = progress.add_task(_LABELS.get(phase, phase), total=total)
-        progress.update(tasks[phase], completed=done, total=total)
-
-    with progress:
-        yield update
+def _bars(quiet: bool) -> AbstractContextManager[ProgressFn]:
+    return progress_bars(_LABELS, quiet)
 
 
 @click.group("keys")

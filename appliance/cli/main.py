@@ -9,6 +9,7 @@ import click
 
 from appliance.cli.admin import key, tenant
 from appliance.cli.audit import audit
+from appliance.cli.backup import backup
 from appliance.cli.context import CliState
 from appliance.cli.keys import keys
 from appliance.cli.maintenance import maintenance
@@ -35,7 +36,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for command in (init, serve, db, tenant, key, keys, policy, audit, model, maintenance):
+for command in (init, serve, db, tenant, key, keys, policy, audit, model, maintenance, backup):
     cli.add_command(command)
 
 
