@@ -299,7 +299,7 @@ class BackupService:
                 if (tenant_id, read_header(fh).key_version) not in versions:
                     raise _Retry
                 fh.seek(0)
-                writer.add_file(name, fh, os.fstat(fh.fileno()).st_size, lambda _n: None)
+                writer.add_file(name, fh, os.fstat(fh.fileno()).st_size)
             progress("blobs", done, len(blobs))
 
     # -- verify -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, BinaryIO
@@ -125,20 +125,11 @@ class ArchiveWriter:
         self.add_bytes(name, encode_rows(rows))
         self.manifest.rows[table] = self.manifest.rows.get(table, 0) + len(rows)
 
-    def add_file(self, name: str, fh: BinaryIO, size: int, progress: Callable[[int], None]) -> None:
+    def add_file(self, name: str, fh: BinaryIO, size: int) -> None:
         """Copy exactly ``size`` bytes of an open file (its size when it was opened)."""
-        digest = hashlib.sha256()
-
-        class _Hashing(io.RawIOBase):
-            def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-                n = fh.readinto(buffer)  # type: ignore[attr-defined]
-                if n:
-                    digest.update(buffer[:n])
-                    progress(n)
-                return int(n or 0)
-
-        self._tar.addfile(self._info(name, size), io.BufferedReader(_Hashing(), _COPY))
-        self.manifest.members[name] = digest.hexdigest()
+        source = _HashingReader(fh)
+        self._tar.addfile(self._info(name, size), source)
+        self.manifest.members[name] = source.hexdigest()
         self.manifest.blobs += 1
         self.manifest.blob_bytes += size
 
