@@ -255,8 +255,8 @@ def test_the_installed_server_is_ready_and_lists_models_for_a_key_made_with_the_
             admin.post("/admin/v1/tenants/", json={"name": "installed"}).raise_for_status()
             issued = admin.post("/admin/v1/tenants/installed/keys", json={"role": "app", "name": "app"})
             issued.raise_for_status()
-        client = OpenAI(base_url=f"{base}/v1", api_key=issued.json()["api_key"])
-        names = {m.id for m in client.models.list()}
+        with OpenAI(base_url=f"{base}/v1", api_key=issued.json()["api_key"]) as client:
+            names = {m.id for m in client.models.list()}
         assert {"smollm2-135m-instruct", "all-minilm-l6-v2"} <= names
     finally:
         proc.terminate()
