@@ -26,6 +26,7 @@ from appliance.services.audit_writer import AuditWriter
 from appliance.services.metrics import install_key_age_collector
 from appliance.services.policies import PolicyService
 from appliance.services.ratelimit import TenantRateLimiter
+from appliance.services.schema import DatabaseSchema
 from appliance.services.tenants import TenantService
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Services:
         self.settings = settings
         self.engine = make_engine(settings.database_url, echo=settings.database.echo)
         self.sessions = make_sessionmaker(self.engine)
+        self.schema = DatabaseSchema(self.engine)
         self.keyring = keyring or load_keyring(settings)
         self.data_keys = DataKeyService(self.keyring, self.sessions)
         self.cipher = TenantCipher(self.data_keys)
