@@ -69,7 +69,7 @@ def init(state: CliState, demo_tenant: str | None, as_json: bool) -> None:
     if result["operator_api_key"]:
         console.print(f"operator API key (shown once): [bold]{result['operator_api_key']}[/bold]", soft_wrap=True)
     else:
-        console.print("an operator key already exists; create more with `appliance key create --role operator`")
+        console.print("an operator key already exists; create more with `appliance apikey create --role operator`")
     if demo_tenant:
         console.print(f"demo tenant {demo_tenant!r} app API key (shown once): [bold]{app_key}[/bold]", soft_wrap=True)
 
