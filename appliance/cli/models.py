@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from appliance.cli.context import CliState, pass_state
-from appliance.cli.output import console, emit_json, json_option, show
+from appliance.cli.output import console, emit_json, json_option, quiet_progress_bars, show
 from appliance.models.base import MODEL_KINDS
 from appliance.services.principal import Principal
 
@@ -128,7 +128,7 @@ def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) 
 
     settings = state.settings
     configure_torch_threads(settings.models.torch_threads or None)
-    _quiet_progress_bars()
+    quiet_progress_bars()
     registry = _registry(state)
     tenant_id = state.services.tenants.get(Principal.local_operator(), tenant).id if tenant else None
     manager = ModelManager(settings.models, registry, ModelStore(settings.model_dir))
@@ -150,10 +150,3 @@ def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) 
 
 def _describe(info: ModelInfo) -> str:
     return f"{info.name} ({info.kind}, {info.source})"
-
-
-def _quiet_progress_bars() -> None:
-    """transformers' per-tensor progress bars would tear through the spinner."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

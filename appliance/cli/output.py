@@ -63,3 +63,11 @@ def error_text(exc: Exception) -> str:
     if os.environ.get("APPLIANCE_DEBUG"):
         raise exc
     return f"unexpected {type(exc).__name__}; rerun with APPLIANCE_DEBUG=1 for details"
+
+
+def quiet_progress_bars() -> None:
+    """transformers' per-tensor "Loading weights" bars would tear through the spinner and
+    the server log; the spinner already says what loads."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

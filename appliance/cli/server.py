@@ -6,8 +6,9 @@ import os
 
 import click
 
+from appliance.cli.banner import announce, start_facts
 from appliance.cli.context import CliState, pass_state
-from appliance.cli.output import console, emit_json, err_console, json_option
+from appliance.cli.output import console, emit_json, err_console, json_option, quiet_progress_bars
 from appliance.crypto.keyring import new_key, write_key_file
 from appliance.errors import ConfigError
 from appliance.logs import configure_logging
@@ -92,10 +93,11 @@ def serve(state: CliState, host: str | None, port: int | None, no_warmup: bool) 
         raise ConfigError("database schema is not current; run `appliance init` or `appliance db upgrade`")
     services.privacy.warm_up()  # a missing NER model stops start-up here with one clear line
     if not no_warmup:
+        quiet_progress_bars()
         with err_console.status("loading the default models (the first start converts SmolLM2, about 30 s)"):
             for name in (s.models.default_embedding, s.models.default_chat):
                 services.models.warmup(name)
-    err_console.print(f"serving on http://{host or s.server.host}:{port or s.server.port}")
+    announce(start_facts(services, f"http://{host or s.server.host}:{port or s.server.port}"), s.log.format)
     uvicorn.run(
         create_asgi(services),
         host=host or s.server.host,

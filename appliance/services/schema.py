@@ -52,6 +52,11 @@ class DatabaseSchema:
             return "database unreachable"
         return None if current else "database migrations are not current; run `appliance db upgrade`"
 
+    def describe(self) -> str:
+        """The database URL for people and logs: no user, password or query string (where a
+        password may also sit), e.g. ``postgresql+psycopg://db.internal:5432/appliance``."""
+        return self._engine.url.set(username=None, password=None, query={}).render_as_string(hide_password=False)
+
     def close(self) -> None:
         self._engine.dispose()
 
