@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import URL, Engine, text
 
 from appliance.config import Settings
 from appliance.db import migrate
@@ -55,7 +55,9 @@ class DatabaseSchema:
     def describe(self) -> str:
         """The database URL for people and logs: no user, password or query string (where a
         password may also sit), e.g. ``postgresql+psycopg://db.internal:5432/appliance``."""
-        return self._engine.url.set(username=None, password=None, query={}).render_as_string(hide_password=False)
+        url = self._engine.url
+        bare = URL.create(url.drivername, host=url.host, port=url.port, database=url.database)
+        return bare.render_as_string(hide_password=False)
 
     def close(self) -> None:
         self._engine.dispose()
