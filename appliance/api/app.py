@@ -7,11 +7,12 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
+from appliance.api import console
 from appliance.api.auth import PUBLIC, BearerKeyAuth
 from appliance.api.docs import openapi_config
 from appliance.api.problems import EXCEPTION_HANDLERS
 from appliance.api.request_context import RequestContext
-from appliance.api.routes import admin, audit, health, openai_compat, policies, privacy
+from appliance.api.routes import admin, audit, health, openai_compat, operations, policies, privacy
 from appliance.services.container import Services
 
 
@@ -37,7 +38,9 @@ def create_app(services: Services) -> Litestar:
             privacy.PrivacyController,
             policies.PolicyController,
             policies.PolicyToolsController,
+            operations.OperationsController,
             _Metrics,
+            *(console.HANDLERS if services.settings.console.enabled else []),
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         middleware=[
@@ -45,6 +48,7 @@ def create_app(services: Services) -> Litestar:
             DefineMiddleware(BearerKeyAuth, exclude=["^/schema", "^/metrics", "^/healthz", "^/readyz"]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[console.console_headers],
         openapi_config=openapi_config(),
         request_max_body_size=services.settings.server.max_body_bytes,
         logging_config=None,
