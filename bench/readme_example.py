@@ -140,6 +140,9 @@ def runner_baseline(runs: int, temperature: float, top_p: float, max_tokens: int
     from appliance.models.base import ChatMessage, ChatRequest
     from appliance.models.chat import LocalChatRunner
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     configure_torch_threads()
     runner = LocalChatRunner("smollm2", ModelStore(STORE).ensure_smollm2(), default_max_tokens=max_tokens)
     runner.warmup()
