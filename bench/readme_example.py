@@ -136,11 +136,11 @@ def in_process_client(base: str, key: str, runs: int) -> dict[str, Any]:
 
 
 def runner_baseline(runs: int, temperature: float, top_p: float, max_tokens: int) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
     from appliance.models import ModelStore, configure_torch_threads
     from appliance.models.base import ChatMessage, ChatRequest
     from appliance.models.chat import LocalChatRunner
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     configure_torch_threads()
