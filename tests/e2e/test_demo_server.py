@@ -37,14 +37,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def test_official_openai_client_lists_models_with_the_demo_key(served: Served) -> None:
-    client = openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=served.app_key)
-    page = client.models.list()
+    with openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=served.app_key) as client:  # closes its sockets
+        page = client.models.list()
     assert page.object == "list"
 
 
 def test_official_openai_client_gets_a_typed_auth_error_with_a_bad_key(served: Served) -> None:
-    client = openai.OpenAI(base_url=f"{served.base_url}/v1", api_key="apl_0000000000000000_" + "x" * 43, max_retries=0)
-    with pytest.raises(openai.AuthenticationError) as info:
+    bad_key = "apl_0000000000000000_" + "x" * 43
+    with (
+        openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=bad_key, max_retries=0) as client,
+        pytest.raises(openai.AuthenticationError) as info,
+    ):
         client.models.list()
     assert "API key" in str(info.value)
 
