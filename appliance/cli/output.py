@@ -89,3 +89,11 @@ def progress_bars(labels: Mapping[str, str], quiet: bool) -> Iterator[Callable[[
 
     with progress:
         yield update
+
+
+def quiet_progress_bars() -> None:
+    """transformers' per-tensor "Loading weights" bars would tear through the spinner and
+    the server log; the spinner already says what loads."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
