@@ -29,6 +29,7 @@ from appliance.services.metrics import install_key_age_collector
 from appliance.services.operations import OperationsService
 from appliance.services.policies import PolicyService
 from appliance.services.ratelimit import TenantRateLimiter
+from appliance.services.schema import DatabaseSchema
 from appliance.services.tenants import TenantService
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class Services:
         self.settings = settings
         self.engine = make_engine(settings.database_url, echo=settings.database.echo)
         self.sessions = make_sessionmaker(self.engine)
+        self.schema = DatabaseSchema(self.engine)
         self.keyring = keyring or load_keyring(settings)
         self.data_keys = DataKeyService(self.keyring, self.sessions)
         self.cipher = TenantCipher(self.data_keys)

@@ -50,7 +50,7 @@ class DataKeyAge:
     records: int
     blobs: int
     rotation_due: bool
-    """An active tenant data key older than the rotation period (``appliance keys rotate-tenant``)."""
+    """An active tenant data key older than the rotation period (``appliance crypto-keys rotate-tenant``)."""
 
 
 @dataclass(frozen=True)

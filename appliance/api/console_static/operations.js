@@ -168,7 +168,7 @@ async function loadAges() {
   const due = keys.filter((k) => k.rotation_due).length + data.keys.filter((k) => k.rotation_due).length;
   $("rotation-summary").textContent =
     `Rotation period: ${data.rotation_days} days. ${due ? `${due} key${due === 1 ? "" : "s"} due for rotation.` : "No key is due for rotation."}` +
-    (data.rows_on_old_kek ? ` ${data.rows_on_old_kek} data keys are still wrapped by an older master key: finish \`appliance keys rotate-master\`.` : "");
+    (data.rows_on_old_kek ? ` ${data.rows_on_old_kek} data keys are still wrapped by an older master key: finish \`appliance crypto-keys rotate-master\`.` : "");
   const badge = (due) => el("span", { className: due ? "badge bad" : "badge ok" }, due ? "rotate" : "ok");
   const ages = clear($("age-rows"));
   for (const k of keys) {
