@@ -297,7 +297,7 @@ def canary(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name, mode in (("no DP", "off"), ("DP eps 8", "auto")):
         spec = TrainingSpec(
             task="lora", base_model_dir=model, target_epsilon=8.0, delta=1 / (2 * len(rows)), epochs=args.canary_epochs,
-            batch_size=args.canary_batch, learning_rate=args.canary_lr, max_seq_len=48, holdout_fraction=0,
+            batch_size=args.canary_batch, learning_rate=args.canary_lr, max_seq_len=64, holdout_fraction=0,
             dp_mode=mode, lora_rank=8, device="auto",
             lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         )  # fmt: skip

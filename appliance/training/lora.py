@@ -8,6 +8,7 @@ its ``LlamaRMSNorm`` layers (no per-sample gradient rule in Opacus) stay frozen.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from appliance.errors import InvalidInput
 from appliance.training.spec import Example, TrainingSpec
 from appliance.training.tasks import disable_dropout, split_holdout
 from appliance.training.text import IGNORE, Encoded, encode_conversations, generation_rows
+
+log = logging.getLogger(__name__)
 
 _EVAL_CHUNK = 8
 
@@ -64,6 +67,12 @@ class LoraTask:
         self.module: nn.Module = self._model
 
         encoded = encode_conversations(self._tokenizer, conversations, spec.max_seq_len)
+        self.truncated = encoded.truncated
+        if encoded.truncated:
+            log.warning(
+                "%d of %d rows are longer than max_seq_len %d tokens and are cut at the end",
+                encoded.truncated, len(conversations), spec.max_seq_len,
+            )  # fmt: skip
         train_idx, held_idx = split_holdout(len(conversations), spec.holdout_fraction, spec.seed)
         self._train = encoded.take(train_idx)
         self._held = encoded.take(held_idx)
@@ -94,10 +103,11 @@ class LoraTask:
         return torch.cat(out) if out else torch.zeros(0)
 
     def evaluate(self) -> dict[str, float]:
+        out = {"truncated_rows": float(self.truncated)}
         if not self.n_holdout:
-            return {}
+            return out
         loss = float(self.sequence_losses(self._held).mean().item())
-        return {"holdout_loss": loss, "holdout_perplexity": math.exp(min(loss, 50.0))}
+        return {**out, "holdout_loss": loss, "holdout_perplexity": math.exp(min(loss, 50.0))}
 
     def save(self, output_dir: Path) -> None:
         merged: Any = self._model.merge_and_unload()

@@ -246,8 +246,9 @@ class ModelCard:
     train_examples: int
     holdout_examples: int
     metrics: Mapping[str, float]
-    """``holdout_accuracy`` and ``holdout_loss`` (classifier) or ``holdout_loss`` and
-    ``holdout_perplexity`` (lora), plus ``train_loss`` of the last epoch."""
+    """``holdout_accuracy`` and ``holdout_loss`` (classifier) or ``holdout_loss``,
+    ``holdout_perplexity`` and ``truncated_rows`` (lora: rows cut at ``max_seq_len``), plus
+    ``train_loss`` of the last epoch."""
     wall_time_s: float
     device: str
     gpus: int

@@ -55,6 +55,8 @@ class Encoded:
     attention_mask: torch.Tensor
     labels: torch.Tensor | None = None
     token_type_ids: torch.Tensor | None = None
+    truncated: int = 0
+    """Rows cut at the length limit (their end, often the answer's last tokens, is not trained)."""
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -83,6 +85,7 @@ def encode_conversations(tokenizer: Any, conversations: Sequence[Sequence[ChatMe
     if pad_id is None:
         raise InvalidInput("the chat model's tokenizer has neither a padding nor an end token")
     rows: list[tuple[list[int], list[int]]] = []
+    truncated = 0
     for messages in conversations:
         ids = _render(tokenizer, messages, generation_prompt=False)
         labels = [IGNORE] * len(ids)
@@ -94,6 +97,7 @@ def encode_conversations(tokenizer: Any, conversations: Sequence[Sequence[ChatMe
                 end = len(_render(tokenizer, messages[: i + 1], generation_prompt=False))
                 labels[start:end] = ids[start:end]
         rows.append((ids[:max_len], labels[:max_len]))
+        truncated += len(ids) > max_len
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     label_ids = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -102,7 +106,7 @@ def encode_conversations(tokenizer: Any, conversations: Sequence[Sequence[ChatMe
         input_ids[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         label_ids[r, : len(labels)] = torch.tensor(labels, dtype=torch.long)
         mask[r, : len(ids)] = 1
-    return Encoded(input_ids, mask, label_ids)
+    return Encoded(input_ids, mask, label_ids, truncated=truncated)
 
 
 def _render(tokenizer: Any, messages: Sequence[ChatMessage], *, generation_prompt: bool) -> list[int]:

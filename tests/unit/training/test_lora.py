@@ -41,6 +41,8 @@ def test_only_the_assistant_turns_carry_loss(smollm2_dir: Path) -> None:
         [{"role": "user", "content": "Where is my order?"}], tokenize=False, add_generation_prompt=True
     )
     assert tokenizer.decode(encoded.input_ids[0][: encoded.attention_mask[0].sum()]).startswith(prompt)
+    assert encoded.truncated == 0
+    assert encode_conversations(tokenizer, generation_rows(rows), 20).truncated == 2
 
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])
@@ -51,6 +53,7 @@ def test_lora_trains_only_the_adapter_and_saves_a_merged_model_with_its_tokenize
     card = result.card
     assert (card.dp_mode, card.task) == (mode, "lora")
     assert set(card.metrics) >= {"holdout_loss", "holdout_perplexity"}
+    assert card.metrics["truncated_rows"] == 0
     out = result.output_dir
     assert (out / "tokenizer.json").is_file() and (out / "chat_template.jinja").is_file()
     assert not (out / "adapter_config.json").exists()
