@@ -149,7 +149,8 @@ class Run:
         self.trainable = {n: p for n, p in self.task.module.named_parameters() if p.requires_grad}
         physical = min(spec.max_physical_batch, spec.batch_size)
         self.mode: Resolved = choose_mode(
-            spec.dp_mode, trainable_parameters=trainable_count(self.task.module), physical_batch=physical,
+            spec.dp_mode, task=spec.task, trainable_parameters=trainable_count(self.task.module),
+            physical_batch=physical,
             device=self.device,
         )  # fmt: skip
         self._setup()

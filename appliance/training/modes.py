@@ -10,8 +10,15 @@ Two correct ways exist, with different costs:
 
 Measured on one H200 (Opacus 1.6, step time relative to non-private training, same batch):
 LoRA on SmolLM2-135M hooks 1.51x / ghost 2.02x; MiniLM encoder fully trained hooks 2.07x
-time but 5.3x memory / ghost 2.76x time, 1.07x memory. So ``auto`` picks hooks while the
-per-sample gradients fit in a quarter of the free memory of the device, and ghost beyond.
+time but 5.3x memory / ghost 2.76x time, 1.07x memory. Measured on a 2-core CPU
+(``bench/dp.py``): LoRA hooks 1.17x / ghost 1.35x; MiniLM fully trained hooks 2.36x / ghost
+2.04x; MiniLM head only hooks 11.6x / ghost 1.73x (per-sample gradient bookkeeping dwarfs a
+head's tiny matmuls). So ``auto`` picks:
+
+- ``lora``: hooks while the per-sample gradients fit in a quarter of the device's free
+  memory, ghost beyond;
+- ``classifier``: ghost on a CPU (faster there for the head and for the whole encoder);
+  on a GPU hooks while they fit, ghost beyond.
 
 The engine's task setup also removes the pitfalls either mode has with these models:
 only LoRA matrices (``lora``) or the top encoder layers, pooler and head (``classifier``)
@@ -42,14 +49,17 @@ def per_sample_gradient_bytes(trainable_parameters: int, physical_batch: int, dt
 def choose_mode(
     requested: str,
     *,
+    task: str,
     trainable_parameters: int,
     physical_batch: int,
     device: torch.device,
     free_bytes: int | None = None,
 ) -> Resolved:
-    """The mode a run uses: ``requested`` unless it is ``auto``."""
+    """The mode a run uses: ``requested`` unless it is ``auto`` (see the module doc)."""
     if requested in ("hooks", "ghost", "off"):
         return requested  # type: ignore[return-value]
+    if task == "classifier" and device.type == "cpu":
+        return "ghost"
     free = available_memory_bytes(device) if free_bytes is None else free_bytes
     need = per_sample_gradient_bytes(trainable_parameters, physical_batch)
     return "hooks" if need <= HOOKS_MEMORY_SHARE * free else "ghost"
