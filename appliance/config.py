@@ -100,6 +100,39 @@ class ModelSettings(_Section):
     upstream_retries: int = Field(2, ge=0, le=10, description="Retries on connect errors and 5xx.")
 
 
+class TrainingSettings(_Section):
+    """How ``appliance worker`` runs fine-tuning jobs."""
+
+    device: str = Field(
+        "auto", description="auto (the first GPU when torch sees one, else CPU), cpu, cuda or cuda:N."
+    )
+    gpus: int = Field(1, ge=1, le=64, description="GPUs one job uses; more than 1 runs Opacus DPDDP under torchrun.")
+    secure_mode: bool = Field(
+        False,
+        description="Draw DP noise from a cryptographically secure generator (Opacus secure_mode; slower). "
+        "Turn on for production guarantees against floating-point attacks on the noise.",
+    )
+    dp_mode: Literal["auto", "hooks", "ghost"] = Field(
+        "auto", description="Per-sample gradient method; auto picks the fastest that fits in memory per task."
+    )
+    poll_interval_s: float = Field(2.0, gt=0, le=3600, description="How often an idle worker looks for queued jobs.")
+    lease_s: float = Field(
+        60.0,
+        ge=2,
+        le=3600,
+        description="A worker renews its claim on a job every third of this; a claim not renewed for this long "
+        "(the worker died) lets another worker take the job over.",
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="Starts a job gets; after that many crashed attempts it ends failed."
+    )
+    scratch_dir: Path | None = Field(
+        None,
+        description="Where a finished job's model files wait (seconds) until they are sealed; default /dev/shm "
+        "(memory) when present, else the system temp directory.",
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = Field("json", description="json for machines.")
@@ -123,6 +156,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
 
     @model_validator(mode="after")
     def _dev_key_needs_dev_mode(self) -> Settings:
