@@ -103,9 +103,7 @@ class ModelSettings(_Section):
 class TrainingSettings(_Section):
     """How ``appliance worker`` runs fine-tuning jobs."""
 
-    device: str = Field(
-        "auto", description="auto (the first GPU when torch sees one, else CPU), cpu, cuda or cuda:N."
-    )
+    device: str = Field("auto", description="auto (the first GPU when torch sees one, else CPU), cpu, cuda or cuda:N.")
     gpus: int = Field(1, ge=1, le=64, description="GPUs one job uses; more than 1 runs Opacus DPDDP under torchrun.")
     secure_mode: bool = Field(
         False,

@@ -13,7 +13,7 @@ import appliance
 from appliance.api.auth import PUBLIC, BearerKeyAuth
 from appliance.api.problems import EXCEPTION_HANDLERS
 from appliance.api.request_context import RequestContext
-from appliance.api.routes import admin, audit, health, openai_compat, policies, privacy
+from appliance.api.routes import admin, audit, finetune, health, openai_compat, policies, privacy
 from appliance.services.container import Services
 
 
@@ -47,6 +47,10 @@ def create_app(services: Services) -> Litestar:
             privacy.PrivacyController,
             policies.PolicyController,
             policies.PolicyToolsController,
+            finetune.DatasetController,
+            finetune.JobController,
+            finetune.BudgetController,
+            finetune.ModelVersionController,
             _Metrics,
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},

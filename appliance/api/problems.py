@@ -72,7 +72,7 @@ def _appliance_error(request: Request[Any, Any, Any], exc: ApplianceError) -> Re
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if isinstance(exc, Overloaded):
         headers = {"Retry-After": str(exc.retry_after_s)}
-    errors = None
+    errors: list[dict[str, Any]] | None = None
     if isinstance(exc, PolicyError):
         errors = [{"field": i.path, "message": i.message, "line": i.line, "column": i.column} for i in exc.issues]
     if isinstance(exc, Blocked):

@@ -10,12 +10,14 @@ import click
 from appliance.cli.admin import key, tenant
 from appliance.cli.audit import audit
 from appliance.cli.context import CliState
+from appliance.cli.finetune import finetune
 from appliance.cli.keys import keys
 from appliance.cli.maintenance import maintenance
 from appliance.cli.models import model
 from appliance.cli.output import error_text
 from appliance.cli.policy import policy
 from appliance.cli.server import db, init, serve
+from appliance.cli.worker import worker
 
 
 @click.group()
@@ -35,7 +37,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for command in (init, serve, db, tenant, key, keys, policy, audit, model, maintenance):
+for command in (init, serve, worker, db, tenant, key, keys, policy, audit, model, finetune, maintenance):
     cli.add_command(command)
 
 

@@ -25,6 +25,7 @@ point at a registered model.
 
 from __future__ import annotations
 
+import builtins
 import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -87,7 +88,14 @@ class VersionInfo:
 
 def _version_view(row: ModelVersion, active: int | None) -> VersionInfo:
     return VersionInfo(
-        row.name, row.tenant_id, row.version, row.kind, row.source, row.job_id, row.dataset_id, row.created_at,
+        row.name,
+        row.tenant_id,
+        row.version,
+        row.kind,
+        row.source,
+        row.job_id,
+        row.dataset_id,
+        row.created_at,
         row.version == active,
     )
 
@@ -348,7 +356,7 @@ class ModelRegistry:
         if has_versions is None:
             raise Conflict(f"model {name!r} was registered directly, not trained; choose another name")
 
-    def versions(self, tenant_id: str, name: str) -> list[VersionInfo]:
+    def versions(self, tenant_id: str, name: str) -> builtins.list[VersionInfo]:
         """Every trained version of the tenant's model ``name`` (NotFound if there is none)."""
         with self._sessions() as session:
             served = session.scalar(self._served_query(name, tenant_id))
@@ -376,7 +384,11 @@ class ModelRegistry:
                 )
             )
         if row is None:
-            raise NotFound(f"no version {wanted} of a trained model named {name!r}" if wanted else f"no trained model named {name!r}")
+            raise NotFound(
+                f"no version {wanted} of a trained model named {name!r}"
+                if wanted
+                else f"no trained model named {name!r}"
+            )
         card: dict[str, Any] = json.loads(self._card_cipher().open(tenant_id, CARD_KIND, row.id, row.card_sealed))
         return _version_view(row, active), card
 
@@ -420,7 +432,7 @@ class ModelRegistry:
         return self._cipher
 
     @staticmethod
-    def _served_query(name: str, tenant_id: str) -> Select[tuple[RegisteredModel]]:
+    def _served_query(name: str, tenant_id: str) -> Select[RegisteredModel]:
         return select(RegisteredModel).where(RegisteredModel.name == name, RegisteredModel.owner_scope == tenant_id)
 
     def open_sealed(self, info: ModelInfo) -> AbstractContextManager[Path]:

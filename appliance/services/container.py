@@ -31,12 +31,12 @@ from appliance.services.tenants import TenantService
 if TYPE_CHECKING:
     from appliance.models import ModelManager, ModelRegistry, ModelStore
     from appliance.privacy.detection import Detector
-    from appliance.services.inference import InferenceService
-    from appliance.services.privacy import PrivacyService
     from appliance.services.datasets import DatasetService
     from appliance.services.finetune import FinetuneService
     from appliance.services.finetune_queue import DbJobStore
+    from appliance.services.inference import InferenceService
     from appliance.services.model_versions import ModelVersionService
+    from appliance.services.privacy import PrivacyService
     from appliance.services.privacy_batch import AnonymizeBatcher
     from appliance.services.privacy_budget import PrivacyBudgetService
 
@@ -141,12 +141,7 @@ class Services:
         """Ingress anonymization batched across concurrent model calls."""
 
         def build() -> AnonymizeBatcher:
-            from appliance.services.datasets import DatasetService
-    from appliance.services.finetune import FinetuneService
-    from appliance.services.finetune_queue import DbJobStore
-    from appliance.services.model_versions import ModelVersionService
-    from appliance.services.privacy_batch import AnonymizeBatcher
-    from appliance.services.privacy_budget import PrivacyBudgetService
+            from appliance.services.privacy_batch import AnonymizeBatcher
 
             return AnonymizeBatcher(self.privacy)
 

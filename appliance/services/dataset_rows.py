@@ -44,7 +44,11 @@ _SHAPES: dict[Shape, tuple[str, ...]] = {
     "prompt,completion": ("prompt", "completion"),
     "messages": ("messages",),
 }
-_TASK_OF: dict[Shape, Task] = {"text,label": "classification", "prompt,completion": "generation", "messages": "generation"}
+_TASK_OF: dict[Shape, Task] = {
+    "text,label": "classification",
+    "prompt,completion": "generation",
+    "messages": "generation",
+}
 
 
 @dataclass(frozen=True)
@@ -320,11 +324,11 @@ def parse_dataset(data: bytes, fmt: Format, task: Task | None, limits: Limits) -
     records = _jsonl_records(text, errors) if fmt == "jsonl" else _csv_records(text, errors)
     shape: Shape | None = None
     rows: list[Row] = []
-    seen = 0
-    for line, obj in records:
-        seen += 1
+    for seen, (line, obj) in enumerate(records, start=1):
         if seen > limits.max_rows:
-            raise InvalidInput(f"the dataset has more than {limits.max_rows} rows, the policy's finetune.max_dataset_rows")
+            raise InvalidInput(
+                f"the dataset has more than {limits.max_rows} rows, the policy's finetune.max_dataset_rows"
+            )
         row = _row(obj, line, task, shape, limits, errors)
         if row is not None:
             shape = shape or row.shape

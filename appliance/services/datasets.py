@@ -42,7 +42,6 @@ from appliance.services.dataset_rows import (
     Limits,
     ParsedDataset,
     Row,
-    Task,
     decode_rows,
     detect_format,
     encode_rows,
@@ -132,6 +131,16 @@ class DatasetService:
 
     # -- upload ----------------------------------------------------------------------------
 
+    def upload_limit(self, principal: Principal, tenant: str) -> int:
+        """The largest file this principal may upload for ``tenant`` now (the policy's
+        ``finetune.max_dataset_bytes``); refuses at once what :meth:`add` would refuse."""
+        principal.require(*WRITERS)
+        tenant_id, _ = self._tenant(principal, tenant)
+        rules = self._policies(tenant_id).policy.finetune
+        if not rules.allowed:
+            raise PermissionDenied("this tenant's policy does not allow fine-tuning (finetune.allowed is false)")
+        return rules.max_dataset_bytes
+
     def add(
         self,
         principal: Principal,
@@ -168,7 +177,7 @@ class DatasetService:
                 raise Conflict(f"tenant {slug!r} already has a dataset named {name!r}")
         limits = Limits(max_rows=rules.max_dataset_rows, max_text_chars=self._max_text_chars)
         try:
-            parsed = parse_dataset(data, chosen_format, task, limits)  # type: ignore[arg-type]
+            parsed = parse_dataset(data, chosen_format, task, limits)
             rows, facts = self._anonymize(tenant_id, parsed, policy, on_progress)
         except (InvalidInput, Blocked) as exc:
             self._audit.record(
@@ -187,7 +196,7 @@ class DatasetService:
         if fmt is not None:
             if fmt not in FORMATS:
                 raise InvalidInput(f"format must be one of {', '.join(FORMATS)}")
-            return fmt  # type: ignore[return-value]
+            return fmt
         found = detect_format(filename, content_type)
         if found is None:
             raise InvalidInput("say the file's format: jsonl or csv (a .jsonl or .csv name, or its media type)")

@@ -327,7 +327,9 @@ class FinetuneService:
         if not active.policy.allows_model(base):
             raise NotFound(f"no base model named {base!r}")
         if info.kind != BASE_KIND[task]:
-            raise InvalidInput(f"a {task} job needs a local {BASE_KIND[task]} model as its base; {base!r} is {info.kind}")
+            raise InvalidInput(
+                f"a {task} job needs a local {BASE_KIND[task]} model as its base; {base!r} is {info.kind}"
+            )
         with self._sessions() as session:
             registry.check_version_name(session, tenant_id, output, OUTPUT_KIND[task])
         if any(b.name == output for b in registry.list(None) if b.builtin):

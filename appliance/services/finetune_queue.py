@@ -19,7 +19,6 @@ A trained model is registered (sealed, a new version) only in :meth:`DbJobStore.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -126,7 +125,7 @@ class DbJobStore:
 
     @property
     def _sqlite(self) -> bool:
-        return self._sessions.kw["bind"].dialect.name == "sqlite"
+        return bool(self._sessions.kw["bind"].dialect.name == "sqlite")
 
     # -- claiming --------------------------------------------------------------------------
 
@@ -253,9 +252,7 @@ class DbJobStore:
     # -- while running ---------------------------------------------------------------------
 
     def _mine(self, job: ClaimedJob) -> Any:
-        return (
-            (FinetuneJob.id == job.id) & (FinetuneJob.worker_id == job.worker_id) & FinetuneJob.state.in_(RUNNING)
-        )
+        return (FinetuneJob.id == job.id) & (FinetuneJob.worker_id == job.worker_id) & FinetuneJob.state.in_(RUNNING)
 
     def renew(self, job: ClaimedJob) -> bool:
         now = self._clock()

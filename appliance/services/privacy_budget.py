@@ -125,7 +125,9 @@ class PrivacyBudgetService:
 
     def ledger(self, session: Session, tenant_id: str) -> Ledger:
         """Every charge of the tenant plus the plans of its unfinished jobs, in ``session``."""
-        charges = {c.job_id: c for c in session.scalars(select(PrivacyCharge).where(PrivacyCharge.tenant_id == tenant_id))}
+        charges = {
+            c.job_id: c for c in session.scalars(select(PrivacyCharge).where(PrivacyCharge.tenant_id == tenant_id))
+        }
         unfinished = {
             j.id: j
             for j in session.scalars(
@@ -142,9 +144,7 @@ class PrivacyBudgetService:
             plan = _plan_history(job)
             reserved = plan if sum(n for *_, n in plan) >= c.steps else ran
             entries.append(
-                Charge(
-                    job_id, c.dataset_id, reserved, c.delta, max(job.target_epsilon, c.epsilon), c.charged_at, False
-                )
+                Charge(job_id, c.dataset_id, reserved, c.delta, max(job.target_epsilon, c.epsilon), c.charged_at, False)
             )
         for job_id, job in unfinished.items():
             if job_id not in charges:
@@ -262,7 +262,9 @@ class PrivacyBudgetService:
             t = find_tenant(session, principal, tenant)
             ledger = self.ledger(session, t.id)
             names = dict(session.execute(select(Dataset.id, Dataset.name).where(Dataset.tenant_id == t.id)).all())
-            states = dict(session.execute(select(FinetuneJob.id, FinetuneJob.state).where(FinetuneJob.tenant_id == t.id)).all())
+            states = dict(
+                session.execute(select(FinetuneJob.id, FinetuneJob.state).where(FinetuneJob.tenant_id == t.id)).all()
+            )
         caps = ledger.caps
         total = ledger.total()
         datasets = []

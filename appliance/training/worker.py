@@ -163,13 +163,13 @@ class _Heartbeat:
                     self.lost = True
                     log.warning("lost the lease on a job", extra={"job_id": self._job.id})
                     return
-            except Exception:  # noqa: BLE001 - a database hiccup: try again next beat, the lease has slack
+            except Exception:
                 log.warning("could not renew a job lease", extra={"job_id": self._job.id}, exc_info=True)
 
 
 def default_scratch() -> Path:
     """``/dev/shm`` (memory) when it exists and is writable, else the system temp directory."""
-    shm = Path("/dev/shm")
+    shm = Path("/dev/shm")  # noqa: S108 - a memory file system, used through a private mkdtemp directory
     if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
         return shm
     return Path(tempfile.gettempdir())
