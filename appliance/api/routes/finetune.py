@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 import msgspec
 from litestar import Controller, delete, get, post
-from litestar.params import JSONBody, Parameter, PathParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
@@ -72,14 +72,14 @@ class DatasetController(Controller):
         request: AuthedRequest,
         services: Svc,
         tenant: TenantRef,
-        name: Annotated[str, Parameter(query="name", max_length=63, description="Dataset name (a slug).")],
+        name: Annotated[str, QueryParameter(name="name", max_length=63, description="Dataset name (a slug).")],
         task: Annotated[
             Literal["classification", "generation"] | None,
-            Parameter(query="task", description="Default: from the first row's fields."),
+            QueryParameter(name="task", description="Default: from the first row's fields."),
         ] = None,
         fmt: Annotated[
             Literal["jsonl", "csv"] | None,
-            Parameter(query="format", description="Default: from the Content-Type (application/jsonl, text/csv)."),
+            QueryParameter(name="format", description="Default: from the Content-Type (application/jsonl, text/csv)."),
         ] = None,
     ) -> DatasetView:
         """The request body is the file itself (JSONL or CSV). Every row is validated and
@@ -141,9 +141,9 @@ class JobController(Controller):
         request: AuthedRequest,
         services: Svc,
         tenant: TenantRef,
-        state: Annotated[str | None, Parameter(query="state", max_length=16)] = None,
+        job_state: Annotated[str | None, QueryParameter(name="state", max_length=16)] = None,
     ) -> list[JobView]:
-        return services.finetune.list(request.user, tenant, state=state)
+        return services.finetune.list(request.user, tenant, state=job_state)
 
     @get("/{job_id:str}", guards=[READERS], sync_to_thread=True)
     def get_job(self, request: AuthedRequest, services: Svc, tenant: TenantRef, job_id: Ref) -> JobView:
