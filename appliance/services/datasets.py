@@ -30,8 +30,6 @@ from appliance.crypto.records import TenantCipher
 from appliance.db.engine import transaction
 from appliance.db.models import Dataset, FinetuneJob, Tenant
 from appliance.errors import Blocked, Conflict, InvalidInput, InvalidRows, NotFound, PermissionDenied
-from appliance.privacy.transforms import apply, blocked_types
-from appliance.privacy.vault import token
 from appliance.roles import Role
 from appliance.services.audit import AuditLog
 from appliance.services.dataset_rows import (
@@ -100,6 +98,8 @@ class StoredDataset:
 def _numbered(items: Sequence[tuple[str, str]]) -> Mapping[tuple[str, str], str]:
     """Pseudonyms for one row, numbered as a fresh conversation would number them; the
     originals are not stored anywhere."""
+    from appliance.privacy.vault import token
+
     counters: dict[str, int] = {}
     out: dict[tuple[str, str], str] = {}
     for entity_type, value in items:
@@ -207,6 +207,8 @@ class DatasetService:
     ) -> tuple[list[Row], dict[str, dict[str, object]]]:
         """Each row through the tenant's rules; a row holding a blocked type is an error
         naming its line and field. Returns the anonymized rows and per-type facts."""
+        from appliance.privacy.transforms import apply, blocked_types  # Presidio: loaded on first upload
+
         privacy = self._privacy()
         rules = active.policy.pii
         out: list[Row] = []

@@ -21,6 +21,7 @@ together overspend; a finished, cancelled or failed job counts with the steps it
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,17 @@ from appliance.training.spec import HistoryEntry
 
 TOLERANCE = 1e-9
 """Relative slack for floating-point noise when a job lands exactly on a cap."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _epsilon(history: tuple[HistoryEntry, ...], delta: float) -> float:
+    return epsilon_of(history, delta)
+
+
+def composed(history: Iterable[HistoryEntry], delta: float) -> float:
+    """RDP composition of ``history`` at ``delta`` (order does not matter, so equal sets of
+    entries share one cached answer: Opacus takes tens of milliseconds per history)."""
+    return _epsilon(tuple(sorted(history)), delta)
 
 
 @dataclass(frozen=True)
@@ -121,8 +133,8 @@ class Ledger:
         return DatasetSpend(
             dataset_id=dataset_id,
             jobs=len(mine),
-            spent=epsilon_of(settled, self.caps.delta),
-            with_reserved=epsilon_of([h for c in mine for h in c.history], self.caps.delta),
+            spent=composed(settled, self.caps.delta),
+            with_reserved=composed([h for c in mine for h in c.history], self.caps.delta),
             summed=sum(c.epsilon for c in mine if c.settled),
         )
 
@@ -152,7 +164,7 @@ class Ledger:
             h for c in others.charges if c.dataset_id == plan.dataset_id for h in c.history
         ]
         # At the policy's delta the plan alone can come out a hair below its own target: never less.
-        would_be = max(epsilon_of([*histories, *plan.history], self.caps.delta), plan.epsilon)
+        would_be = max(composed([*histories, *plan.history], self.caps.delta), plan.epsilon)
         if _over(would_be, self.caps.max_epsilon_per_dataset):
             raise BudgetExceeded(
                 f"dataset {plan.dataset_label}",

@@ -17,7 +17,7 @@ PROBLEM = "application/problem+json"
 JSONL = {"content-type": "application/jsonl"}
 
 
-def _admin(stack: Stack, tenant: str):  # noqa: ANN202
+def _admin(stack: Stack, tenant: str):
     return stack.client(stack.key(Role.TENANT_ADMIN, tenant))
 
 
@@ -80,20 +80,29 @@ def test_a_row_with_a_blocked_entity_refuses_the_upload_naming_the_line_and_stor
     assert r.headers["content-type"].startswith(PROBLEM)
     problem = r.json()
     assert problem["errors"] == [
-        {"line": 3, "field": "text", "message": "holds data the policy blocks: CREDIT_CARD", "entity_types": ["CREDIT_CARD"]}
+        {
+            "line": 3,
+            "field": "text",
+            "message": "holds data the policy blocks: CREDIT_CARD",
+            "entity_types": ["CREDIT_CARD"],
+        }
     ]
     assert "4111" not in r.text
     tenant_id = stack.services.tenants.get(OP, tenant).id
     with stack.services.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Dataset).where(Dataset.tenant_id == tenant_id)) == 0
-        assert not s.scalar(select(func.count()).select_from(Blob).where(Blob.tenant_id == tenant_id, Blob.kind == BLOB_KIND))
-        outcome = s.scalar(select(AuditEntry.outcome).where(AuditEntry.action == "dataset.upload", AuditEntry.tenant_id == tenant_id))
+        assert not s.scalar(
+            select(func.count()).select_from(Blob).where(Blob.tenant_id == tenant_id, Blob.kind == BLOB_KIND)
+        )
+        outcome = s.scalar(
+            select(AuditEntry.outcome).where(AuditEntry.action == "dataset.upload", AuditEntry.tenant_id == tenant_id)
+        )
     assert outcome == "blocked"
 
 
 def test_invalid_rows_get_a_problem_listing_each_line_and_field(stack: Stack) -> None:
     tenant = finetune_tenant(stack.services)
-    body = b'text,label\nok,a\n,b\nthree,\n'
+    body = b"text,label\nok,a\n,b\nthree,\n"
     r = _admin(stack, tenant).post(
         f"/admin/v1/tenants/{tenant}/datasets?name=bad", content=body, headers={"content-type": "text/csv"}
     )
@@ -113,11 +122,16 @@ def test_policy_limits_and_permission_are_enforced(stack: Stack) -> None:
     assert "max_dataset_bytes" in too_big.json()["detail"]
 
     closed = stack.tenant()  # the default policy does not allow fine-tuning
-    r = _admin(stack, closed).post(f"/admin/v1/tenants/{closed}/datasets?name=t", content=tickets_jsonl(), headers=JSONL)
+    r = _admin(stack, closed).post(
+        f"/admin/v1/tenants/{closed}/datasets?name=t", content=tickets_jsonl(), headers=JSONL
+    )
     assert r.status_code == 403
     assert "finetune.allowed" in r.json()["detail"]
     app = stack.client(stack.key(Role.APP, small))
-    assert app.post(f"/admin/v1/tenants/{small}/datasets?name=t", content=tickets_jsonl(), headers=JSONL).status_code == 403
+    assert (
+        app.post(f"/admin/v1/tenants/{small}/datasets?name=t", content=tickets_jsonl(), headers=JSONL).status_code
+        == 403
+    )
 
 
 def test_a_second_dataset_with_the_same_name_conflicts_and_an_unknown_format_is_refused(stack: Stack) -> None:

@@ -34,12 +34,14 @@ CLASSIFICATION = jsonl({"text": "refund please", "label": "billing"}, {"text": "
             "messages",
             1,
         ),
-        (b"\xef\xbb\xbftext,label\nrefund please,billing\n\n\"app, crashes\",technical\n", "csv", None, "text,label", 2),
+        (b'\xef\xbb\xbftext,label\nrefund please,billing\n\n"app, crashes",technical\n', "csv", None, "text,label", 2),
         (b"Prompt,Completion\r\nHi,Hello\r\n", "csv", None, "prompt,completion", 1),
         (b'text,label\n"two\nlines",a\nother,b\n', "csv", None, "text,label", 2),
     ],
 )
-def test_valid_files_parse_into_rows_of_one_shape(data: bytes, fmt: str, task: str | None, shape: str, rows: int) -> None:
+def test_valid_files_parse_into_rows_of_one_shape(
+    data: bytes, fmt: str, task: str | None, shape: str, rows: int
+) -> None:
     parsed = parse_dataset(data, fmt, task, LIMITS)  # type: ignore[arg-type]
     assert parsed.shape == shape
     assert len(parsed.rows) == rows
@@ -51,8 +53,22 @@ def test_valid_files_parse_into_rows_of_one_shape(data: bytes, fmt: str, task: s
         (jsonl({"text": "a", "label": "x"}, "{not json"), "jsonl", None, 2, None, "is not valid JSON"),
         (jsonl({"text": "a", "label": "x"}, [1, 2]), "jsonl", None, 2, None, "must be a JSON object"),
         (jsonl({"text": "a", "label": "x"}, {"text": "", "label": "y"}), "jsonl", None, 2, "text", "must not be empty"),
-        (jsonl({"text": "a", "label": "x"}, {"text": "b", "label": None}), "jsonl", None, 2, "label", "must be a string"),
-        (jsonl({"text": "a", "label": "x"}, {"text": "b"}), "jsonl", None, 2, None, "expected the fields text and label"),
+        (
+            jsonl({"text": "a", "label": "x"}, {"text": "b", "label": None}),
+            "jsonl",
+            None,
+            2,
+            "label",
+            "must be a string",
+        ),
+        (
+            jsonl({"text": "a", "label": "x"}, {"text": "b"}),
+            "jsonl",
+            None,
+            2,
+            None,
+            "expected the fields text and label",
+        ),
         (jsonl({"text": "a", "label": "x", "note": "n"}), "jsonl", None, 1, None, "unknown field 'note'"),
         (jsonl({"text": "a", "label": "x"}, {"prompt": "p", "completion": "c"}), "jsonl", None, 2, None, "expected"),
         (jsonl({"prompt": "p", "completion": "c"}), "jsonl", "classification", 1, None, "text and label"),
