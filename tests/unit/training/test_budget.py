@@ -90,7 +90,7 @@ def test_unfinished_jobs_reserve_their_whole_plan() -> None:
 
 
 def test_a_delta_above_the_policys_is_refused() -> None:
-    with pytest.raises(InvalidInput, match="above the policy's finetune.delta"):
+    with pytest.raises(InvalidInput, match=r"above the policy's finetune\.delta"):
         Ledger([], CAPS, NOW).check(Plan("d1", "d1", ((1.0, Q, STEPS),), 1e-4, 1.0))
 
 
