@@ -121,6 +121,16 @@ class TrainingSettings(_Section):
         description="A worker renews its claim on a job every third of this; a claim not renewed for this long "
         "(the worker died) lets another worker take the job over.",
     )
+    checkpoint_every_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="Seal a checkpoint of a running job this often (seconds; 0: only by steps). A crashed job "
+        "resumes from its last one.",
+    )
+    checkpoint_every_steps: int = Field(
+        0, ge=0, le=1_000_000, description="Also seal a checkpoint every this many steps (0: only by time)."
+    )
     max_attempts: int = Field(
         3, ge=1, le=100, description="Starts a job gets; after that many crashed attempts it ends failed."
     )

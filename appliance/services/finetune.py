@@ -167,11 +167,12 @@ def _noise_for(target_epsilon: float, delta: float, sample_rate: float, epochs: 
 
 
 def holdout_rows(rows: int, fraction: float) -> int:
-    """Rows the engine keeps out of training for the card's metrics (at least one when the
-    fraction is positive and there are rows to spare)."""
-    if fraction <= 0 or rows < 2:
-        return 0
-    return min(rows - 1, max(1, round(rows * fraction)))
+    """Rows the engine keeps out of training for the card's metrics: as
+    ``appliance.training.tasks.split_holdout`` counts them (without importing torch)."""
+    held = int(rows * fraction)
+    if fraction > 0 and rows >= 10:
+        held = max(held, 1)
+    return held
 
 
 def spec_for(
@@ -193,6 +194,8 @@ def spec_for(
         device=training.device,
         secure_mode=training.secure_mode,
         gpus=training.gpus,
+        checkpoint_every_steps=training.checkpoint_every_steps,
+        checkpoint_every_s=training.checkpoint_every_s,
         dataset_hash=dataset_hash,
         base_model_name=row.base_model,
         **options,
