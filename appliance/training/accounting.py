@@ -9,6 +9,7 @@ it ran, by concatenating histories and asking :func:`epsilon_of`.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -42,19 +43,30 @@ def noise_multiplier_for(
 ) -> float:
     """The noise multiplier that reaches ``target_epsilon`` after ``epochs`` (or ``steps``).
 
-    Opacus's ``get_noise_multiplier``, which ``make_private_with_epsilon`` calls; raises
-    :class:`InvalidInput` when the budget is too small to reach with any noise.
+    Opacus's ``get_noise_multiplier``, the search ``make_private_with_epsilon`` runs, cached
+    (a binary search over accountant evaluations takes a second or more; the ledger and the
+    engine ask for the same parameters). Raises :class:`InvalidInput` when the budget is too
+    small to reach with any noise.
     """
+    if (epochs is None) == (steps is None):
+        raise InvalidInput("give either epochs or steps to find a noise multiplier")
+    if steps is None:
+        assert epochs is not None
+        steps = int(epochs / sample_rate)  # as Opacus counts them
+    return _noise_multiplier(float(target_epsilon), float(delta), float(sample_rate), int(steps), accountant)
+
+
+@functools.lru_cache(maxsize=256)
+def _noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
-        with quiet_noise_search():
+        with quiet_order_warning():
             return float(
                 get_noise_multiplier(
                     target_epsilon=target_epsilon,
                     target_delta=delta,
                     sample_rate=sample_rate,
-                    epochs=epochs,
                     steps=steps,
                     accountant=accountant,
                 )
@@ -64,10 +76,12 @@ def noise_multiplier_for(
 
 
 @contextmanager
-def quiet_noise_search() -> Iterator[None]:
-    """Silence the RDP warning Opacus's noise search raises while it doubles sigma: at the huge
-    trial sigmas the best Renyi order is the first or last one tried, which is expected there and
-    says nothing about the final bound."""
+def quiet_order_warning() -> Iterator[None]:
+    """Silence the RDP accountant's "optimal order is the smallest/largest alpha" warning. It
+    fires during the noise search at huge trial sigmas, and early in a run when the epsilon
+    spent is tiny; the bound it returns is valid either way (only possibly loose), and the
+    warning would otherwise reach every job's log, or fail a caller that turns warnings into
+    errors."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Optimal order is the (smallest|largest) alpha", category=UserWarning)
         yield
@@ -82,7 +96,8 @@ def epsilon_of(history: Iterable[HistoryEntry], delta: float, accountant: Accoun
         return 0.0
     acct = create_accountant(mechanism=accountant)
     acct.history = entries
-    return float(acct.get_epsilon(delta=delta))
+    with quiet_order_warning():
+        return float(acct.get_epsilon(delta=delta))
 
 
 def compact(history: Iterable[HistoryEntry]) -> list[HistoryEntry]:

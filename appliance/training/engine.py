@@ -1,7 +1,8 @@
 """The DP training engine: one call trains a classifier head or a LoRA adapter with Opacus.
 
-DP-SGD as Opacus implements it: ``PrivacyEngine.make_private_with_epsilon`` picks the noise
-multiplier that reaches the target epsilon after the planned epochs, Poisson sampling
+DP-SGD as Opacus implements it: the noise multiplier that reaches the target epsilon after
+the planned epochs (Opacus's ``get_noise_multiplier``, exactly what
+``make_private_with_epsilon`` computes before it calls ``make_private``), Poisson sampling
 draws every step's batch (each example independently, at rate ``1 / steps_per_epoch``), each
 example's gradient is clipped to ``max_grad_norm`` and Gaussian noise is added before the
 optimizer step. The epsilon reported is Opacus's accountant for the steps that actually ran.
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from appliance.errors import ConfigError, InvalidInput
-from appliance.training.accounting import epsilon_of, quiet_noise_search
+from appliance.training.accounting import epsilon_of, noise_multiplier_for
 from appliance.training.devices import autocast, resolve_device
 from appliance.training.lora import per_sequence_loss
 from appliance.training.modes import Resolved, choose_mode
@@ -187,20 +188,22 @@ class Run:
             raise ConfigError(f"training.secure_mode needs a secure random generator package: {exc}") from None
         if not spec.secure_mode:
             self.noise_generator = torch.Generator(self.device).manual_seed(spec.seed + 1)
-        with quiet_noise_search():
-            out = engine.make_private_with_epsilon(
-                module=module,
-                optimizer=optimizer,
-                criterion=nn.CrossEntropyLoss(ignore_index=IGNORE),
-                data_loader=loader,
-                target_epsilon=spec.target_epsilon,
-                target_delta=spec.delta,
-                epochs=spec.epochs,
-                max_grad_norm=spec.max_grad_norm,
-                poisson_sampling=True,
-                grad_sample_mode=self.mode,
-                noise_generator=self.noise_generator,
-            )
+        # make_private_with_epsilon is get_noise_multiplier + make_private; the search is done
+        # through the cached helper the ledger uses, so both agree to the last bit.
+        noise = noise_multiplier_for(
+            spec.target_epsilon, spec.delta, 1 / len(loader), epochs=spec.epochs, accountant=spec.accountant
+        )
+        out = engine.make_private(
+            module=module,
+            optimizer=optimizer,
+            criterion=nn.CrossEntropyLoss(ignore_index=IGNORE),
+            data_loader=loader,
+            noise_multiplier=noise,
+            max_grad_norm=spec.max_grad_norm,
+            poisson_sampling=True,
+            grad_sample_mode=self.mode,
+            noise_generator=self.noise_generator,
+        )
         if self.mode == "ghost":
             self.model, self.optimizer, self.criterion, dp_loader = out
         else:

@@ -9,6 +9,7 @@ its ``LlamaRMSNorm`` layers (no per-sample gradient rule in Opacus) stay frozen.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,11 @@ class LoraTask:
             bias="none",
             task_type="CAUSAL_LM",
         )
-        model: Any = get_peft_model(base, config)
+        with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 renamed
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
+            model: Any = get_peft_model(base, config)
         if spec.lora_dropout == 0:
             disable_dropout(model)
         self._model = model.to(device)

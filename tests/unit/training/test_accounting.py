@@ -8,7 +8,7 @@ from opacus.accountants.utils import get_noise_multiplier
 
 from appliance.errors import InvalidInput
 from appliance.training import epsilon_of, noise_multiplier_for, sample_rate_for, steps_per_epoch
-from appliance.training.accounting import compact, quiet_noise_search
+from appliance.training.accounting import compact, quiet_order_warning
 
 
 @pytest.mark.parametrize(("n", "batch", "steps"), [(1000, 64, 16), (64, 64, 1), (65, 64, 2), (10, 100, 1)])
@@ -19,7 +19,7 @@ def test_steps_per_epoch_is_the_number_of_batches_of_a_data_loader(n: int, batch
 
 def test_the_noise_multiplier_is_opacus_own_answer() -> None:
     ours = noise_multiplier_for(3.0, 1e-5, 0.05, epochs=4)
-    with quiet_noise_search():
+    with quiet_order_warning():
         theirs = get_noise_multiplier(target_epsilon=3.0, target_delta=1e-5, sample_rate=0.05, epochs=4)
     assert ours == theirs
 

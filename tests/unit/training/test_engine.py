@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from opacus.accountants import RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
 from safetensors.torch import load_file
 
 from appliance.errors import ConfigError, InvalidInput
@@ -24,6 +25,7 @@ from appliance.training import (
     epsilon_of,
     train,
 )
+from appliance.training.accounting import quiet_order_warning
 from tests.unit.training.support import labeled
 
 ROWS = labeled(60)
@@ -81,6 +83,11 @@ def test_the_reported_epsilon_is_what_an_opacus_accountant_says_for_the_steps_th
     assert card.epsilon <= card.target_epsilon + 0.01
     assert card.epsilon > 0.9 * card.target_epsilon  # the noise was chosen for exactly these steps
     assert finished["result"].history == ((card.noise_multiplier, card.sample_rate, card.steps),)
+    with quiet_order_warning():  # the noise make_private_with_epsilon would have chosen for this loader
+        chosen = get_noise_multiplier(
+            target_epsilon=4.0, target_delta=1e-3, sample_rate=card.sample_rate, epochs=2, accountant="rdp"
+        )
+    assert card.noise_multiplier == chosen
 
 
 def test_the_card_says_how_the_model_was_made(finished: dict[str, Any]) -> None:
