@@ -28,8 +28,11 @@ def worker(state: CliState, once: bool, as_json: bool) -> None:
     from appliance.training import train
     from appliance.training.worker import Worker
 
+    from transformers.utils import logging as hf_logging
+
     s = state.settings
     configure_logging(s.log.level, s.log.format)
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # per-tensor bars would flood the log
     services = state.services
     if not migrate.is_current(services.engine):
         raise ConfigError("database schema is not current; run `appliance init` or `appliance db upgrade`")

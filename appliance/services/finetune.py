@@ -18,7 +18,6 @@ Job states::
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 from collections.abc import Callable
@@ -160,12 +159,6 @@ def job_view(row: FinetuneJob, slug: str) -> JobView:
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _noise_for(target_epsilon: float, delta: float, sample_rate: float, epochs: int) -> float:
-    """Opacus's noise search takes about a second on a small CPU; equal plans are common."""
-    return noise_multiplier_for(target_epsilon, delta, sample_rate, epochs=epochs)
-
-
 def holdout_rows(rows: int, fraction: float) -> int:
     """Rows the engine keeps out of training for the card's metrics: as
     ``appliance.training.tasks.split_holdout`` counts them (without importing torch)."""
@@ -282,7 +275,7 @@ class FinetuneService:
             raise InvalidInput("the dataset is too small to train on")
         sample_rate = sample_rate_for(train_rows, spec.batch_size)
         steps = spec.epochs * steps_per_epoch(train_rows, spec.batch_size)
-        noise = _noise_for(spec.target_epsilon, delta, sample_rate, spec.epochs)
+        noise = noise_multiplier_for(spec.target_epsilon, delta, sample_rate, epochs=spec.epochs)
         plan = Plan(dataset.id, dataset.name, ((noise, sample_rate, steps),), delta, spec.target_epsilon)
         with transaction(self._sessions) as session:
             lock_tenant(session, tenant_id)
