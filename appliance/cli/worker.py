@@ -25,10 +25,10 @@ def worker(state: CliState, once: bool, as_json: bool) -> None:
     job at its next step and hands it back to the queue with its last checkpoint; a worker
     killed outright has its job taken over, after `training.lease_s`, by the next worker to
     start. On SQLite one worker runs at a time; on PostgreSQL any number."""
+    from transformers.utils import logging as hf_logging
+
     from appliance.training import train
     from appliance.training.worker import Worker
-
-    from transformers.utils import logging as hf_logging
 
     s = state.settings
     configure_logging(s.log.level, s.log.format)

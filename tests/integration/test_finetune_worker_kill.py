@@ -4,7 +4,6 @@ registered, and the job's charge ends at the accountant's epsilon for the whole 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
