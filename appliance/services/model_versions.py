@@ -13,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from appliance.models.registry import VersionInfo
 from appliance.roles import Role
 from appliance.services.audit import AuditLog
 from appliance.services.principal import Principal
 from appliance.services.tenants import TenantService
 
 if TYPE_CHECKING:
-    from appliance.models.registry import ModelRegistry, VersionInfo
+    from appliance.models.registry import ModelRegistry
 
 READERS = (Role.OPERATOR, Role.COMPLIANCE, Role.TENANT_ADMIN)
 WRITERS = (Role.OPERATOR, Role.TENANT_ADMIN)
