@@ -23,7 +23,7 @@ from appliance.roles import Role
 from appliance.services.container import Services
 from appliance.training import train
 from appliance.training.worker import Worker
-from tests.finetune_support import TICKETS, finetune_tenant, tickets_jsonl
+from tests.finetune_support import OP, TICKETS, finetune_tenant, tickets_jsonl
 from tests.support import Stack, live_stack, make_services, make_settings
 
 pytestmark = pytest.mark.slow
@@ -205,3 +205,26 @@ def test_bad_uploads_and_jobs_get_problems_not_tracebacks(live: Stack, classifie
     assert r.status_code == 400
     r = admin.post(f"/admin/v1/tenants/{tenant}/datasets?name=BAD NAME", content=tickets_jsonl(), headers=JSONL)
     assert r.status_code == 422
+
+
+def test_the_cli_adds_a_csv_dataset_refuses_a_bad_one_naming_the_line_and_removes_it(
+    live: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from appliance.cli.output import error_text
+    from appliance.errors import InvalidRows
+
+    tenant = finetune_tenant(live.services)
+    state = CliState(None, _settings=live.services.settings, _services=live.services)
+    folder = tmp_path_factory.mktemp("csv")
+    good, bad = folder / "Support.csv", folder / "broken.csv"
+    good.write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in TICKETS))
+    bad.write_text("text,label\nfine,a\n,b\n")
+    added = CliRunner().invoke(finetune_cli, ["dataset", "add", str(good), "--tenant", tenant], obj=state)
+    assert added.exit_code == 0, added.output
+    assert "support" in added.output and "billing (6), technical (6)" in added.output
+    refused = CliRunner().invoke(finetune_cli, ["dataset", "add", str(bad), "--tenant", tenant], obj=state)
+    assert isinstance(refused.exception, InvalidRows)
+    assert error_text(refused.exception).startswith("the dataset failed validation: line 3, field text")
+    removed = CliRunner().invoke(finetune_cli, ["dataset", "rm", "support", "--tenant", tenant, "--yes"], obj=state)
+    assert removed.exit_code == 0, removed.output
+    assert live.services.datasets.list(OP, tenant) == []
