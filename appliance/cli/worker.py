@@ -9,7 +9,6 @@ import click
 
 from appliance.cli.context import CliState, pass_state
 from appliance.cli.output import emit_json, err_console, json_option
-from appliance.db import migrate
 from appliance.errors import ConfigError
 from appliance.logs import configure_logging
 
@@ -34,7 +33,7 @@ def worker(state: CliState, once: bool, as_json: bool) -> None:
     configure_logging(s.log.level, s.log.format)
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # per-tensor bars would flood the log
     services = state.services
-    if not migrate.is_current(services.engine):
+    if not services.schema.is_current():
         raise ConfigError("database schema is not current; run `appliance init` or `appliance db upgrade`")
     runner = Worker(
         services.job_store(),

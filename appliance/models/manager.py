@@ -38,6 +38,7 @@ from appliance.models.chat import LocalChatRunner
 from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
 from appliance.models.registry import SHARED, ModelInfo, ModelRegistry
+from appliance.models.sampling import SamplingDefaults, resolve
 from appliance.models.sealed import is_sealed
 from appliance.models.store import ModelStore
 from appliance.models.upstream import UpstreamRunner
@@ -72,6 +73,8 @@ class _Loaded:
     info: ModelInfo
     registration: tuple[str, ...]
     runner: Runner
+    sampling: SamplingDefaults
+    """Read while the model's files were at hand (a sealed model's exist only during its load)."""
 
 
 def _registered_at(info: ModelInfo) -> datetime:
@@ -308,7 +311,10 @@ class ModelManager:
             if found is not None:
                 return found
             with self._sealed_files(info) as path:  # sealed models: decrypted into memory until loaded
-                runner = self._build(info, path)
+                if path is None and info.kind != "upstream":
+                    path = self.store.resolve(info.source)  # the first use of SmolLM2 converts it here
+                sampling = self._sampling(info, path)
+                runner = self._build(info, path, sampling)
                 try:
                     runner.warmup()
                 except BaseException:
@@ -320,7 +326,7 @@ class ModelManager:
                     raise InvalidInput("the model manager is shut down")
                 found, stale = self._current(info, ident)
                 if found is None:
-                    self._runners[info.key] = _Loaded(info, ident, runner)
+                    self._runners[info.key] = _Loaded(info, ident, runner, sampling)
                     self._loading.pop(ident, None)
             if found is not None:  # a newer registration was loaded meanwhile
                 runner.close()
@@ -328,13 +334,27 @@ class ModelManager:
             self._unload([stale])
             return runner
 
+    def sampling(self, runner: object) -> SamplingDefaults:
+        """The sampling defaults of a loaded chat ``runner`` (see ``models/sampling.py``);
+        OpenAI's when the runner was unloaded meanwhile (its calls then end with a 503)."""
+        with self._lock:
+            for loaded in self._runners.values():
+                if loaded.runner is runner:
+                    return loaded.sampling
+        return SamplingDefaults()
+
+    def _sampling(self, info: ModelInfo, path: Path | None) -> SamplingDefaults:
+        if info.kind not in SERVED_BY["chat"]:
+            return SamplingDefaults()
+        return resolve(info.options, None if info.kind == "upstream" else path)
+
     def _sealed_files(self, info: ModelInfo) -> contextlib.AbstractContextManager[Path | None]:
         """A tenant-owned model's memory-backed directory (see ``models/sealed.py``); else None."""
         if not is_sealed(info.source):
             return contextlib.nullcontext()
         return self.registry.open_sealed(info)
 
-    def _build(self, info: ModelInfo, path: Path | None = None) -> Runner:
+    def _build(self, info: ModelInfo, path: Path | None = None, sampling: SamplingDefaults | None = None) -> Runner:
         s = self._settings
         device = resolve_device(info.device if info.device != "auto" else s.device)
         if info.kind == "upstream":
@@ -360,7 +380,7 @@ class ModelManager:
                 max_batch=s.max_batch,
                 max_queue=s.max_queue,
                 request_timeout_s=s.request_timeout_s,
-                default_max_tokens=int(info.options.get("default_max_tokens", 512)),
+                default_max_tokens=(sampling or SamplingDefaults()).max_tokens,
                 observer=self._observer,
             )
         batched = _TEXT_BATCH_RUNNERS.get(info.kind)
