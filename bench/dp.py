@@ -191,7 +191,7 @@ def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 cmd = [
                     sys.executable, __file__, "--one", task, mode, "--batch", str(args.batch_of[task]),
                     "--seq", str(args.seq_of[task]), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                    "--top-layers", str(args.top_layers), "--store", str(args.store),
+                    "--top-layers", str(args.top_layers), "--store", str(args.store), "--threads", str(args.threads),
                 ]  # fmt: skip
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ.copy())
                 if out.returncode != 0:
@@ -319,8 +319,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sections", default="speed,utility,canary")
     p.add_argument("--tasks", default="classifier,lora")
-    p.add_argument("--rows", type=int, default=3000)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--rows", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--utility-batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch", type=int, default=0, help="speed batch (default: 32 classifier, 8 lora)")

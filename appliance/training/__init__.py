@@ -23,6 +23,7 @@ from appliance.training.spec import (
     TrainingCancelled,
     TrainingResult,
     TrainingSpec,
+    holdout_rows,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "TrainingResult",
     "TrainingSpec",
     "epsilon_of",
+    "holdout_rows",
     "noise_multiplier_for",
     "sample_rate_for",
     "steps_per_epoch",

@@ -43,16 +43,18 @@ def noise_multiplier_for(
 ) -> float:
     """The noise multiplier that reaches ``target_epsilon`` after ``epochs`` (or ``steps``).
 
-    Opacus's ``get_noise_multiplier``, the search ``make_private_with_epsilon`` runs, cached
-    (a binary search over accountant evaluations takes a second or more; the ledger and the
-    engine ask for the same parameters). Raises :class:`InvalidInput` when the budget is too
-    small to reach with any noise.
+    Opacus's ``get_noise_multiplier`` (the search ``make_private_with_epsilon`` runs), cached:
+    a binary search over accountant evaluations takes a second or more, and the ledger and
+    the engine ask for the same parameters. An epoch is ``round(1 / sample_rate)`` steps, the
+    number the engine runs (Opacus's own ``int(epochs / sample_rate)`` can fall one step short
+    through floating point, e.g. for 93 batches per epoch). Raises :class:`InvalidInput` when
+    the budget is too small to reach with any noise.
     """
     if (epochs is None) == (steps is None):
         raise InvalidInput("give either epochs or steps to find a noise multiplier")
     if steps is None:
         assert epochs is not None
-        steps = int(epochs / sample_rate)  # as Opacus counts them
+        steps = epochs * round(1 / sample_rate)
     return _noise_multiplier(float(target_epsilon), float(delta), float(sample_rate), int(steps), accountant)
 
 

@@ -97,12 +97,12 @@ def train_distributed(
         elif kind == "cancelled":
             cancelled = TrainingCancelled(**payload)
         elif kind == "error":
-            outcome.setdefault("error", payload)
+            outcome["rank_error"] = payload  # the rank's own error says more than the launcher's
     thread.join()
     if cancelled is not None:
         raise cancelled
-    if isinstance(outcome.get("error"), ApplianceError):
-        raise outcome["error"]
+    if isinstance(outcome.get("rank_error"), ApplianceError):
+        raise outcome["rank_error"]
     if "error" in outcome or result is None:
         raise RuntimeError(f"distributed training failed: {outcome.get('error')}")
     return result

@@ -191,7 +191,7 @@ class Run:
         # make_private_with_epsilon is get_noise_multiplier + make_private; the search is done
         # through the cached helper the ledger uses, so both agree to the last bit.
         noise = noise_multiplier_for(
-            spec.target_epsilon, spec.delta, 1 / len(loader), epochs=spec.epochs, accountant=spec.accountant
+            spec.target_epsilon, spec.delta, self.sample_rate, epochs=spec.epochs, accountant=spec.accountant
         )
         out = engine.make_private(
             module=module,
@@ -210,7 +210,12 @@ class Run:
             self.model, self.optimizer, dp_loader = out
         self.engine = engine
         self.sampler = dp_loader.batch_sampler
-        self.steps_per_epoch = len(self.sampler)
+        # Opacus's samplers run int(1 / sample_rate) steps, which floating point can put one
+        # short of the loader's length (93 batches -> 92 steps); run exactly one per batch.
+        if hasattr(self.sampler, "num_batches"):
+            self.sampler.num_batches = self.steps_per_epoch
+        else:
+            self.sampler.steps = self.steps_per_epoch
         self.noise_multiplier = float(self.optimizer.noise_multiplier)
 
     # ------------------------------------------------------------------ sampling

@@ -185,6 +185,14 @@ class TrainingSpec:
         return self.dp_mode != "off"
 
 
+def holdout_rows(rows: int, fraction: float) -> int:
+    """How many of ``rows`` examples the engine keeps out of training for the card's metrics:
+    ``round(rows * fraction)``, at least one when the fraction is positive, and never all."""
+    if fraction <= 0 or rows < 2:
+        return 0
+    return min(rows - 1, max(1, round(rows * fraction)))
+
+
 def _check(ok: bool, name: str, why: str) -> None:
     if not ok:
         raise InvalidInput(f"training.{name} {why}")

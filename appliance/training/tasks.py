@@ -10,7 +10,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from appliance.training.spec import Example, TrainingSpec
+from appliance.training.spec import Example, TrainingSpec, holdout_rows
 
 
 class TaskRun(Protocol):
@@ -45,9 +45,7 @@ def trainable_count(module: nn.Module) -> int:
 def split_holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded (train, held-out) row indices; the held-out share is never trained on."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    held = int(n * fraction)
-    if fraction > 0 and n >= 10:
-        held = max(held, 1)
+    held = holdout_rows(n, fraction)
     return order[held:].sort().values, order[:held].sort().values
 
 

@@ -61,3 +61,11 @@ def test_a_budget_that_no_noise_reaches_is_refused() -> None:
 def test_accounting_needs_rows() -> None:
     with pytest.raises(InvalidInput):
         steps_per_epoch(0, 8)
+
+
+def test_an_epoch_is_a_whole_number_of_steps_even_where_floating_point_says_otherwise() -> None:
+    q = sample_rate_for(93, 1)
+    assert int(1 / q) == 92  # what Opacus's sampler and int(epochs / q) would count
+    with quiet_order_warning():
+        expected = get_noise_multiplier(target_epsilon=3.0, target_delta=1e-5, sample_rate=q, steps=3 * 93)
+    assert noise_multiplier_for(3.0, 1e-5, q, epochs=3) == expected

@@ -243,3 +243,27 @@ def test_secure_mode_without_its_random_generator_package_is_a_clear_configurati
             train(spec_for(tiny_bert_dir, secure_mode=True), ROWS, tmp_path / "m")
     else:
         pytest.skip("torchcsprng is installed here")
+
+
+def test_each_epoch_runs_one_step_per_batch_of_the_data_loader(tiny_bert_dir: Path) -> None:
+    from appliance.training.engine import Run
+
+    run = Run(spec_for(tiny_bert_dir, batch_size=1, holdout_fraction=0), labeled(93), rank=0, world=1)
+    assert run.steps_per_epoch == 93
+    assert len(list(run._epoch_batches(0))) == 93
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_splitting_a_batch_into_physical_batches_changes_memory_not_the_result(
+    mode: str, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    spec = spec_for(tiny_bert_dir, epochs=1, batch_size=16, dp_mode=mode)
+    whole = train(spec, ROWS, tmp_path / "whole")
+    split = train(replace(spec, max_physical_batch=3), ROWS, tmp_path / "split")
+    assert split.history == whole.history
+    torch.testing.assert_close(
+        weights(split.output_dir)["classifier.weight"],
+        weights(whole.output_dir)["classifier.weight"],
+        rtol=1e-4,
+        atol=1e-6,
+    )

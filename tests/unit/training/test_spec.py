@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from appliance.errors import InvalidInput
-from appliance.training import ModelCard, TrainingSpec
+from appliance.training import ModelCard, TrainingSpec, holdout_rows
 
 
 def spec(**overrides: Any) -> TrainingSpec:
@@ -107,3 +107,10 @@ def test_a_card_without_dp_serialises_infinite_epsilon_as_a_string() -> None:
     assert out["epsilon"] == "inf"
     assert out["labels"] == ["a", "b"]
     assert out["metrics"] == {"holdout_accuracy": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("rows", "fraction", "held"), [(100, 0.1, 10), (60, 0.2, 12), (5, 0.1, 1), (1, 0.5, 0), (2, 0.5, 1), (50, 0.0, 0)]
+)
+def test_the_held_out_share_is_rounded_at_least_one_and_never_all(rows: int, fraction: float, held: int) -> None:
+    assert holdout_rows(rows, fraction) == held
