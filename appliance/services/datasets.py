@@ -275,7 +275,7 @@ class DatasetService:
             digest.update(line)
             encoded.append(line)
         blob = self._blobs.put(tenant_id, BLOB_KIND, iter(encoded))
-        labels = _label_counts(rows) if parsed.task == "classification" else None
+        labels = parsed.label_counts() if parsed.task == "classification" else None
         stats = {"shape": parsed.shape, "label_counts": labels, "entities": facts}
         try:
             self._cipher.prepare(tenant_id)  # SQLite: reserve key budget before the write lock
@@ -429,14 +429,6 @@ class DatasetService:
             created_by=row.created_by,
             created_at=row.created_at,
         )
-
-
-def _label_counts(rows: Sequence[Row]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        if row.label is not None:
-            counts[row.label] = counts.get(row.label, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def _is_block(exc: InvalidRows) -> bool:
