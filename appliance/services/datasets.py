@@ -12,13 +12,14 @@ in the privacy-budget ledger.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -27,8 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.crypto.blobs import BlobStore
 from appliance.crypto.records import TenantCipher
+from appliance.db.base import utcnow
 from appliance.db.engine import transaction
-from appliance.db.models import Dataset, FinetuneJob, Tenant
+from appliance.db.models import Blob, Dataset, FinetuneJob, Tenant
 from appliance.errors import Blocked, Conflict, InvalidInput, InvalidRows, NotFound, PermissionDenied
 from appliance.roles import Role
 from appliance.services.audit import AuditLog
@@ -51,6 +53,8 @@ from appliance.services.privacy import PrivacyService
 from appliance.services.tenants import find_tenant
 
 BLOB_KIND = "dataset"
+CHECKPOINT_KIND = "checkpoint"
+"""Sealed checkpoints of running jobs (written by the worker's job store)."""
 STATS_KIND = "datasets.stats"
 DIGEST_PURPOSE = "dataset-digest"
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
@@ -383,6 +387,30 @@ class DatasetService:
             )
         self._blobs.delete(t.id, row.blob_id)
         return view
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def sweep_orphans(self, older_than: timedelta = timedelta(hours=1)) -> int:
+        """Delete ``dataset`` and ``checkpoint`` blobs that no dataset or job names, once they
+        are older than ``older_than``: what an upload or a worker killed between writing the
+        blob and recording it left behind (sealed, but taking space). -> blobs deleted."""
+        cutoff = utcnow() - older_than
+        with self._sessions() as session:
+            used = set(session.scalars(select(Dataset.blob_id)))
+            used |= {b for b in session.scalars(select(FinetuneJob.checkpoint_blob)) if b}
+            stale = [
+                (row.tenant_id, row.id)
+                for row in session.scalars(
+                    select(Blob).where(Blob.kind.in_((BLOB_KIND, CHECKPOINT_KIND)), Blob.created_at < cutoff)
+                )
+                if row.id not in used
+            ]
+        removed = 0
+        for tenant_id, blob_id in stale:
+            with contextlib.suppress(NotFound):
+                self._blobs.delete(tenant_id, blob_id)
+                removed += 1
+        return removed
 
     # -- internals -------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from appliance.db.engine import transaction
 from appliance.db.models import FinetuneJob, WorkerLease
 from appliance.errors import BudgetExceeded, IntegrityError, InvalidInput, KeyUnavailable, NotFound
 from appliance.services.audit import SYSTEM_ACTOR, AuditLog
-from appliance.services.datasets import DatasetService, StoredDataset
+from appliance.services.datasets import CHECKPOINT_KIND, DatasetService, StoredDataset
 from appliance.services.finetune import BASE_KIND, OUTPUT_KIND, spec_for
 from appliance.services.policies import ActivePolicy
 from appliance.services.privacy_budget import PrivacyBudgetService, lock_tenant
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KIND = "checkpoint"
 SQLITE_LEASE = "sqlite"
 RUNNING = ("running", "cancelling")
 PROGRESS_EVERY_S = 1.0

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from appliance.db.base import utcnow
-from appliance.db.models import AuditEntry, FinetuneJob, PrivacyCharge, WorkerLease
+from appliance.db.models import AuditEntry, Blob, FinetuneJob, PrivacyCharge, WorkerLease
 from appliance.services.container import Services
 from tests.finetune_support import COMPLIANCE, OP, add_tickets, finetune_policy, finetune_tenant, queue_job
 
@@ -151,3 +151,24 @@ def test_a_cancel_reaches_the_running_worker_and_a_dead_workers_cancelled_job_en
     store.leave("worker-a")
     assert store.claim("worker-b") is None
     assert _row(services, job.id).state == "cancelled"
+
+
+def test_maintenance_sweeps_dataset_and_checkpoint_blobs_nothing_names(sqlite_only: None, services: Services) -> None:
+    tenant = finetune_tenant(services)
+    tenant_id = services.tenants.get(OP, tenant).id
+    kept = add_tickets(services, tenant)
+    left = [services.blobs.put(tenant_id, kind, b"sealed leftovers").id for kind in ("dataset", "checkpoint")]
+    young = services.blobs.put(tenant_id, "checkpoint", b"a worker may be writing this one").id
+    with services.sessions.begin() as s:
+        s.execute(update(Blob).where(Blob.id.in_(left)).values(created_at=utcnow() - timedelta(hours=2)))
+        s.execute(
+            update(Blob)
+            .where(Blob.kind == "dataset", Blob.id.not_in(left))
+            .values(created_at=utcnow() - timedelta(hours=2))
+        )
+    assert services.datasets.sweep_orphans() == 2
+    with services.sessions() as s:
+        remaining = set(s.scalars(select(Blob.id).where(Blob.tenant_id == tenant_id)))
+    assert not set(left) & remaining
+    assert young in remaining
+    assert services.datasets.load(tenant_id, kept.id).rows  # the dataset's own blob stays
