@@ -275,15 +275,20 @@ def utility(args: argparse.Namespace) -> list[dict[str, Any]]:
 def canary(args: argparse.Namespace) -> list[dict[str, Any]]:
     from appliance.training.canary import exposure, plant, random_secret
 
-    rng = random.Random(3)
+    rng = random.Random(args.canary_seed)
     secret = random_secret(rng)
-    cities = ["Oslo", "Lima", "Pune", "Kyiv", "Rome", "Doha", "Bern", "Riga"]
-    base_rows = [
-        PromptCompletion(
-            f"Which city is order {rng.randint(1000, 9999)} going to?", f"It is going to {rng.choice(cities)}."
-        )
-        for _ in range(args.canary_rows)
-    ]
+    if args.canary_corpus == "orders":
+        cities = ["Oslo", "Lima", "Pune", "Kyiv", "Rome", "Doha", "Bern", "Riga"]
+        base_rows = [
+            PromptCompletion(f"Which city is order {rng.randint(1000, 9999)} going to?", f"To {rng.choice(cities)}.")
+            for _ in range(args.canary_rows)
+        ]
+    else:  # a disjoint corpus: other prompts, other answers
+        states = ["open", "closed", "waiting for you", "escalated", "resolved"]
+        base_rows = [
+            PromptCompletion(f"What is the status of ticket T-{rng.randint(100, 999)}?", f"It is {rng.choice(states)}.")
+            for _ in range(args.canary_rows)
+        ]
     rows = plant(base_rows, secret, args.canary_times)
     model = smollm2(args.store)
     results = []
@@ -293,7 +298,8 @@ def canary(args: argparse.Namespace) -> list[dict[str, Any]]:
         spec = TrainingSpec(
             task="lora", base_model_dir=model, target_epsilon=8.0, delta=1 / (2 * len(rows)), epochs=args.canary_epochs,
             batch_size=args.canary_batch, learning_rate=args.canary_lr, max_seq_len=48, holdout_fraction=0,
-            dp_mode=mode, lora_rank=8, lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), device="auto",
+            dp_mode=mode, lora_rank=8, device="auto",
+            lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         )  # fmt: skip
         started = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
@@ -305,7 +311,8 @@ def canary(args: argparse.Namespace) -> list[dict[str, Any]]:
         }  # fmt: skip
         log(f"canary: {json.dumps(row)}")
         results.append(row)
-    print(f"\n## canary exposure: secret planted {args.canary_times}x in {len(rows)} rows, ranked among")
+    print(f"\n## canary exposure ({args.canary_corpus} corpus, seed {args.canary_seed}): secret planted")
+    print(f"## {args.canary_times}x in {len(rows)} rows, ranked among")
     print(f"## {args.candidates} random secrets (highest possible exposure {math.log2(args.candidates + 1):.2f})")
     for r in results:
         print(f"{r['setting']:<12} exposure {r['exposure']:6.2f}  rank {r['rank']:>4}")
@@ -329,12 +336,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--canary-rows", type=int, default=48)
-    p.add_argument("--canary-times", type=int, default=4)
-    p.add_argument("--canary-epochs", type=int, default=6)
-    p.add_argument("--canary-batch", type=int, default=8)
-    p.add_argument("--canary-lr", type=float, default=5e-3)
-    p.add_argument("--candidates", type=int, default=200)
+    p.add_argument("--canary-rows", type=int, default=16)
+    p.add_argument("--canary-times", type=int, default=8)
+    p.add_argument("--canary-epochs", type=int, default=10)
+    p.add_argument("--canary-batch", type=int, default=4)
+    p.add_argument("--canary-lr", type=float, default=2e-2)
+    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--canary-corpus", choices=("orders", "tickets"), default="orders")
+    p.add_argument("--canary-seed", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--store", type=Path, default=ROOT / ".pytest_cache" / "d" / "appliance-model-store")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")

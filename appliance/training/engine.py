@@ -104,15 +104,19 @@ def _check_output_dir(output_dir: Path) -> None:
 
 
 def dataset_fingerprint(spec: TrainingSpec, examples: Sequence[Example]) -> str:
-    """Binds a checkpoint to its run: the spec fields that shape training and the rows."""
+    """Binds a checkpoint to its run: the spec fields that shape training, the base model's
+    configuration (not its path, which may differ after a restart) and the rows."""
     shaping = {k: v for k, v in asdict(spec).items() if k not in _NOT_SHAPING}
     digest = hashlib.sha256(repr(sorted(shaping.items())).encode())
+    config = spec.base_model_dir / "config.json"
+    digest.update(config.read_bytes() if config.is_file() else b"")
     for example in examples:
         digest.update(repr(example).encode())
     return digest.hexdigest()
 
 
 _NOT_SHAPING = {
+    "base_model_dir",
     "device",
     "checkpoint_every_steps",
     "checkpoint_every_s",
@@ -126,7 +130,6 @@ _NOT_SHAPING = {
 class _State:
     step: int = 0
     elapsed_s: float = 0.0
-    history: list[HistoryEntry] = field(default_factory=list)
     epoch_losses: list[float] = field(default_factory=list)
 
 
