@@ -33,10 +33,12 @@ from typing import Any
 
 from appliance.config import ModelSettings
 from appliance.errors import ConfigError, InvalidInput, NotFound, NotSupportedYet
+from appliance.models import llamacpp, sizing
 from appliance.models.base import SERVED_BY, ChatRunner, ClassifierRunner, EmbeddingRunner, InputObserver
 from appliance.models.chat import LocalChatRunner
 from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
+from appliance.models.llamacpp import LlamaCppChatRunner
 from appliance.models.registry import SHARED, ModelInfo, ModelRegistry
 from appliance.models.sealed import is_sealed
 from appliance.models.store import ModelStore
@@ -44,7 +46,8 @@ from appliance.models.upstream import UpstreamRunner
 
 log = logging.getLogger(__name__)
 
-Runner = LocalChatRunner | LocalEmbeddingRunner | LocalClassifierRunner | UpstreamRunner
+Runner = LocalChatRunner | LlamaCppChatRunner | LocalEmbeddingRunner | LocalClassifierRunner | UpstreamRunner
+ENGINES = ("auto", "torch", "llamacpp")
 
 RECONCILE_EVERY_S = 10.0
 """How often (at most, and only while lookups happen) loaded runners are checked against the
@@ -144,7 +147,7 @@ class ModelManager:
         if info.kind not in SERVED_BY["chat"]:
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not a chat model")
         runner = self._runner(info)
-        assert isinstance(runner, LocalChatRunner | UpstreamRunner)
+        assert isinstance(runner, LocalChatRunner | LlamaCppChatRunner | UpstreamRunner)
         return runner
 
     def embedding(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner:
@@ -346,23 +349,14 @@ class ModelManager:
                 timeout_s=s.upstream_timeout_s,
                 request_timeout_s=s.request_timeout_s,
                 retries=s.upstream_retries,
-                max_inflight=s.max_batch + s.max_queue,
+                max_inflight=(s.max_batch or sizing.CPU_CHAT[0]) + (s.max_queue or sizing.CPU_CHAT[1]),
                 observer=self._observer,
                 transport=self._upstream_transport,
             )
+        if info.kind == "chat":
+            return self._chat_runner(info, device, path)
         path = path or self.store.resolve(info.source)
         log.info("loading model", extra={"model": info.name, "kind": info.kind, "device": device})
-        if info.kind == "chat":
-            return LocalChatRunner(
-                info.name,
-                path,
-                device=device,
-                max_batch=s.max_batch,
-                max_queue=s.max_queue,
-                request_timeout_s=s.request_timeout_s,
-                default_max_tokens=int(info.options.get("default_max_tokens", 512)),
-                observer=self._observer,
-            )
         batched = _TEXT_BATCH_RUNNERS.get(info.kind)
         if batched is not None:
             return batched(
@@ -376,6 +370,60 @@ class ModelManager:
                 observer=self._observer,
             )
         raise NotSupportedYet(f"serving {info.kind} models is not built yet")
+
+    def _chat_runner(self, info: ModelInfo, device: str, path: Path | None) -> LocalChatRunner | LlamaCppChatRunner:
+        """llama.cpp or torch, by :func:`chat_engine`; a GGUF served by torch is converted first."""
+        s = self._settings
+        gguf = None if path is not None else self.store.gguf_file(info.source)
+        engine = chat_engine(info.options.get("engine", s.chat_engine), device=device, gguf=gguf)
+        default_max_tokens = int(info.options.get("default_max_tokens", 512))
+        max_context = info.options.get("max_context")
+        log.info("loading model", extra={"model": info.name, "kind": "chat", "device": device, "engine": engine})
+        if engine == "llamacpp":
+            assert gguf is not None
+            return LlamaCppChatRunner(
+                info.name,
+                gguf,
+                threads=s.llamacpp_threads or None,
+                max_batch=s.max_batch or sizing.CPU_CHAT[0],
+                max_queue=s.max_queue or sizing.CPU_CHAT[1],
+                request_timeout_s=s.request_timeout_s,
+                default_max_tokens=default_max_tokens,
+                observer=self._observer,
+                max_context=int(max_context) if max_context else None,
+            )
+        return LocalChatRunner(
+            info.name,
+            path or self.store.resolve(info.source),
+            device=device,
+            max_batch=s.max_batch,
+            max_queue=s.max_queue,
+            request_timeout_s=s.request_timeout_s,
+            default_max_tokens=default_max_tokens,
+            observer=self._observer,
+            dtype=sizing.parse_dtype(s.dtype),
+            cuda_graphs=s.cuda_graphs,
+            max_context=int(max_context) if max_context else None,
+        )
+
+
+def chat_engine(wanted: Any, *, device: str, gguf: Path | None) -> str:
+    """Which engine serves a chat model: ``wanted`` (the model option ``engine``, else the
+    setting ``models.chat_engine``) unless it is ``auto``, which picks llama.cpp for a GGUF
+    model on a CPU when the ``llamacpp`` extra is installed, and torch otherwise."""
+    if wanted not in ENGINES:
+        raise InvalidInput(f"engine must be one of {', '.join(ENGINES)}")
+    if wanted == "llamacpp":
+        if gguf is None:
+            raise ConfigError("the llamacpp engine serves GGUF models only; this model is a Hugging Face directory")
+        if not device.startswith("cpu"):
+            raise ConfigError("the llamacpp engine is built for the CPU; use device cpu or the torch engine")
+        if not llamacpp.available():
+            raise ConfigError("the llamacpp engine needs the optional extra: pip install -e '.[llamacpp]'")
+        return "llamacpp"
+    if wanted == "torch":
+        return "torch"
+    return "llamacpp" if gguf is not None and device.startswith("cpu") and llamacpp.available() else "torch"
 
 
 _TEXT_BATCH_RUNNERS: dict[str, type[LocalEmbeddingRunner | LocalClassifierRunner]] = {
