@@ -4,6 +4,9 @@
     .venv/bin/python -m bench.serving --quick    # about 1.5 minutes, noisier
     .venv/bin/python -m bench.serving --json     # the same figures as JSON
 
+On a host where torch sees CUDA it runs the GPU comparison of :mod:`bench.serving_gpu`
+instead (random-init weights, configs from ``--gpu-assets``).
+
 What one run measures, each against a baseline measured in the same run:
 
 - embeddings: requests/s of 32 concurrent clients sending one short text each, through
@@ -63,11 +66,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import httpx
 import torch
 
+from appliance.models import llamacpp
 from appliance.models.base import ChatMessage, ChatRequest
 from appliance.models.chat import LocalChatRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
+from appliance.models.generation import StepBatchedChatRunner
+from appliance.models.llamacpp import LlamaCppChatRunner
 from appliance.models.manager import configure_torch_threads
-from appliance.models.store import ModelStore, minilm_directory
+from appliance.models.store import PACKAGE_SCHEME, SMOLLM2_PACKAGE, ModelStore, minilm_directory
 
 DEFAULT_STORE = Path(".bench-data/models")
 CHAT_MODEL = "smollm2-135m-instruct"
@@ -233,7 +239,9 @@ def raw_generate(model_dir: Path, tokens: int = 48, repeats: int = 2) -> Through
     )
 
 
-async def _chat_streams(runner: LocalChatRunner, streams: int, tokens: int, rounds: int) -> tuple[int, list[float]]:
+async def _chat_streams(
+    runner: StepBatchedChatRunner, streams: int, tokens: int, rounds: int
+) -> tuple[int, list[float]]:
     latencies: list[float] = []
     total = 0
 
@@ -250,7 +258,7 @@ async def _chat_streams(runner: LocalChatRunner, streams: int, tokens: int, roun
     return total, latencies
 
 
-def batched_chat(runner: LocalChatRunner, streams: int, tokens: int = 48, rounds: int = 1) -> Throughput:
+def batched_chat(runner: StepBatchedChatRunner, streams: int, tokens: int = 48, rounds: int = 1) -> Throughput:
     """``streams`` concurrent greedy requests through the step-batched runner."""
     before = runner.stats
     started = time.perf_counter()
@@ -269,7 +277,65 @@ def batched_chat(runner: LocalChatRunner, streams: int, tokens: int = 48, rounds
     )
 
 
-def sequential_runner_chat(runner: LocalChatRunner, calls: int) -> list[float]:
+def raw_llamacpp(gguf: Path, tokens: int = 48, repeats: int = 2, first_calls: int = 5) -> Throughput:
+    """llama-cpp-python's own ``Llama.generate`` on one stream, greedy, every core: the
+    single-stream baseline of the CPU engine. ``first_token_p50_ms`` is the time from the
+    call to the first token (prefill + one sample) on the same prompt the HTTP rows send."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=len(os.sched_getaffinity(0)), verbose=False)
+    template = llamacpp._compile_template(str(llm.metadata["tokenizer.chat_template"]))
+    prompt = template.render(messages=[{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True)
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+
+    def once(limit: int) -> tuple[int, float, float]:
+        llm.reset()  # no prefix reuse between runs: the appliance's engine does not reuse either
+        started = time.perf_counter()
+        first, n = 0.0, 0
+        for token in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+            if n == 0:
+                first = time.perf_counter() - started
+            n += 1
+            if n >= limit or llm.token_eos() == token:
+                break
+        return n, first, time.perf_counter() - started
+
+    once(4)
+    runs = [once(tokens) for _ in range(repeats)]
+    firsts = [once(1)[1] for _ in range(first_calls)]
+    n, _, best = min(runs, key=lambda r: r[2] / max(r[0], 1))
+    return Throughput(
+        f"raw llama.cpp Llama.generate(), 1 stream, best of {repeats}",
+        "tokens/s",
+        n / best,
+        best,
+        n,
+        _percentile([r[2] for r in runs], 0.5) * 1000,
+        max(r[2] for r in runs) * 1000,
+        {"first_token_p50_ms": round(_percentile(firsts, 0.5) * 1000, 1)},
+    )
+
+
+def runner_first_token(runner: StepBatchedChatRunner, calls: int = 5) -> float:
+    """p50 seconds from a call to its first text, one stream at a time (in process)."""
+    request = ChatRequest([ChatMessage("user", PROMPTS[0])], temperature=0, max_tokens=4)
+
+    async def go() -> list[float]:
+        out = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            stream = runner.stream(request)
+            async for chunk in stream:
+                if chunk.text:
+                    out.append(time.perf_counter() - started)
+                    break
+            await stream.aclose()
+        return out
+
+    return _percentile(asyncio.run(go()), 0.5)
+
+
+def sequential_runner_chat(runner: StepBatchedChatRunner, calls: int) -> list[float]:
     request = ChatRequest([ChatMessage("user", OVERHEAD_TEXT)], temperature=0, max_tokens=1)
 
     async def go() -> list[float]:
@@ -590,6 +656,17 @@ def http_chat(app: LiveAppliance, streams: int, tokens: int = 48, rounds: int = 
     )
 
 
+def http_first_token(app: LiveAppliance, calls: int = 5) -> float:
+    """p50 seconds to the first streamed text through the whole appliance, one call at a time."""
+
+    async def go() -> list[float]:
+        async with _client(app, 1) as http:
+            await _http_chat_one(http, "Say hi.", 2)  # a warm connection; not counted
+            return [(await _http_chat_one(http, PROMPTS[0], 4))[1] for _ in range(calls)]
+
+    return _percentile(asyncio.run(go()), 0.5)
+
+
 def http_sequential(app: LiveAppliance, calls: int) -> dict[str, list[float]]:
     """One client, one call at a time: /healthz, /v1/models, 1-text embeddings, 1-token chat."""
 
@@ -717,6 +794,9 @@ def run(store: Path, quick: bool = False, server_threads: int = 0) -> dict[str, 
     rounds = 1 if quick else 2
     calls = 15 if quick else 40
     results: dict[str, Throughput] = {}
+    from bench import serving_gpu
+
+    serving_gpu.prepare_assets(DEFAULT_STORE.parent / "gpu")  # what a GPU host needs (5 MB, no weights)
     minilm = minilm_directory()
     smol = ModelStore(store).ensure_smollm2()  # converted once, before the server reads the same store
 
@@ -731,6 +811,21 @@ def run(store: Path, quick: bool = False, server_threads: int = 0) -> dict[str, 
         finally:
             embedder.close()
 
+        cpu_engine = llamacpp.available()
+        if cpu_engine:  # the engine the server runs the default chat model with on this host
+            gguf = ModelStore(store).gguf_file(PACKAGE_SCHEME + SMOLLM2_PACKAGE)
+            assert gguf is not None
+            results["llamacpp_raw"] = raw_llamacpp(gguf, tokens)
+            engine = LlamaCppChatRunner(CHAT_MODEL, gguf, max_batch=8, max_queue=64)
+            engine.warmup()
+            try:
+                results["llamacpp_1"] = batched_chat(engine, 1, tokens)
+                results["llamacpp_8"] = batched_chat(engine, 8, tokens, rounds=rounds)
+                results["llamacpp_1"].extra["first_token_p50_ms"] = round(runner_first_token(engine) * 1000, 1)
+                for key in ("llamacpp_1", "llamacpp_8"):
+                    results[key].name = "llama.cpp engine " + results[key].name
+            finally:
+                engine.close()
         results["generate_raw"] = raw_generate(smol, tokens)
         chat = LocalChatRunner(CHAT_MODEL, smol, max_batch=8, max_queue=64)
         chat.warmup()
@@ -748,6 +843,9 @@ def run(store: Path, quick: bool = False, server_threads: int = 0) -> dict[str, 
         )
         results["chat_http_1"] = http_chat(app, 1, tokens)
         results["chat_http_8"] = http_chat(app, 8, tokens, rounds=rounds)
+        results["chat_http_1"].extra["first_text_seq_p50_ms"] = round(http_first_token(app) * 1000, 1)
+        for key in ("chat_http_1", "chat_http_8"):
+            results[key].extra["engine"] = "llama.cpp" if cpu_engine else "torch"
         seq = http_sequential(app, calls)
 
     steps = pipeline_steps(store, calls)
@@ -755,6 +853,10 @@ def run(store: Path, quick: bool = False, server_threads: int = 0) -> dict[str, 
     raw_tps = results["generate_raw"].per_second
     for key in ("chat_1", "chat_8", "chat_http_1", "chat_http_8"):
         results[key].extra["vs_raw_generate"] = round(results[key].per_second / raw_tps, 2)
+    if "llamacpp_raw" in results:
+        llama_tps = results["llamacpp_raw"].per_second
+        for key in ("llamacpp_1", "llamacpp_8", "chat_http_1", "chat_http_8"):
+            results[key].extra["vs_raw_llamacpp"] = round(results[key].per_second / llama_tps, 2)
     results["embed_runner"].extra["vs_raw_encode"] = round(
         results["embed_runner"].per_second / results["embed_raw"].per_second, 2
     )
@@ -787,7 +889,11 @@ def run(store: Path, quick: bool = False, server_threads: int = 0) -> dict[str, 
 
 SECTIONS = (
     ("Embeddings (all-minilm-l6-v2)", ("embed_raw", "embed_runner", "embed_http", "embed_http_patterns")),
-    ("Chat (smollm2-135m-instruct)", ("generate_raw", "chat_1", "chat_8", "chat_http_1", "chat_http_8")),
+    (
+        "Chat (smollm2-135m-instruct): llama.cpp engine (the server's on this CPU when the extra is installed)",
+        ("llamacpp_raw", "llamacpp_1", "llamacpp_8", "chat_http_1", "chat_http_8"),
+    ),
+    ("Chat: the torch runner in process", ("generate_raw", "chat_1", "chat_8")),
     (
         "Per-request overhead (one client, sequential; overhead = HTTP p50 - runner p50)",
         ("seq_healthz", "seq_models", "seq_embed_runner", "seq_embed_http", "seq_chat_runner", "seq_chat_http"),
@@ -802,15 +908,33 @@ SECTIONS = (
 def verdicts(results: dict[str, Throughput]) -> list[str]:
     embed = results["embed_http"].per_second / results["embed_runner"].per_second
     patterns = results["embed_http_patterns"].per_second / results["embed_runner"].per_second
-    chat = results["chat_http_8"].per_second / results["generate_raw"].per_second
+    torch_chat = results["chat_8"].per_second / results["generate_raw"].per_second
     embed_ms = results["seq_embed_http"].extra["overhead_ms"]
     chat_ms = results["seq_chat_http"].extra["overhead_ms"]
+    lines = []
+    if "llamacpp_raw" in results:
+        raw = results["llamacpp_raw"]
+        speed = results["chat_http_8"].per_second / raw.per_second
+        first_raw = raw.extra["first_token_p50_ms"]
+        first_http = results["chat_http_1"].extra["first_text_seq_p50_ms"]
+        first_engine = results["llamacpp_1"].extra["first_token_p50_ms"]
+        lines += [
+            f"chat HTTP at 8 streams (llama.cpp engine) vs raw llama.cpp single stream: {speed:.2f}x "
+            f"(target >= 1.5x): " + ("met" if speed >= 1.5 else "NOT met"),
+            f"first token, single stream: HTTP {first_http} ms, engine in process {first_engine} ms, raw llama.cpp "
+            f"{first_raw} ms: HTTP {first_http / first_raw:.2f}x (target <= 1.2x): "
+            + ("met" if first_http <= 1.2 * first_raw else "NOT met")
+            + f", engine {first_engine / first_raw:.2f}x",
+        ]
+    else:
+        lines.append("llama.cpp engine: the llamacpp extra is not installed, so the server ran chat on torch")
     return [
+        *lines,
         f"embeddings HTTP vs in-process batched runner: {embed:.0%} (target >= 90%): "
         + ("met" if embed >= 0.9 else "NOT met")
         + f" (a policy that detects no NER type: {patterns:.0%})",
-        f"chat HTTP at 8 streams vs raw generate() single stream: {chat:.2f}x (target >= 3x): "
-        + ("met" if chat >= 3 else "NOT met"),
+        f"torch runner at 8 streams vs raw generate() single stream: {torch_chat:.2f}x (target >= 3x): "
+        + ("met" if torch_chat >= 3 else "NOT met"),
         f"appliance overhead per request (HTTP + auth + policy + privacy + audit): "
         f"{embed_ms} ms (embeddings), {chat_ms} ms (chat)",
     ]
@@ -823,6 +947,8 @@ def print_table(results: dict[str, Throughput]) -> None:
         print(header)
         print("-" * len(header))
         for key in keys:
+            if key not in results:
+                continue
             r = results[key]
             p50 = f"{r.p50_ms:.1f}" if r.p50_ms is not None else "-"
             p99 = f"{r.p99_ms:.1f}" if r.p99_ms is not None else "-"
@@ -841,10 +967,23 @@ def main() -> None:
     parser.add_argument(
         "--server-torch-threads", type=int, default=0, help="the server's models.torch_threads (0: its default)"
     )
+    parser.add_argument(
+        "--gpu-assets",
+        type=Path,
+        default=Path(".bench-data/gpu"),
+        help="configs and tokenizers for the GPU comparison (written here when CUDA is absent; read on a GPU host)",
+    )
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    if torch.cuda.is_available():  # a GPU host: the comparison of bench/serving_gpu.py instead
+        from bench import serving_gpu
+
+        if not (args.gpu_assets / "smollm2").is_dir():
+            serving_gpu.prepare_assets(args.gpu_assets)
+        print(json.dumps(serving_gpu.run(args.gpu_assets), indent=2))
+        return
     started = time.perf_counter()
     results = run(args.store, args.quick, args.server_torch_threads)
     if args.json:

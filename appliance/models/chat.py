@@ -24,6 +24,7 @@ are better served by an upstream engine.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 from dataclasses import dataclass
@@ -125,6 +126,7 @@ class LocalChatRunner(StepBatchedChatRunner):
         self._tokenizer: Any = None
         self._eos: set[int] = set()
         self._pad_id = 0
+        self._cache_arg = "cache"
         # Worker-side state, set in _load.
         self._cache: SlotCache | None = None
         self._slots: list[GenSeq | None] = []
@@ -169,6 +171,9 @@ class LocalChatRunner(StepBatchedChatRunner):
         self._tokenizer = tokenizer
         self._model = model
         self._dtype = dtype
+        # transformers 5.24 renamed the cache argument; older 5.x releases (some GPU images) take the old name
+        forward = inspect.signature(type(model).forward).parameters
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
 
         heads = int(config.num_attention_heads)
         kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
@@ -242,9 +247,9 @@ class LocalChatRunner(StepBatchedChatRunner):
                     input_ids=torch.tensor([[self._pad_id]], device=self._device),
                     attention_mask=mask,
                     position_ids=write,
-                    cache=self._cache,
                     use_cache=True,
                     logits_to_keep=1,
+                    **{self._cache_arg: self._cache},
                 )
         finally:
             del self._cache.update
@@ -334,9 +339,9 @@ class LocalChatRunner(StepBatchedChatRunner):
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            cache=self._cache,
             use_cache=True,
             logits_to_keep=torch.tensor(last, device=self._device),
+            **{self._cache_arg: self._cache},
         )
         pick = torch.tensor([last.index(n - 1) for n in lengths], device=self._device)
         logits = result.logits[torch.arange(k, device=self._device), pick]
@@ -386,9 +391,9 @@ class LocalChatRunner(StepBatchedChatRunner):
             input_ids=self._next[:rows].unsqueeze(1),
             attention_mask=mask,
             position_ids=write,
-            cache=self._cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_arg: self._cache},
         )
         return sample(
             result.logits[:, -1],
