@@ -21,7 +21,7 @@ LLAMA_WHEELS="$WHEEL_CACHE/llama-cpp-python-$LLAMA_VERSION-$LLAMA_KEY"
 
 build_llama_wheel() {
   ls "$LLAMA_WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1 && return 0
-  echo "==> building llama-cpp-python $LLAMA_VERSION once (AMX off; about 20-40 minutes on 2 cores), cached in $LLAMA_WHEELS"
+  echo "==> building llama-cpp-python $LLAMA_VERSION once (AMX off; about 8 minutes of CPU, longer on a busy machine), cached in $LLAMA_WHEELS"
   local tmp="$LLAMA_WHEELS.tmp.$$"
   rm -rf "$tmp" && mkdir -p "$tmp"
   if CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" CMAKE_ARGS="$LLAMA_CMAKE_ARGS" \

@@ -50,7 +50,8 @@ DEFAULT_CONTEXT = 4096
 BATCH_TOKENS = 2048
 """Most tokens one ``llama_decode`` call takes; longer prompts are prefilled in pieces."""
 
-_LEVELS = {2: logging.WARNING, 3: logging.ERROR}
+_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
+"""ggml log levels worth passing on (1 debug and 2 info are every tensor and buffer at load)."""
 _init_lock = threading.Lock()
 _initialized = False
 _log_callback: Any = None
@@ -75,7 +76,6 @@ def _backend() -> Any:
 
             @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
             def route(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-                # llama.cpp logs every tensor and buffer at load; only warnings and errors matter here
                 if level in _LEVELS:
                     log.log(_LEVELS[level], "llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
