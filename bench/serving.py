@@ -399,7 +399,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def live_appliance(store: Path, start_timeout_s: float = 240.0, server_threads: int = 0) -> Iterator[LiveAppliance]:
+def live_appliance(
+    store: Path, start_timeout_s: float = 240.0, server_threads: int = 0, llamacpp_threads: int = 0
+) -> Iterator[LiveAppliance]:
     """``appliance init`` + ``policy apply`` + ``appliance serve`` in a subprocess on loopback."""
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -409,6 +411,7 @@ def live_appliance(store: Path, start_timeout_s: float = 240.0, server_threads: 
             APPLIANCE_CONFIG=str(tmp / "appliance.toml"),
             APPLIANCE_MODELS__STORE_DIR=str(store.resolve()),
             APPLIANCE_MODELS__TORCH_THREADS=str(server_threads),
+            APPLIANCE_MODELS__LLAMACPP_THREADS=str(llamacpp_threads),
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
         )
@@ -785,7 +788,7 @@ def pipeline_steps(store: Path, calls: int) -> dict[str, list[float]]:
 # ---------------------------------------------------------------- the run
 
 
-def run(store: Path, quick: bool = False, server_threads: int = 0) -> dict[str, Throughput]:
+def run(store: Path, quick: bool = False, server_threads: int = 0, llamacpp_threads: int = 0) -> dict[str, Throughput]:
     # The in-process baselines use every core (the fastest they can be, so the strictest
     # baselines); the server uses its own setting, models.torch_threads.
     threads = configure_torch_threads(len(os.sched_getaffinity(0)))
@@ -800,7 +803,7 @@ def run(store: Path, quick: bool = False, server_threads: int = 0) -> dict[str, 
     minilm = minilm_directory()
     smol = ModelStore(store).ensure_smollm2()  # converted once, before the server reads the same store
 
-    with live_appliance(store, server_threads=server_threads) as app:
+    with live_appliance(store, server_threads=server_threads, llamacpp_threads=llamacpp_threads) as app:
         # In-process baselines first, while the appliance sits idle.
         results["embed_raw"] = raw_embeddings(minilm, 32, seconds)
         embedder = LocalEmbeddingRunner(EMBED_MODEL, minilm, max_batch=64)
@@ -968,6 +971,12 @@ def main() -> None:
         "--server-torch-threads", type=int, default=0, help="the server's models.torch_threads (0: its default)"
     )
     parser.add_argument(
+        "--server-llamacpp-threads",
+        type=int,
+        default=0,
+        help="the server's models.llamacpp_threads (0: its default, every core)",
+    )
+    parser.add_argument(
         "--gpu-assets",
         type=Path,
         default=Path(".bench-data/gpu"),
@@ -985,7 +994,7 @@ def main() -> None:
         print(json.dumps(serving_gpu.run(args.gpu_assets), indent=2))
         return
     started = time.perf_counter()
-    results = run(args.store, args.quick, args.server_torch_threads)
+    results = run(args.store, args.quick, args.server_torch_threads, args.server_llamacpp_threads)
     if args.json:
         out: dict[str, Any] = {k: dataclasses.asdict(v) for k, v in results.items()}
         out["verdicts"] = verdicts(results)

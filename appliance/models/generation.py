@@ -255,6 +255,8 @@ class StepBatchedChatRunner(WorkerThreadRunner, ABC):
     def _submit(self, request: ChatRequest) -> GenSeq:
         validate(request)
         self.warmup()
+        if self._closed:
+            raise Overloaded("model is shutting down", status=503)
         prompt = self.render(request)
         prompt_ids = self._encode(prompt)
         room = self._context - len(prompt_ids)

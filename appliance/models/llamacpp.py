@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import ConfigError, InvalidInput
+from appliance.errors import ConfigError, InvalidInput, Overloaded
 from appliance.models.base import InputObserver
 from appliance.models.generation import Detokenizer, GenSeq, StepBatchedChatRunner
 
@@ -234,6 +234,8 @@ class LlamaCppChatRunner(StepBatchedChatRunner):
         return str(self._jinja.render(messages=messages, add_generation_prompt=True, **self._specials))
 
     def _encode(self, prompt: str) -> list[int]:
+        if self._ll is None:  # closed while this call was on its way in
+            raise Overloaded("model is shutting down", status=503)
         data = prompt.encode("utf-8")
         size = len(data) + 16
         tokens = (self._ll.llama_token * size)()
