@@ -4,7 +4,7 @@ Where torch pays Python and dispatch overhead for every layer of every step, lla
 a whole quantized forward pass in C: on the 2-core development box it decodes SmolLM2 about
 ten times faster than the torch runner. This runner keeps llama.cpp's speed and adds what a
 single ``Llama`` object lacks, concurrency: every running request is one *sequence* in one
-llama.cpp context (its own id, its own cells in a shared KV cache), and each worker step
+llama.cpp context (its own id, its own region of the KV cache), and each worker step
 puts the next token of every running sequence, plus the prompts of requests that just
 arrived, into one ``llama_decode`` call. That is continuous batching with llama.cpp's own
 batch API, not a lock around a single stream: N streams cost about one forward pass per
@@ -175,7 +175,9 @@ class LlamaCppChatRunner(StepBatchedChatRunner):
         context.n_seq_max = self._max_batch
         context.n_threads = self._threads
         context.n_threads_batch = self._threads
-        context.kv_unified = True  # one cache shared by the sequences: short answers leave room for long ones
+        # One cache region per sequence: each token attends over its own sequence's cells only
+        # (a unified cache would make every attention span all sequences' cells, masked).
+        context.kv_unified = False
         context.no_perf = True
         ctx = ll.llama_init_from_model(model, context)
         if not ctx:

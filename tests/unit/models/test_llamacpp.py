@@ -155,3 +155,13 @@ def test_a_cancelled_stream_frees_its_sequence_for_the_next_request() -> None:
         assert waited < 10
     finally:
         runner.close()
+
+
+@pytest.mark.slow
+def test_token_pieces_decode_incrementally_without_broken_characters(engine: LlamaCppChatRunner) -> None:
+    text = "Café naïve façade — 東京 🙂🎉 done."
+    ids = engine._encode(text)
+    detok = engine._detokenizer()
+    pieces = [detok.push(token) for token in ids] + [detok.flush()]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
