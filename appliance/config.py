@@ -124,7 +124,10 @@ class ModelSettings(_Section):
         "llama.cpp on CPU hosts when the llamacpp extra is installed, everything else with torch.",
     )
     llamacpp_threads: int = Field(
-        0, ge=0, le=1024, description="Threads of each llama.cpp forward pass; 0: every core."
+        0,
+        ge=0,
+        le=1024,
+        description="Threads of each llama.cpp forward pass; 0: half the cores (at least 1), as for torch_threads.",
     )
     request_timeout_s: float = Field(120.0, gt=0, description="Longest a model call may take.")
     upstream_timeout_s: float = Field(60.0, gt=0, description="HTTP timeout for upstream engines.")

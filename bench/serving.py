@@ -277,52 +277,77 @@ def batched_chat(runner: StepBatchedChatRunner, streams: int, tokens: int = 48, 
     )
 
 
-def raw_llamacpp(gguf: Path, tokens: int = 48, repeats: int = 2, first_calls: int = 5) -> Throughput:
-    """llama-cpp-python's own ``Llama.generate`` on one stream, greedy, every core: the
-    single-stream baseline of the CPU engine. ``first_token_p50_ms`` is the time from the
-    call to the first token (prefill + one sample) on the same prompt the HTTP rows send."""
+def raw_llamacpp(gguf: Path, tokens: int = 48, repeats: int = 2, first_calls: int = 8) -> Throughput:
+    """llama-cpp-python's own ``Llama.generate`` on one stream, greedy: the single-stream
+    baseline of the CPU engine, at its best thread count (one thread and every core are
+    both measured; the faster is the baseline, so it is the strictest one).
+
+    Used as a user would: consecutive calls on one ``Llama`` reuse the cache of the prompt
+    start they share with the previous call (llama-cpp-python does that by itself), as the
+    appliance's engine shares prompt prefixes. ``first_token_p50_ms`` is the time from the
+    call to the first token over the bench's prompts in turn (different user messages
+    behind the same system turn), as the HTTP and engine first-token rows measure it."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=len(os.sched_getaffinity(0)), verbose=False)
-    template = llamacpp._compile_template(str(llm.metadata["tokenizer.chat_template"]))
-    prompt = template.render(messages=[{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True)
-    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    best: Throughput | None = None
+    measured: dict[str, float] = {}
+    for threads in sorted({1, len(os.sched_getaffinity(0))}):
+        llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
+        template = llamacpp._compile_template(str(llm.metadata["tokenizer.chat_template"]))
+        prompts = [
+            llm.tokenize(
+                template.render(messages=[{"role": "user", "content": p}], add_generation_prompt=True).encode(),
+                add_bos=False,
+                special=True,
+            )
+            for p in PROMPTS
+        ]
 
-    def once(limit: int) -> tuple[int, float, float]:
-        llm.reset()  # no prefix reuse between runs: the appliance's engine does not reuse either
-        started = time.perf_counter()
-        first, n = 0.0, 0
-        for token in llm.generate(ids, temp=0.0, top_k=1, reset=True):
-            if n == 0:
-                first = time.perf_counter() - started
-            n += 1
-            if n >= limit or llm.token_eos() == token:
-                break
-        return n, first, time.perf_counter() - started
+        def once(ids: list[int], limit: int, llm: Any = llm) -> tuple[int, float, float]:
+            started = time.perf_counter()
+            first, n = 0.0, 0
+            for token in llm.generate(ids, temp=0.0, top_k=1):
+                if n == 0:
+                    first = time.perf_counter() - started
+                n += 1
+                if n >= limit or llm.token_eos() == token:
+                    break
+            return n, first, time.perf_counter() - started
 
-    once(4)
-    runs = [once(tokens) for _ in range(repeats)]
-    firsts = [once(1)[1] for _ in range(first_calls)]
-    n, _, best = min(runs, key=lambda r: r[2] / max(r[0], 1))
-    return Throughput(
-        f"raw llama.cpp Llama.generate(), 1 stream, best of {repeats}",
-        "tokens/s",
-        n / best,
-        best,
-        n,
-        _percentile([r[2] for r in runs], 0.5) * 1000,
-        max(r[2] for r in runs) * 1000,
-        {"first_token_p50_ms": round(_percentile(firsts, 0.5) * 1000, 1)},
-    )
+        once(prompts[1], 4)
+        runs = [once(prompts[0], tokens) for _ in range(repeats)]
+        firsts = [once(prompts[i % len(prompts)], 1)[1] for i in range(first_calls)]
+        n, _, elapsed = min(runs, key=lambda r: r[2] / max(r[0], 1))
+        row = Throughput(
+            f"raw llama.cpp Llama.generate(), 1 stream, best of {repeats}",
+            "tokens/s",
+            n / elapsed,
+            elapsed,
+            n,
+            _percentile([r[2] for r in runs], 0.5) * 1000,
+            max(r[2] for r in runs) * 1000,
+            {"threads": threads, "first_token_p50_ms": round(_percentile(firsts, 0.5) * 1000, 1)},
+        )
+        measured[f"tokens_per_s_{threads}_threads"] = round(row.per_second, 1)
+        measured[f"first_token_ms_{threads}_threads"] = row.extra["first_token_p50_ms"]
+        if best is None or row.per_second > best.per_second:
+            best = row
+        del llm
+    assert best is not None
+    best.extra.update(measured)
+    # The first-token baseline is the faster of the thread counts too.
+    best.extra["first_token_p50_ms"] = min(v for k, v in measured.items() if k.startswith("first_token"))
+    return best
 
 
-def runner_first_token(runner: StepBatchedChatRunner, calls: int = 5) -> float:
-    """p50 seconds from a call to its first text, one stream at a time (in process)."""
-    request = ChatRequest([ChatMessage("user", PROMPTS[0])], temperature=0, max_tokens=4)
+def runner_first_token(runner: StepBatchedChatRunner, calls: int = 8) -> float:
+    """p50 seconds from a call to its first text, one stream at a time (in process), over
+    the bench's prompts in turn."""
 
     async def go() -> list[float]:
         out = []
-        for _ in range(calls):
+        for i in range(calls):
+            request = ChatRequest([ChatMessage("user", PROMPTS[i % len(PROMPTS)])], temperature=0, max_tokens=4)
             started = time.perf_counter()
             stream = runner.stream(request)
             async for chunk in stream:
@@ -659,13 +684,14 @@ def http_chat(app: LiveAppliance, streams: int, tokens: int = 48, rounds: int = 
     )
 
 
-def http_first_token(app: LiveAppliance, calls: int = 5) -> float:
-    """p50 seconds to the first streamed text through the whole appliance, one call at a time."""
+def http_first_token(app: LiveAppliance, calls: int = 8) -> float:
+    """p50 seconds to the first streamed text through the whole appliance, one call at a
+    time, over the bench's prompts in turn."""
 
     async def go() -> list[float]:
         async with _client(app, 1) as http:
             await _http_chat_one(http, "Say hi.", 2)  # a warm connection; not counted
-            return [(await _http_chat_one(http, PROMPTS[0], 4))[1] for _ in range(calls)]
+            return [(await _http_chat_one(http, PROMPTS[i % len(PROMPTS)], 4))[1] for i in range(calls)]
 
     return _percentile(asyncio.run(go()), 0.5)
 
@@ -819,7 +845,7 @@ def run(store: Path, quick: bool = False, server_threads: int = 0, llamacpp_thre
             gguf = ModelStore(store).gguf_file(PACKAGE_SCHEME + SMOLLM2_PACKAGE)
             assert gguf is not None
             results["llamacpp_raw"] = raw_llamacpp(gguf, tokens)
-            engine = LlamaCppChatRunner(CHAT_MODEL, gguf, max_batch=8, max_queue=64)
+            engine = LlamaCppChatRunner(CHAT_MODEL, gguf, max_batch=8, max_queue=64, threads=llamacpp_threads or None)
             engine.warmup()
             try:
                 results["llamacpp_1"] = batched_chat(engine, 1, tokens)
@@ -974,7 +1000,7 @@ def main() -> None:
         "--server-llamacpp-threads",
         type=int,
         default=0,
-        help="the server's models.llamacpp_threads (0: its default, every core)",
+        help="the server's models.llamacpp_threads (0: its default, half the cores)",
     )
     parser.add_argument(
         "--gpu-assets",

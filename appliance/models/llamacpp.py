@@ -4,7 +4,7 @@ Where torch pays Python and dispatch overhead for every layer of every step, lla
 a whole quantized forward pass in C: on the 2-core development box it decodes SmolLM2 about
 ten times faster than the torch runner. This runner keeps llama.cpp's speed and adds what a
 single ``Llama`` object lacks, concurrency: every running request is one *sequence* in one
-llama.cpp context (its own id, its own region of the KV cache), and each worker step
+llama.cpp context (its own id, its own cells in a KV cache shared by the sequences), and each worker step
 puts the next token of every running sequence, plus the prompts of requests that just
 arrived, into one ``llama_decode`` call. That is continuous batching with llama.cpp's own
 batch API, not a lock around a single stream: N streams cost about one forward pass per
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTEXT = 4096
 """Most tokens one sequence may hold unless the model option ``max_context`` says otherwise
 (never more than the model was trained on)."""
+MIN_SHARED_PREFIX = 8
+"""Prompt tokens two requests must share before the second reuses the first's cache cells."""
 BATCH_TOKENS = 2048
 """Most tokens one ``llama_decode`` call takes; longer prompts are prefilled in pieces."""
 
@@ -76,7 +78,7 @@ def _backend() -> Any:
 
             @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
             def route(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-                if level in _LEVELS:
+                if level in _LEVELS and b"n_ctx_seq" not in text:  # expected: one cache for all sequences
                     log.log(_LEVELS[level], "llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
             _log_callback = route  # ctypes keeps only a raw pointer: the callback must stay alive
@@ -106,7 +108,12 @@ class _PieceDetokenizer:
 
 
 class LlamaCppChatRunner(StepBatchedChatRunner):
-    """Serves one GGUF chat model with llama.cpp on the CPU. ``threads`` None: all cores."""
+    """Serves one GGUF chat model with llama.cpp on the CPU. ``threads`` None: half the cores.
+
+    Half, as for torch: the request path (HTTP, PII detection, audit) needs the other half,
+    and llama.cpp's threads wait for each other at every operation, so one that loses its
+    core to the request path stalls the others (on 2 busy cores, two threads took up to 20x
+    longer per step than one)."""
 
     def __init__(
         self,
@@ -130,7 +137,7 @@ class LlamaCppChatRunner(StepBatchedChatRunner):
             observer=observer,
         )
         self._gguf = gguf
-        self._threads = threads or len(os.sched_getaffinity(0))
+        self._threads = threads or max(1, len(os.sched_getaffinity(0)) // 2)
         self._max_context = max_context
         self._ll: Any = None
         self._model: Any = None
@@ -143,6 +150,9 @@ class LlamaCppChatRunner(StepBatchedChatRunner):
         self._samplers: dict[int, Any] = {}
         self._free_slots: list[int] = []
         self._pieces: dict[int, bytes] = {}
+        self._prefix: list[int] = []
+        self._prefix_seq = max_batch
+        self._stats_shared_tokens = 0
 
     @property
     def threads(self) -> int:
@@ -169,15 +179,15 @@ class LlamaCppChatRunner(StepBatchedChatRunner):
         trained = int(ll.llama_model_n_ctx_train(model)) or DEFAULT_CONTEXT
         self._context = min(trained, self._max_context or DEFAULT_CONTEXT)
         context = ll.llama_context_default_params()
-        context.n_ctx = self._context * self._max_batch
+        # Room for every sequence at full length plus the shared prompt prefix.
+        context.n_ctx = self._context * (self._max_batch + 1)
         context.n_batch = BATCH_TOKENS
         context.n_ubatch = min(512, BATCH_TOKENS)
-        context.n_seq_max = self._max_batch
+        context.n_seq_max = self._max_batch + 1  # the last id holds the shared prefix
         context.n_threads = self._threads
         context.n_threads_batch = self._threads
-        # One cache region per sequence: each token attends over its own sequence's cells only
-        # (a unified cache would make every attention span all sequences' cells, masked).
-        context.kv_unified = False
+        # One cache for all sequences, so a prompt prefix's cells can be shared by reference.
+        context.kv_unified = True
         context.no_perf = True
         ctx = ll.llama_init_from_model(model, context)
         if not ctx:
@@ -279,9 +289,10 @@ class LlamaCppChatRunner(StepBatchedChatRunner):
             owners.append(seq)
         for seq in joining:
             self._assign(seq)
+            shared = self._share_prefix(seq)
             last = len(seq.prompt_ids) - 1
-            for position, token in enumerate(seq.prompt_ids):
-                items.append((token, position, seq.slot, position == last))
+            for position in range(shared, len(seq.prompt_ids)):
+                items.append((seq.prompt_ids[position], position, seq.slot, position == last))
                 owners.append(seq if position == last else None)
         drawn: dict[int, int] = {}
         passes = 0
@@ -292,6 +303,8 @@ class LlamaCppChatRunner(StepBatchedChatRunner):
             for index, owner in enumerate(owners[start : start + BATCH_TOKENS]):
                 if owner is not None:
                     drawn[owner.slot] = int(self._ll.llama_sampler_sample(self._samplers[owner.slot], self._ctx, index))
+        if joining and not self._prefix:
+            self._keep_prefix(joining[0])
         # A pass that carries running sequences counts as a decode step of the whole batch
         # (newcomers' prompts ride along); one with newcomers only as a prefill.
         self._count(len(running) + len(joining), prefill=not running, passes=passes)
@@ -310,6 +323,45 @@ class LlamaCppChatRunner(StepBatchedChatRunner):
         status = self._ll.llama_decode(self._ctx, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
+
+    def _share_prefix(self, seq: GenSeq) -> int:
+        """Give ``seq`` the cached prompt prefix it starts with (cells shared, not copied);
+        how many of its prompt tokens need no prefill.
+
+        Chat prompts start alike (the template's system turn): the cache keeps the common
+        start of recent prompts under its own sequence id, narrowed to what the next prompt
+        shares, or replaced when a prompt shares too little. At least the last prompt token
+        is always computed, for its logits."""
+        prompt = seq.prompt_ids
+        common = 0
+        limit = min(len(self._prefix), len(prompt) - 1)
+        while common < limit and self._prefix[common] == prompt[common]:
+            common += 1
+        if common < MIN_SHARED_PREFIX:
+            if self._prefix:
+                self._ll.llama_memory_seq_rm(self._memory, self._prefix_seq, -1, -1)
+                self._prefix = []
+            return 0
+        if common < len(self._prefix):
+            self._ll.llama_memory_seq_rm(self._memory, self._prefix_seq, common, -1)
+            self._prefix = self._prefix[:common]
+        self._ll.llama_memory_seq_cp(self._memory, self._prefix_seq, seq.slot, 0, common)
+        with self._cond:
+            self._stats_shared_tokens += common
+        return common
+
+    def _keep_prefix(self, seq: GenSeq) -> None:
+        """Remember ``seq``'s prompt (all but its last token) as the shared prefix."""
+        keep = len(seq.prompt_ids) - 1
+        if keep >= MIN_SHARED_PREFIX:
+            self._ll.llama_memory_seq_cp(self._memory, seq.slot, self._prefix_seq, 0, keep)
+            self._prefix = list(seq.prompt_ids[:keep])
+
+    @property
+    def shared_prefix_tokens(self) -> int:
+        """Prompt tokens taken from the shared prefix instead of computed, since load."""
+        with self._cond:
+            return self._stats_shared_tokens
 
     def _assign(self, seq: GenSeq) -> None:
         ll = self._ll
@@ -339,6 +391,7 @@ class LlamaCppChatRunner(StepBatchedChatRunner):
         if self._ll is None:
             return
         self._ll.llama_memory_clear(self._memory, True)
+        self._prefix = []
         for sampler in self._samplers.values():
             self._ll.llama_sampler_free(sampler)
         self._samplers.clear()

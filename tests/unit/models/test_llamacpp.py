@@ -165,3 +165,20 @@ def test_token_pieces_decode_incrementally_without_broken_characters(engine: Lla
     pieces = [detok.push(token) for token in ids] + [detok.flush()]
     assert "".join(pieces) == text
     assert not any("\ufffd" in p for p in pieces)
+
+
+@pytest.mark.slow
+def test_prompts_behind_the_same_system_turn_share_its_cache_cells(engine: LlamaCppChatRunner) -> None:
+    async def go() -> list[ChatResult]:
+        return [
+            await engine.complete(ask(GERMANY, max_tokens=8)),
+            await engine.complete(ask("Name three colors.", max_tokens=4)),
+            await engine.complete(ask(GERMANY, max_tokens=8)),
+        ]
+
+    before = engine.shared_prefix_tokens
+    first, _, again = asyncio.run(go())
+    system_turn = len(engine._encode(engine.render(ask("x")).split("<|im_start|>user")[0]))
+    assert engine.shared_prefix_tokens - before >= 2 * system_turn  # both later prompts skipped it
+    assert again.text == first.text
+    assert "Berlin" in again.text
