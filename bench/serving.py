@@ -292,7 +292,7 @@ def raw_llamacpp(gguf: Path, tokens: int = 48, repeats: int = 2, first_calls: in
     best: Throughput | None = None
     measured: dict[str, float] = {}
     for threads in sorted({1, len(os.sched_getaffinity(0))}):
-        llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
+        llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
         template = llamacpp._compile_template(str(llm.metadata["tokenizer.chat_template"]))
         prompts = [
             llm.tokenize(
