@@ -134,6 +134,24 @@ class ModelSettings(_Section):
     upstream_retries: int = Field(2, ge=0, le=10, description="Retries on connect errors and 5xx.")
 
 
+class ConsoleSettings(_Section):
+    enabled: bool = Field(True, description="Serve the admin web console under /console/.")
+    idle_timeout_s: int = Field(
+        900, ge=60, le=86_400, description="A console session with no request for this long must sign in again."
+    )
+    max_age_s: int = Field(
+        28_800, ge=300, le=604_800, description="A console session ends this long after sign-in, however active."
+    )
+    secure_cookie: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Mark the session cookie Secure: auto does when the request came over https (directly or "
+        "through a proxy that sets X-Forwarded-Proto); always suits a TLS-terminating proxy that sets nothing.",
+    )
+    key_rotation_days: int = Field(
+        90, ge=1, le=3650, description="The operations page flags API keys and data keys older than this for rotation."
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = Field("json", description="json for machines.")
@@ -157,6 +175,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")
     def _dev_key_needs_dev_mode(self) -> Settings:

@@ -513,7 +513,7 @@ def live_appliance(
         run_cli("policy", "apply", BENCH_TENANT, str(tmp / "policy.yaml"), "-m", "bench: no rate limit")
         run_cli("tenant", "create", PATTERNS_TENANT)
         run_cli("policy", "apply", PATTERNS_TENANT, str(tmp / "patterns.yaml"), "-m", "bench: pattern types only")
-        patterns_key = json.loads(run_cli("key", "create", "--role", "app", "--tenant", PATTERNS_TENANT, "--json"))
+        patterns_key = json.loads(run_cli("apikey", "create", "--role", "app", "--tenant", PATTERNS_TENANT, "--json"))
         port = _free_port()
         log = tmp / "server.log"
         with log.open("w") as fh:

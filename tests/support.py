@@ -218,9 +218,10 @@ class ServedProcess:
 
 
 @contextmanager
-def appliance_process(tmp: Path, *, ready_within_s: float = 90) -> Iterator[ServedProcess]:
+def appliance_process(tmp: Path, *, ready_within_s: float = 90, warmup: bool = False) -> Iterator[ServedProcess]:
     """README command 1's flow as a real process on loopback: `init --demo-tenant demo`, then
-    `serve --no-warmup`; yields once `/readyz` answers, stops the process afterwards."""
+    `serve` (with `--no-warmup` unless ``warmup``, which loads the default models before
+    listening, as `serve-demo` does); yields once `/readyz` answers, stops the process afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env.update(
         APPLIANCE_DATA_DIR=str(tmp / "data"),
@@ -245,7 +246,10 @@ def appliance_process(tmp: Path, *, ready_within_s: float = 90) -> Iterator[Serv
     log = tmp / "server.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [*cli, "serve", "--port", str(port), "--no-warmup"], env=env, stdout=fh, stderr=subprocess.STDOUT
+            [*cli, "serve", "--port", str(port), *([] if warmup else ["--no-warmup"])],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:

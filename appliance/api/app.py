@@ -5,15 +5,14 @@ from __future__ import annotations
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-import appliance
+from appliance.api import console
 from appliance.api.auth import PUBLIC, BearerKeyAuth
+from appliance.api.docs import openapi_config
 from appliance.api.problems import EXCEPTION_HANDLERS
 from appliance.api.request_context import RequestContext
-from appliance.api.routes import admin, audit, health, openai_compat, policies, privacy
+from appliance.api.routes import admin, audit, health, openai_compat, operations, policies, privacy
 from appliance.services.container import Services
 
 
@@ -25,14 +24,6 @@ class _Metrics(PrometheusController):
 
 def create_app(services: Services) -> Litestar:
     metrics = PrometheusConfig(app_name="appliance", prefix="appliance", group_path=True, exclude=["/metrics"])
-    openapi = OpenAPIConfig(
-        title="Appliance API",
-        version=appliance.__version__,
-        description="Privacy-first, OpenAI-compatible AI server.",
-        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
-        security=[{"bearer": []}],
-        path="/schema",
-    )
     app = Litestar(
         route_handlers=[
             health.healthz,
@@ -47,7 +38,9 @@ def create_app(services: Services) -> Litestar:
             privacy.PrivacyController,
             policies.PolicyController,
             policies.PolicyToolsController,
+            operations.OperationsController,
             _Metrics,
+            *(console.HANDLERS if services.settings.console.enabled else []),
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         middleware=[
@@ -55,7 +48,8 @@ def create_app(services: Services) -> Litestar:
             DefineMiddleware(BearerKeyAuth, exclude=["^/schema", "^/metrics", "^/healthz", "^/readyz"]),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=openapi,
+        before_send=[console.console_headers],
+        openapi_config=openapi_config(),
         request_max_body_size=services.settings.server.max_body_bytes,
         logging_config=None,
         debug=False,

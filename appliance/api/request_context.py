@@ -55,13 +55,19 @@ class RequestContext:
         finally:
             user = scope.get("user")
             route = scope.get("path_template") or "(unrouted)"
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            # The message reads alone in the console format; JSON also keeps each fact as a field.
             log.info(
-                "request",
+                "%s %s %s %.1f ms",
+                scope["method"],
+                route,
+                status,
+                duration_ms,
                 extra={
                     "method": scope["method"],
                     "route": route,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": duration_ms,
                     "key_id": getattr(user, "key_id", None),
                     "tenant_id": getattr(user, "tenant_id", None),
                 },

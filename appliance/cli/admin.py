@@ -1,4 +1,4 @@
-"""``appliance tenant ...`` and ``appliance key ...``: run as the local operator."""
+"""``appliance tenant ...`` and ``appliance apikey ...``: run as the local operator."""
 
 from __future__ import annotations
 
@@ -50,12 +50,12 @@ def tenant_delete(state: CliState, name: str, yes: bool, as_json: bool) -> None:
     show(state.services.tenants.delete(Principal.local_operator(), name), as_json, TENANT_COLUMNS)
 
 
-@click.group("key")
-def key() -> None:
-    """Create, list and revoke API keys."""
+@click.group("apikey")
+def apikey() -> None:
+    """Create, list and revoke API keys (the keys applications and people call the API with)."""
 
 
-@key.command("create")
+@apikey.command("create")
 @click.option("--tenant", help="Tenant name; omit for operator/compliance keys.")
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
 @click.option("--name", default=None, help="What the key is for (default: the role).")
@@ -77,7 +77,7 @@ def key_create(
     console.print(f"API key (shown once, store it now): [bold]{issued.api_key}[/bold]", soft_wrap=True)
 
 
-@key.command("list")
+@apikey.command("list")
 @click.option("--tenant", help="Tenant name; omit to list operator/compliance keys.")
 @json_option
 @pass_state
@@ -86,7 +86,7 @@ def key_list(state: CliState, tenant: str | None, as_json: bool) -> None:
     show(state.services.api_keys.list(Principal.local_operator(), tenant), as_json, KEY_COLUMNS, "API keys")
 
 
-@key.command("revoke")
+@apikey.command("revoke")
 @click.argument("key_id")
 @json_option
 @pass_state

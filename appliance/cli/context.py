@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-from sqlalchemy import Engine
 
 from appliance.config import Settings, load_settings
-from appliance.db.engine import make_engine
 from appliance.services.container import Services, build_services
+from appliance.services.schema import DatabaseSchema, open_schema
 
 
 @dataclass
@@ -18,7 +17,7 @@ class CliState:
     config_path: Path | None
     _settings: Settings | None = None
     _services: Services | None = field(default=None, repr=False)
-    _engine: Engine | None = field(default=None, repr=False)
+    _schema: DatabaseSchema | None = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -27,13 +26,13 @@ class CliState:
         return self._settings
 
     @property
-    def engine(self) -> Engine:
+    def schema(self) -> DatabaseSchema:
         """The database alone: schema commands work without the master key."""
         if self._services is not None:
-            return self._services.engine
-        if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
-        return self._engine
+            return self._services.schema
+        if self._schema is None:
+            self._schema = open_schema(self.settings)
+        return self._schema
 
     @property
     def services(self) -> Services:
@@ -44,8 +43,8 @@ class CliState:
     def close(self) -> None:
         if self._services is not None:
             self._services.close()
-        if self._engine is not None:
-            self._engine.dispose()
+        if self._schema is not None:
+            self._schema.close()
 
 
 pass_state = click.make_pass_decorator(CliState)

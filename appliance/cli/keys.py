@@ -1,4 +1,4 @@
-"""``appliance keys ...``: master-key and tenant-key rotation, and key status.
+"""``appliance crypto-keys ...``: master-key and tenant-key rotation, and key status.
 
 Both rotations are safe to interrupt (Ctrl-C, kill, power loss) and to re-run; progress goes
 to stderr so ``--json`` output on stdout stays machine-readable. Nothing here prints key
@@ -7,16 +7,14 @@ material: only public KEK fingerprints, versions, ages and counts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from appliance.cli.context import CliState, pass_state
-from appliance.cli.output import console, emit_json, err_console, json_option, show
+from appliance.cli.output import console, emit_json, json_option, progress_bars, show
 from appliance.crypto.keyring import MasterKeyring, read_key_file
 from appliance.services.key_rotation import KeyRotation
 from appliance.services.key_rotation import Progress as ProgressFn
@@ -49,35 +47,16 @@ def _rotation(state: CliState, grace_s: float | None = None) -> KeyRotation:
     return KeyRotation(s.sessions, s.data_keys, blobs, grace=grace)
 
 
-@contextmanager
-def _bars(quiet: bool) -> Iterator[ProgressFn]:
-    """A progress callback drawing one rich bar per phase on stderr."""
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=quiet,
-        transient=False,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        if phase not in tasks:
-            tasks[phase] = progress.add_task(_LABELS.get(phase, phase), total=total)
-        progress.update(tasks[phase], completed=done, total=total)
-
-    with progress:
-        yield update
+def _bars(quiet: bool) -> AbstractContextManager[ProgressFn]:
+    return progress_bars(_LABELS, quiet)
 
 
-@click.group("keys")
-def keys() -> None:
+@click.group("crypto-keys")
+def crypto_keys() -> None:
     """Rotate the master key or a tenant's data key; show key status."""
 
 
-@keys.command("rotate-master")
+@crypto_keys.command("rotate-master")
 @click.option(
     "--new-key-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -106,12 +85,12 @@ def rotate_master(state: CliState, new_key_file: Path, as_json: bool) -> None:
     console.print(
         f"Next: set keys.master_key_file = {str(new_key_file)!r} and add the old key file to "
         "keys.previous_master_key_files on every node, restart, run this command once more, and keep "
-        "the old file until `appliance keys status` shows no data key on an old master key.",
+        "the old file until `appliance crypto-keys status` shows no data key on an old master key.",
         soft_wrap=True,
     )
 
 
-@keys.command("rotate-tenant")
+@crypto_keys.command("rotate-tenant")
 @click.argument("tenant")
 @click.option("--keep-old", is_flag=True, help="Keep the old data-key version instead of destroying it.")
 @click.option(
@@ -153,7 +132,7 @@ def rotate_tenant(state: CliState, tenant: str, keep_old: bool, grace_seconds: f
         )
 
 
-@keys.command("status")
+@crypto_keys.command("status")
 @json_option
 @pass_state
 def status(state: CliState, as_json: bool) -> None:

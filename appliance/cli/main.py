@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
-from appliance.cli.admin import key, tenant
+from appliance.cli.admin import apikey, tenant
 from appliance.cli.audit import audit
+from appliance.cli.backup import backup
 from appliance.cli.context import CliState
-from appliance.cli.keys import keys
+from appliance.cli.keys import crypto_keys
 from appliance.cli.maintenance import maintenance
 from appliance.cli.models import model
 from appliance.cli.output import error_text
@@ -35,8 +36,24 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for command in (init, serve, db, tenant, key, keys, policy, audit, model, maintenance):
+def _deprecated_alias(old: str, group: click.Group) -> click.Group:
+    """``old`` as a hidden spelling of ``group`` for one release: same subcommands, plus a
+    note on stderr (stdout stays clean for ``--json``)."""
+
+    def note() -> None:
+        click.echo(
+            f"note: `appliance {old}` is deprecated and goes away in the next release; use `appliance {group.name}`",
+            err=True,
+        )
+
+    return click.Group(old, commands=group.commands, callback=note, hidden=True, help=f"Deprecated: use {group.name}.")
+
+
+for command in (init, serve, db, tenant, apikey, crypto_keys, policy, audit, model, maintenance, backup):
     cli.add_command(command)
+# `key` (API keys) and `keys` (encryption keys) were one letter apart: the old spellings stay one release.
+cli.add_command(_deprecated_alias("key", apikey))
+cli.add_command(_deprecated_alias("keys", crypto_keys))
 
 
 def main() -> None:

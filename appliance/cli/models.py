@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from appliance.cli.context import CliState, pass_state
-from appliance.cli.output import console, emit_json, json_option, show
+from appliance.cli.output import console, emit_json, json_option, quiet_progress_bars, show
 from appliance.models.base import MODEL_KINDS
 from appliance.services.principal import Principal
 
@@ -72,6 +72,22 @@ def model_list(state: CliState, tenant: str | None, all_tenants: bool, as_json: 
     metavar="KEY=VALUE",
     help="Runner option, e.g. remote_model=llama-3-8b or api_key_file=/etc/appliance/vllm.key (upstream).",
 )
+@click.option(
+    "--default-temperature",
+    type=click.FloatRange(0, 2),
+    help="Temperature for requests that send none (chat; default: the model's generation_config.json, else 1).",
+)
+@click.option(
+    "--default-top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="top_p for requests that send none (chat; default: generation_config.json, else 1).",
+)
+@click.option(
+    "--default-max-tokens",
+    type=click.IntRange(1, 1_000_000),
+    help="Token budget for requests that send no max_tokens (chat; default: generation_config.json, else 512); "
+    "the tenant policy's limits.max_tokens caps it.",
+)
 @json_option
 @pass_state
 def model_add(
@@ -83,6 +99,9 @@ def model_add(
     tenant: str | None,
     copy_in: bool,
     options: tuple[str, ...],
+    default_temperature: float | None,
+    default_top_p: float | None,
+    default_max_tokens: int | None,
     as_json: bool,
 ) -> None:
     """Register model NAME so requests can use it.
@@ -90,7 +109,14 @@ def model_add(
     A tenant-owned local model is always encrypted into the store with the tenant's data key
     (the source directory is read once and may be deleted afterwards); --copy is implied.
     """
-    parsed = _parse_options(options)
+    parsed: dict[str, object] = dict(_parse_options(options))
+    for key, value in (
+        ("default_temperature", default_temperature),
+        ("default_top_p", default_top_p),
+        ("default_max_tokens", default_max_tokens),
+    ):
+        if value is not None:
+            parsed[key] = value
     if tenant and kind != "upstream":
         with console.status(f"sealing {source} into the model store for {tenant}"):
             info = _registry(state).add(name, kind, source, device=device, tenant=tenant, options=parsed)
@@ -128,7 +154,7 @@ def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) 
 
     settings = state.settings
     configure_torch_threads(settings.models.torch_threads or None)
-    _quiet_progress_bars()
+    quiet_progress_bars()
     registry = _registry(state)
     tenant_id = state.services.tenants.get(Principal.local_operator(), tenant).id if tenant else None
     manager = ModelManager(settings.models, registry, ModelStore(settings.model_dir))
@@ -150,10 +176,3 @@ def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) 
 
 def _describe(info: ModelInfo) -> str:
     return f"{info.name} ({info.kind}, {info.source})"
-
-
-def _quiet_progress_bars() -> None:
-    """transformers' per-tensor progress bars would tear through the spinner."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

@@ -6,12 +6,14 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from appliance.errors import ApplianceError
@@ -63,3 +65,35 @@ def error_text(exc: Exception) -> str:
     if os.environ.get("APPLIANCE_DEBUG"):
         raise exc
     return f"unexpected {type(exc).__name__}; rerun with APPLIANCE_DEBUG=1 for details"
+
+
+@contextmanager
+def progress_bars(labels: Mapping[str, str], quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``(phase, done, total)`` callback drawing one rich bar per phase on stderr (stdout stays
+    clean for ``--json``). ``labels`` names the phases; ``quiet`` draws nothing."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(labels.get(phase, phase), total=total)
+        progress.update(tasks[phase], completed=done, total=total)
+
+    with progress:
+        yield update
+
+
+def quiet_progress_bars() -> None:
+    """transformers' per-tensor "Loading weights" bars would tear through the spinner and
+    the server log; the spinner already says what loads."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

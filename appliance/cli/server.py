@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 
 import click
-from sqlalchemy import select
 
+from appliance.cli.banner import announce, start_facts
 from appliance.cli.context import CliState, pass_state
-from appliance.cli.output import console, emit_json, err_console, json_option
+from appliance.cli.output import console, emit_json, err_console, json_option, quiet_progress_bars
 from appliance.crypto.keyring import new_key, write_key_file
-from appliance.db import migrate
-from appliance.db.models import ApiKey, Tenant
 from appliance.errors import ConfigError
 from appliance.logs import configure_logging
 from appliance.roles import Role
@@ -41,7 +39,7 @@ def init(state: CliState, demo_tenant: str | None, as_json: bool) -> None:
     s.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     created_key = _ensure_master_key(state)
     services = state.services
-    migrate.upgrade(services.engine)
+    services.schema.upgrade()
     result: dict[str, object] = {
         "data_dir": str(s.data_dir),
         "master_key_created": created_key,
@@ -50,9 +48,8 @@ def init(state: CliState, demo_tenant: str | None, as_json: bool) -> None:
         "demo": None,
     }
     op = Principal.local_operator()
-    with services.sessions() as session:
-        has_operator = session.scalar(select(ApiKey.id).where(ApiKey.role == Role.OPERATOR.value).limit(1))
-        demo_exists = demo_tenant and session.scalar(select(Tenant.id).where(Tenant.slug == demo_tenant))
+    has_operator = any(k.role == Role.OPERATOR.value for k in services.api_keys.list(op))
+    demo_exists = demo_tenant in {t.slug for t in services.tenants.list(op)}
     if not has_operator:
         result["operator_api_key"] = services.api_keys.create(op, role=Role.OPERATOR, name="first operator").api_key
     if demo_tenant:
@@ -73,7 +70,7 @@ def init(state: CliState, demo_tenant: str | None, as_json: bool) -> None:
     if result["operator_api_key"]:
         console.print(f"operator API key (shown once): [bold]{result['operator_api_key']}[/bold]", soft_wrap=True)
     else:
-        console.print("an operator key already exists; create more with `appliance key create --role operator`")
+        console.print("an operator key already exists; create more with `appliance apikey create --role operator`")
     if demo_tenant:
         console.print(f"demo tenant {demo_tenant!r} app API key (shown once): [bold]{app_key}[/bold]", soft_wrap=True)
 
@@ -92,14 +89,15 @@ def serve(state: CliState, host: str | None, port: int | None, no_warmup: bool) 
     s = state.settings
     configure_logging(s.log.level, s.log.format)
     services = state.services
-    if not migrate.is_current(services.engine):
+    if not services.schema.is_current():
         raise ConfigError("database schema is not current; run `appliance init` or `appliance db upgrade`")
     services.privacy.warm_up()  # a missing NER model stops start-up here with one clear line
     if not no_warmup:
+        quiet_progress_bars()
         with err_console.status("loading the default models (the first start converts SmolLM2, about 30 s)"):
             for name in (s.models.default_embedding, s.models.default_chat):
                 services.models.warmup(name)
-    err_console.print(f"serving on http://{host or s.server.host}:{port or s.server.port}")
+    announce(start_facts(services, f"http://{host or s.server.host}:{port or s.server.port}"), s.log.format)
     uvicorn.run(
         create_asgi(services),
         host=host or s.server.host,
@@ -120,9 +118,7 @@ def db() -> None:
 @pass_state
 def db_upgrade(state: CliState, revision: str) -> None:
     """Apply migrations up to REVISION."""
-    engine = state.engine
-    migrate.upgrade(engine, revision)
-    console.print(f"database at {migrate.current_revision(engine)}")
+    console.print(f"database at {state.schema.upgrade(revision).current}")
 
 
 @db.command("current")
@@ -130,9 +126,8 @@ def db_upgrade(state: CliState, revision: str) -> None:
 @pass_state
 def db_current(state: CliState, as_json: bool) -> None:
     """Show the schema revision and whether it is the latest."""
-    engine = state.engine
-    current, head = migrate.current_revision(engine), migrate.head_revision(engine)
-    info: dict[str, object] = {"current": current, "head": head, "up_to_date": current == head}
+    status = state.schema.status()
+    info: dict[str, object] = {"current": status.current, "head": status.head, "up_to_date": status.up_to_date}
     if as_json:
         emit_json(info)
     else:

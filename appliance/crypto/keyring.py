@@ -97,6 +97,16 @@ class MasterKeyring:
                 return kek
         raise KeyUnavailable("the master key that wrapped this data key is not loaded")
 
+    def kek(self, kek_id: str) -> bytes:
+        """The loaded master key with this public fingerprint, current or previous (backups
+        name the key they were sealed under); KeyUnavailable, naming the id, if none is."""
+        try:
+            return self._by_id(kek_id)
+        except KeyUnavailable:
+            raise KeyUnavailable(
+                f"master key {kek_id} is not loaded (list its file in keys.previous_master_key_files)"
+            ) from None
+
     def wrap(self, dek: bytes, context: bytes) -> tuple[str, bytes]:
         """Wrap ``dek`` under the current KEK, bound to ``context`` (tenant, purpose, version)."""
         nonce = secrets.token_bytes(_NONCE)

@@ -1,6 +1,6 @@
 """Registry of every database column that holds sealed tenant content.
 
-One list, read by key rotation (which re-encrypts each of them), ``appliance keys status``
+One list, read by key rotation (which re-encrypts each of them), ``appliance crypto-keys status``
 (which counts them per key version) and ``tests/security/test_schema_plaintext.py`` (which
 fails when a String/Text/LargeBinary column is neither registered here nor allowlisted as
 metadata). Adding a sealed column means adding one line here; the ``row`` function must

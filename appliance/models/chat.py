@@ -7,7 +7,7 @@ llama.cpp engine in :mod:`appliance.models.generation`; this module is the torch
   (:class:`~appliance.models.kv_cache.SlotCache`): a joining sequence is prefilled into a
   free slot, a finishing one frees its slot, and no step copies the running batch's cache;
 - the next input tokens, positions, lengths and sampling parameters live on the model's
-  device; sampling is vectorized over the batch (:mod:`appliance.models.sampling`), and
+  device; sampling is vectorized over the batch (:mod:`appliance.models.token_sampling`), and
   each step copies the new tokens to the host once, for the whole batch;
 - detokenization is incremental (a few tokens per step, not the whole answer again);
 - on CUDA, weights load in bfloat16 where the GPU supports it, the cache is allocated at
@@ -38,7 +38,7 @@ from appliance.models import sizing
 from appliance.models.base import InputObserver
 from appliance.models.generation import Detokenizer, GenSeq, StepBatchedChatRunner, stop_holdback
 from appliance.models.kv_cache import GROW_STEP, SlotCache
-from appliance.models.sampling import sample
+from appliance.models.token_sampling import sample
 
 log = logging.getLogger(__name__)
 

@@ -40,6 +40,7 @@ from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
 from appliance.models.llamacpp import LlamaCppChatRunner
 from appliance.models.registry import SHARED, ModelInfo, ModelRegistry
+from appliance.models.sampling import SamplingDefaults, resolve
 from appliance.models.sealed import is_sealed
 from appliance.models.store import ModelStore
 from appliance.models.upstream import UpstreamRunner
@@ -75,6 +76,8 @@ class _Loaded:
     info: ModelInfo
     registration: tuple[str, ...]
     runner: Runner
+    sampling: SamplingDefaults
+    """Read while the model's files were at hand (a sealed model's exist only during its load)."""
 
 
 def _registered_at(info: ModelInfo) -> datetime:
@@ -311,7 +314,10 @@ class ModelManager:
             if found is not None:
                 return found
             with self._sealed_files(info) as path:  # sealed models: decrypted into memory until loaded
-                runner = self._build(info, path)
+                if path is None and info.kind != "upstream" and self._engine(info) != "llamacpp":
+                    path = self.store.resolve(info.source)  # the first use of SmolLM2 converts it here
+                sampling = self._sampling(info, path)
+                runner = self._build(info, path, sampling)
                 try:
                     runner.warmup()
                 except BaseException:
@@ -323,7 +329,7 @@ class ModelManager:
                     raise InvalidInput("the model manager is shut down")
                 found, stale = self._current(info, ident)
                 if found is None:
-                    self._runners[info.key] = _Loaded(info, ident, runner)
+                    self._runners[info.key] = _Loaded(info, ident, runner, sampling)
                     self._loading.pop(ident, None)
             if found is not None:  # a newer registration was loaded meanwhile
                 runner.close()
@@ -331,13 +337,27 @@ class ModelManager:
             self._unload([stale])
             return runner
 
+    def sampling(self, runner: object) -> SamplingDefaults:
+        """The sampling defaults of a loaded chat ``runner`` (see ``models/sampling.py``);
+        OpenAI's when the runner was unloaded meanwhile (its calls then end with a 503)."""
+        with self._lock:
+            for loaded in self._runners.values():
+                if loaded.runner is runner:
+                    return loaded.sampling
+        return SamplingDefaults()
+
+    def _sampling(self, info: ModelInfo, path: Path | None) -> SamplingDefaults:
+        if info.kind not in SERVED_BY["chat"]:
+            return SamplingDefaults()
+        return resolve(info.options, None if info.kind == "upstream" else path)
+
     def _sealed_files(self, info: ModelInfo) -> contextlib.AbstractContextManager[Path | None]:
         """A tenant-owned model's memory-backed directory (see ``models/sealed.py``); else None."""
         if not is_sealed(info.source):
             return contextlib.nullcontext()
         return self.registry.open_sealed(info)
 
-    def _build(self, info: ModelInfo, path: Path | None = None) -> Runner:
+    def _build(self, info: ModelInfo, path: Path | None = None, sampling: SamplingDefaults | None = None) -> Runner:
         s = self._settings
         device = resolve_device(info.device if info.device != "auto" else s.device)
         if info.kind == "upstream":
@@ -354,7 +374,7 @@ class ModelManager:
                 transport=self._upstream_transport,
             )
         if info.kind == "chat":
-            return self._chat_runner(info, device, path)
+            return self._chat_runner(info, device, path, sampling or SamplingDefaults())
         path = path or self.store.resolve(info.source)
         log.info("loading model", extra={"model": info.name, "kind": info.kind, "device": device})
         batched = _TEXT_BATCH_RUNNERS.get(info.kind)
@@ -371,12 +391,25 @@ class ModelManager:
             )
         raise NotSupportedYet(f"serving {info.kind} models is not built yet")
 
-    def _chat_runner(self, info: ModelInfo, device: str, path: Path | None) -> LocalChatRunner | LlamaCppChatRunner:
+    def _engine(self, info: ModelInfo) -> str | None:
+        """The engine that will serve a chat model (None for other kinds); see :func:`chat_engine`.
+
+        A GGUF model served by llama.cpp is never converted (that takes seconds and disk)."""
+        if info.kind != "chat":
+            return None
+        s = self._settings
+        device = resolve_device(info.device if info.device != "auto" else s.device)
+        gguf = self.store.gguf_file(info.source)
+        return chat_engine(info.options.get("engine", s.chat_engine), device=device, gguf=gguf)
+
+    def _chat_runner(
+        self, info: ModelInfo, device: str, path: Path | None, sampling: SamplingDefaults
+    ) -> LocalChatRunner | LlamaCppChatRunner:
         """llama.cpp or torch, by :func:`chat_engine`; a GGUF served by torch is converted first."""
         s = self._settings
-        gguf = None if path is not None else self.store.gguf_file(info.source)
-        engine = chat_engine(info.options.get("engine", s.chat_engine), device=device, gguf=gguf)
-        default_max_tokens = int(info.options.get("default_max_tokens", 512))
+        gguf = self.store.gguf_file(info.source)
+        engine = self._engine(info)
+        default_max_tokens = sampling.max_tokens
         max_context = info.options.get("max_context")
         log.info("loading model", extra={"model": info.name, "kind": "chat", "device": device, "engine": engine})
         if engine == "llamacpp":

@@ -35,6 +35,7 @@ from appliance.db.engine import transaction
 from appliance.db.models import RegisteredModel, Tenant
 from appliance.errors import ConfigError, Conflict, InvalidInput, NotFound, NotSupportedYet
 from appliance.models.base import MODEL_KINDS, ModelKind
+from appliance.models.sampling import check_options
 from appliance.models.sealed import SEALED_SCHEME, SealedModels, is_sealed
 from appliance.models.store import MINILM_PACKAGE, NAME, PACKAGE_SCHEME, SMOLLM2_PACKAGE, is_gguf_file, is_hf_directory
 
@@ -61,8 +62,15 @@ class ModelInfo:
         return (self.owner, self.name)
 
 
+SMOLLM2_DEFAULTS = {"default_temperature": 0.2, "default_top_p": 0.9, "default_max_tokens": 200}
+"""SmolLM2-135M's model card samples at temperature 0.2, top_p 0.9; at OpenAI's temperature 1
+it answers with noise, and left alone it rambles for hundreds of tokens. 200 tokens end a
+runaway answer within about 15 s on 2 cores (see docs/models.md#sampling-defaults)."""
+
 BUILTINS: tuple[ModelInfo, ...] = (
-    ModelInfo("smollm2-135m-instruct", "chat", PACKAGE_SCHEME + SMOLLM2_PACKAGE, builtin=True),
+    ModelInfo(
+        "smollm2-135m-instruct", "chat", PACKAGE_SCHEME + SMOLLM2_PACKAGE, options=SMOLLM2_DEFAULTS, builtin=True
+    ),
     ModelInfo("all-minilm-l6-v2", "embedding", PACKAGE_SCHEME + MINILM_PACKAGE, builtin=True),
 )
 
@@ -155,8 +163,9 @@ class ModelRegistry:
         if not _valid_device(device):
             raise InvalidInput("device must be auto, cpu, cuda or cuda:N")
         source = self._check_source(kind, source)
+        options = check_options(options or {})
         try:
-            encoded = json.dumps(options or {}, sort_keys=True)
+            encoded = json.dumps(options, sort_keys=True)
         except (TypeError, ValueError):
             raise InvalidInput("model options must be JSON values") from None
         engine = (options or {}).get("engine")

@@ -1,80 +1,124 @@
-"""Token sampling for a whole batch at once, on the model's device, without host round trips.
+"""A chat model's sampling defaults: what a request that omits ``temperature``, ``top_p`` or
+``max_tokens`` gets.
 
-Each row has its own temperature, top-p and seed. Greedy rows (temperature 0) take the
-arg-max. Sampled rows use the Gumbel-max trick: the arg-max of ``logits / T + G`` is a
-draw from ``softmax(logits / T)`` when ``G`` is standard Gumbel noise, and top-p is applied
-first by masking the logits outside the nucleus. The noise is not drawn from a stateful
-generator but computed from a counter-based hash of (seed, step, token id), so
+OpenAI's API defaults to temperature 1 and top_p 1, which small local models answer with
+noise; engines people know apply the model's own recommendation instead (vLLM reads the
+model's ``generation_config.json``, Ollama its Modelfile). Here, from weakest to strongest:
 
-- a row's draw depends only on its own seed and position: it is the same whichever other
-  requests share the batch, and a request repeated with the same seed repeats its answer;
-- the whole step is a fixed sequence of tensor operations with no ``.item()`` and no
-  data-dependent branching, so it runs inside a captured CUDA graph.
+1. OpenAI's defaults (temperature 1, top_p 1) and 512 new tokens;
+2. ``temperature``, ``top_p`` and ``max_new_tokens`` from the model directory's
+   ``generation_config.json`` (``do_sample`` is not consulted, as in vLLM);
+3. the registration's options ``default_temperature``, ``default_top_p`` and
+   ``default_max_tokens`` (``appliance model add --default-temperature ...``); the built-in
+   SmolLM2 carries its own, chosen so it answers briefly and coherently.
+
+A field the request sets always wins. The tenant policy's ``limits.max_tokens`` caps the
+default token budget (a request asking for more than the cap is refused instead).
+``repetition_penalty`` in a generation config is not applied: the local runner does not
+implement it.
 """
 
 from __future__ import annotations
 
-import torch
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
-_MASK32 = 0xFFFFFFFF
+from appliance.errors import InvalidInput
 
-
-def _mul32(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """``x * factor mod 2**32`` for int64 ``x`` < 2**32, without overflowing int64."""
-    low, high = x & 0xFFFF, x >> 16
-    return (low * factor + (((high * factor) & 0xFFFF) << 16)) & _MASK32
-
-
-def hash32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer mixer (Wellons' lowbias32) on int64 tensors holding values < 2**32."""
-    x = x & _MASK32
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+GENERATION_CONFIG = "generation_config.json"
 
 
-def uniform(seeds: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.Tensor:
-    """Uniform floats in (0, 1), shape ``[rows, vocab]``, a pure function of (seed, step, column)."""
-    folded = (seeds ^ (seeds >> 32)) & _MASK32
-    base = hash32(hash32(folded) ^ hash32(steps + 0x9E3779B9))
-    columns = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
-    bits = hash32(base.unsqueeze(1) + columns.unsqueeze(0) * 0x632BE5AB)
-    return ((bits >> 8).to(torch.float32) + 0.5) / float(1 << 24)
+@dataclass(frozen=True)
+class SamplingDefaults:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+
+    def capped(self, max_tokens: int) -> SamplingDefaults:
+        return replace(self, max_tokens=min(self.max_tokens, max_tokens))
 
 
-def top_p_mask(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """``logits`` with every token outside each row's nucleus set to -inf (the most likely
-    token always stays). Rows with ``top_p >= 1`` are returned unchanged."""
-    ordered, order = logits.sort(dim=-1, descending=True)
-    probs = torch.softmax(ordered, dim=-1)
-    before = probs.cumsum(dim=-1) - probs  # mass of the tokens ranked above each one
-    drop = (before > top_p.unsqueeze(1)) & (top_p.unsqueeze(1) < 1.0)
-    dropped = torch.zeros_like(drop).scatter(1, order, drop)
-    return logits.masked_fill(dropped, float("-inf"))
+def _temperature(value: Any) -> float:
+    number = _number(value)
+    if not 0 <= number <= 2:
+        raise ValueError("between 0 and 2")
+    return number
 
 
-def sample(
-    logits: torch.Tensor,
-    *,
-    temperature: torch.Tensor,
-    top_p: torch.Tensor,
-    seeds: torch.Tensor,
-    steps: torch.Tensor,
-    use_top_p: bool = True,
-) -> torch.Tensor:
-    """One token per row of ``logits`` (``[rows, vocab]``), as an int64 tensor on the same device.
+def _top_p(value: Any) -> float:
+    number = _number(value)
+    if not 0 < number <= 1:
+        raise ValueError("greater than 0 and at most 1")
+    return number
 
-    ``temperature`` (float, 0 = greedy), ``top_p`` (float), ``seeds`` and ``steps`` (int64)
-    hold one value per row. ``use_top_p`` False skips the sort when no row asks for top-p
-    (a choice made on the host from the requests, never from tensor values).
-    """
-    scores = logits.float()
-    greedy = scores.argmax(dim=-1)
-    tempered = scores / temperature.clamp(min=1e-5).unsqueeze(1)
-    if use_top_p:
-        tempered = top_p_mask(tempered, top_p)
-    gumbel = -torch.log(-torch.log(uniform(seeds, steps, scores.shape[-1])))
-    drawn = (tempered + gumbel).argmax(dim=-1)
-    return torch.where(temperature > 1e-5, drawn, greedy)
+
+def _max_tokens(value: Any) -> int:
+    number = _number(value)
+    if number != int(number) or not 1 <= number <= 1_000_000:
+        raise ValueError("a whole number from 1 to 1000000")
+    return int(number)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a number")
+    try:
+        number = float(value)  # CLI options arrive as text
+    except (TypeError, ValueError):
+        raise ValueError("a number") from None
+    if not math.isfinite(number):
+        raise ValueError("a finite number")
+    return number
+
+
+OPTIONS = {"default_temperature": _temperature, "default_top_p": _top_p, "default_max_tokens": _max_tokens}
+"""Registration options that set a default, with their checks."""
+
+_FIELDS = {"default_temperature": "temperature", "default_top_p": "top_p", "default_max_tokens": "max_tokens"}
+_GENERATION_FIELDS = {"temperature": _temperature, "top_p": _top_p, "max_new_tokens": _max_tokens}
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The registration options with the sampling ones parsed; InvalidInput names a bad one."""
+    checked = dict(options)
+    for key, parse in OPTIONS.items():
+        if key in options:
+            try:
+                checked[key] = parse(options[key])
+            except ValueError as exc:
+                raise InvalidInput(f"model option {key} must be {exc}") from None
+    return checked
+
+
+def from_generation_config(model_dir: Path | None) -> dict[str, float | int]:
+    """The sampling fields a model directory recommends; ignores what is absent or unusable
+    (a model's file must never stop it from loading)."""
+    if model_dir is None:
+        return {}
+    try:
+        config = json.loads((model_dir / GENERATION_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    found: dict[str, float | int] = {}
+    for key, parse in _GENERATION_FIELDS.items():
+        if config.get(key) is not None:
+            try:
+                found["max_tokens" if key == "max_new_tokens" else key] = parse(config[key])
+            except ValueError:
+                continue
+    return found
+
+
+def resolve(options: Mapping[str, Any], model_dir: Path | None = None) -> SamplingDefaults:
+    """The defaults for one registration: its options over its generation config over OpenAI's."""
+    fields: dict[str, Any] = dict(from_generation_config(model_dir))
+    for key, value in check_options(options).items():
+        if key in _FIELDS:
+            fields[_FIELDS[key]] = value
+    return SamplingDefaults(**fields)

@@ -213,7 +213,7 @@ class Detector:
             else []
         )
         found = [
-            Detection(r.start, r.end, r.entity_type, round(float(r.score), 4))
+            Detection(r.start, r.end, r.entity_type, round(float(r.score), 4), _recognizer(r))
             for r in raw
             if _keep(r, text, rules, allowed)
         ]
@@ -238,7 +238,7 @@ class Detector:
             enhancer = self._analyzer.context_aware_enhancer
             results = enhancer.enhance_using_context(text, results, artifacts, [self._phone])
         return [
-            Detection(r.start, r.end, r.entity_type, round(float(r.score), 4))
+            Detection(r.start, r.end, r.entity_type, round(float(r.score), 4), _recognizer(r))
             for r in results
             if _keep(r, text, rules, allowed)
         ]
@@ -247,7 +247,11 @@ class Detector:
 def _in_original(view: TextView, found: list[Detection]) -> list[Detection]:
     if view.origin is None:
         return found
-    return [Detection(*view.span(d.start, d.end), d.entity_type, d.score) for d in found]
+    return [Detection(*view.span(d.start, d.end), d.entity_type, d.score, d.recognizer) for d in found]
+
+
+def _recognizer(r: RecognizerResult) -> str:
+    return str((r.recognition_metadata or {}).get(RecognizerResult.RECOGNIZER_NAME_KEY) or "")
 
 
 def _keep(r: RecognizerResult, text: str, rules: PrivacyRules, allowed: set[str]) -> bool:
@@ -274,7 +278,8 @@ def _resolve(detections: list[Detection]) -> list[Detection]:
         current: Detection | None = None
         for d in (c for c in candidates if c.entity_type == by_type):
             if current is not None and d.start <= current.end:
-                current = Detection(current.start, max(current.end, d.end), by_type, max(current.score, d.score))
+                best = current if current.score >= d.score else d
+                current = Detection(current.start, max(current.end, d.end), by_type, best.score, best.recognizer)
             else:
                 if current is not None:
                     merged.append(current)

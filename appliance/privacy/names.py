@@ -27,6 +27,11 @@ from spacy.tokens import Doc
 from appliance.privacy.spans import NER_TYPES, Detection
 
 _PROPAGATED_SCORE = 0.9  # above NER guesses: the request itself already called this value a name
+
+# What found a name, as a detection's ``recognizer`` (Presidio's recognizers use their class names).
+PROPAGATED = "NameMentionedAgain"
+NEAR_EMAIL = "NameNearEmail"
+GRAMMAR = "NameGrammar"
 _WORDISH = re.compile(r"[^\W\d_]{3,}")
 
 
@@ -70,7 +75,9 @@ def propagate_names(texts: Sequence[str], candidates: list[list[Detection]], all
         for pattern in (full_re, part_re):
             if pattern is None:
                 continue
-            found.extend(Detection(m.start(), m.end(), "PERSON", _PROPAGATED_SCORE) for m in pattern.finditer(text))
+            found.extend(
+                Detection(m.start(), m.end(), "PERSON", _PROPAGATED_SCORE, PROPAGATED) for m in pattern.finditer(text)
+            )
 
 
 def _mentioned_again(texts: Sequence[str], candidates: list[list[Detection]], values: set[str]) -> bool:
@@ -223,7 +230,7 @@ def names_near_emails(text: str, found: list[Detection], allowed: set[str]) -> N
             if tokens & pieces:
                 start, end = run[0].start(), run[-1].end()
                 if text[start:end].casefold() not in allowed:
-                    found.append(Detection(start, end, "PERSON", _EMAIL_NAME_SCORE))
+                    found.append(Detection(start, end, "PERSON", _EMAIL_NAME_SCORE, NEAR_EMAIL))
 
 
 def _overlaps(run: list[re.Match[str]], d: Detection) -> bool:
@@ -563,7 +570,7 @@ class _Cues:
             return
         if weak and any(a < e and s < b for a, b in self.orgs):
             return
-        self.added.append(Detection(s, e, "PERSON", score))
+        self.added.append(Detection(s, e, "PERSON", score, GRAMMAR))
 
     def list_items(self, start: int, end: int) -> None:
         """In "Anna, Ben and Carla" one item found as a name makes the others names, as
@@ -607,6 +614,6 @@ def drop_non_names(text: str, found: list[Detection]) -> None:
             span = _trim(text, d.start, d.end)
             if span is None or _ACRONYM.fullmatch(text[span[0] : span[1]]):
                 continue
-            d = Detection(span[0], span[1], d.entity_type, d.score)
+            d = Detection(span[0], span[1], d.entity_type, d.score, d.recognizer)
         kept.append(d)
     found[:] = kept

@@ -8,9 +8,11 @@ messages that contain no numbers at all.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import phonenumbers
 import regex
@@ -256,6 +258,28 @@ def wide_card_recognizer() -> CreditCardRecognizer:
     )
 
 
+class _SkipLanguageNotice(logging.Filter):
+    """Presidio's predefined list also holds Spanish, Italian and Polish recognizers; an
+    English registry skips each with a WARNING ("Recognizer not added to registry because
+    language is not supported ..."), a dozen per start that no operator can act on, since
+    the appliance is English-only by design (one NER model per process). Only that message
+    is dropped, and only while the predefined set loads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Recognizer not added to registry because language is not supported")
+
+
+@contextmanager
+def _quiet_language_skips() -> Iterator[None]:
+    presidio_log = logging.getLogger("presidio-analyzer")
+    notice = _SkipLanguageNotice()
+    presidio_log.addFilter(notice)
+    try:
+        yield
+    finally:
+        presidio_log.removeFilter(notice)
+
+
 def build_registry(nlp_engine: NlpEngine) -> RecognizerRegistry:
     """Presidio's predefined English recognizers plus our card and name additions.
 
@@ -263,7 +287,8 @@ def build_registry(nlp_engine: NlpEngine) -> RecognizerRegistry:
     the others, over the text with their findings blanked out (see ``find``).
     """
     registry = RecognizerRegistry(supported_languages=[LANGUAGE])
-    registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
+    with _quiet_language_skips():
+        registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
     registry.remove_recognizer("PhoneRecognizer")
     # The predefined set's YAML gives the IBAN recognizer case-insensitive matching, so its
     # pattern runs on into the next word ("AT66 3272 ... 4889 please") and the checksum of

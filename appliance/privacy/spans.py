@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 NER_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
 """The entity types only the statistical NER model finds (guesses, not formats)."""
@@ -17,3 +17,6 @@ class Detection:
     end: int
     entity_type: str
     score: float
+    recognizer: str = field(default="", compare=False)
+    """What found it (a Presidio recognizer's name, or one of the name rules); not part of
+    equality or order, so the same span found twice is still one detection."""

@@ -73,6 +73,26 @@ def blocked_types(detections: Sequence[Sequence[Detection]], rules: PrivacyRules
     )
 
 
+@dataclass(frozen=True)
+class Replacement:
+    """One transformed span, in the *transformed* text's offsets (what Presidio's anonymizer
+    reports as an item): ``text`` is what now stands there, never the original value."""
+
+    start: int
+    end: int
+    entity_type: str
+    text: str
+    action: Action
+
+
+@dataclass(frozen=True)
+class Transformed:
+    texts: list[str]
+    facts: dict[str, EntityFact]
+    replacements: list[list[Replacement]]
+    """Per text, in order."""
+
+
 def apply(
     texts: Sequence[str],
     detections: Sequence[Sequence[Detection]],
@@ -81,8 +101,22 @@ def apply(
     hash_key: Callable[[], bytes],
     pseudonymize: Pseudonymize,
 ) -> tuple[list[str], dict[str, EntityFact]]:
-    """Transformed texts and per-type facts. Raises :class:`Blocked` (types only) before
-    any key is fetched or any pseudonym stored, if a blocked type is present."""
+    """Transformed texts and per-type facts (see :func:`transform`)."""
+    done = transform(texts, detections, rules, hash_key=hash_key, pseudonymize=pseudonymize)
+    return done.texts, done.facts
+
+
+def transform(
+    texts: Sequence[str],
+    detections: Sequence[Sequence[Detection]],
+    rules: PrivacyRules,
+    *,
+    hash_key: Callable[[], bytes],
+    pseudonymize: Pseudonymize,
+) -> Transformed:
+    """Transformed texts, per-type facts and where each replacement landed. Raises
+    :class:`Blocked` (types only) before any key is fetched or any pseudonym stored, if a
+    blocked type is present."""
     blocked = blocked_types(detections, rules)
     if blocked:
         raise Blocked(blocked)
@@ -101,22 +135,28 @@ def apply(
 
     counts: dict[str, int] = {}
     out: list[str] = []
+    replaced: list[list[Replacement]] = []
     for text, ds in zip(texts, detections, strict=True):
         pieces: list[str] = []
-        cursor = len(text)
-        for d in sorted(ds, key=lambda d: d.start, reverse=True):
-            if d.end > cursor:  # detections are non-overlapping; guard against a caller's list
+        spans: list[Replacement] = []
+        cursor = 0  # in the original text
+        length = 0  # of the transformed text so far
+        for d in sorted(ds, key=lambda d: (d.start, -d.end)):
+            if d.start < cursor:  # detections are non-overlapping; guard against a caller's list
                 continue
-            value = text[d.start : d.end]
             rule = rules.rule_for(d.entity_type)
-            pieces.append(text[d.end : cursor])
-            pieces.append(_one(value, d.entity_type, rule, key, tokens))
-            cursor = d.start
+            new = _one(text[d.start : d.end], d.entity_type, rule, key, tokens)
+            pieces += [text[cursor : d.start], new]
+            length += d.start - cursor
+            spans.append(Replacement(length, length + len(new), d.entity_type, new, rule.action))
+            length += len(new)
+            cursor = d.end
             counts[d.entity_type] = counts.get(d.entity_type, 0) + 1
-        pieces.append(text[:cursor])
-        out.append("".join(reversed(pieces)))
+        pieces.append(text[cursor:])
+        out.append("".join(pieces))
+        replaced.append(spans)
     facts = {t: EntityFact(t, rules.rule_for(t).action, n) for t, n in sorted(counts.items())}
-    return out, facts
+    return Transformed(out, facts, replaced)
 
 
 def _one(value: str, entity_type: str, rule: EntityRule, key: bytes, tokens: Mapping[tuple[str, str], str]) -> str:

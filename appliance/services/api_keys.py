@@ -233,6 +233,33 @@ class ApiKeyService:
             return remembered.principal
         return None
 
+    def principal_of(self, key_id: str) -> Principal:
+        """The principal of a key that is still valid (not revoked, not expired, its tenant alive),
+        else AuthenticationFailed. For console sessions, which were opened with the key's secret and
+        carry only its id: revoking the key ends them too (on other API nodes within ``cache_ttl_s``)."""
+        ident = b"id:" + key_id.encode()  # never equal to a 32-byte token fingerprint
+        remembered = self._checked.get(ident)
+        if remembered is not None and (remembered.expires_at is None or utcnow() < remembered.expires_at):
+            return remembered.principal
+        generation = self._checked.generation
+        with self._sessions() as session:
+            row = session.get(ApiKey, key_id) if _KEY_ID.fullmatch(key_id) else None
+            if row is None or row.revoked_at is not None:
+                raise AuthenticationFailed("the API key of this session was revoked")
+            if row.expires_at is not None and row.expires_at <= utcnow():
+                raise AuthenticationFailed("the API key of this session has expired")
+            slug = None
+            if row.tenant_id is not None:
+                slug = session.scalar(select(Tenant.slug).where(Tenant.id == row.tenant_id))
+                if slug is None:
+                    raise AuthenticationFailed("the tenant of this session no longer exists")
+            checked = _Checked(
+                Principal(key_id=row.id, role=Role(row.role), tenant_id=row.tenant_id, tenant_slug=slug),
+                row.expires_at,
+            )
+        self._checked.put(ident, checked, generation)
+        return checked.principal
+
     def _check(self, token: str, parsed: tuple[str, str] | None) -> _Checked | str:
         """The principal, or why not (a fixed word: malformed, unknown-key, revoked, expired, tenant-gone)."""
         if parsed is None:

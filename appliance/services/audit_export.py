@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -148,6 +149,20 @@ def write_export(ex: ExportSlice, out: TextIO, fmt: ExportFormat) -> Iterator[in
             out.write(json.dumps(record, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n")
         if record["record"] == "entry":
             yield int(record["id"])
+
+
+def export_text(ex: ExportSlice, fmt: ExportFormat, max_entries: int) -> str:
+    """The whole export as one string, for an HTTP download; a slice of more than
+    ``max_entries`` entries is refused (narrow the time range, or use the CLI, which streams)."""
+    if ex.count > max_entries:
+        raise InvalidInput(
+            f"the export would hold {ex.count} entries, more than {max_entries}; "
+            "narrow the time range or run `appliance audit export` on the appliance"
+        )
+    out = io.StringIO()
+    for _ in write_export(ex, out, fmt):
+        pass
+    return out.getvalue()
 
 
 # -- reading ----------------------------------------------------------------------------------------

@@ -23,9 +23,13 @@ from appliance.models.base import InputObserver
 from appliance.services.api_keys import ApiKeyService
 from appliance.services.audit import AuditLog
 from appliance.services.audit_writer import AuditWriter
+from appliance.services.console_sessions import ConsoleSessions
+from appliance.services.key_rotation import KeyRotation
 from appliance.services.metrics import install_key_age_collector
+from appliance.services.operations import OperationsService
 from appliance.services.policies import PolicyService
 from appliance.services.ratelimit import TenantRateLimiter
+from appliance.services.schema import DatabaseSchema
 from appliance.services.tenants import TenantService
 
 if TYPE_CHECKING:
@@ -50,6 +54,7 @@ class Services:
         self.settings = settings
         self.engine = make_engine(settings.database_url, echo=settings.database.echo)
         self.sessions = make_sessionmaker(self.engine)
+        self.schema = DatabaseSchema(self.engine)
         self.keyring = keyring or load_keyring(settings)
         self.data_keys = DataKeyService(self.keyring, self.sessions)
         self.cipher = TenantCipher(self.data_keys)
@@ -63,6 +68,13 @@ class Services:
         )
         self.api_keys = ApiKeyService(self.sessions, self.data_keys, self.audit, cache_ttl_s=ttl)
         self.rate_limiter = TenantRateLimiter()
+        self.console_sessions = ConsoleSessions(self.data_keys, self.api_keys, self.audit, settings.console)
+        self.operations = OperationsService(
+            self.sessions,
+            rotation_days=settings.console.key_rotation_days,
+            key_status=lambda: KeyRotation(self.sessions, self.data_keys, self.blobs).status(self.keyring.current_id),
+            registry=lambda: self.model_registry,
+        )
         self.model_observer = model_observer
         """Test seam: called with exactly what each model receives."""
         self._detector = detector  # tests share one across many Services; loading takes seconds

@@ -32,6 +32,7 @@ from appliance.models.base import (
     Usage,
 )
 from appliance.models.registry import ModelInfo
+from appliance.models.sampling import SamplingDefaults
 from appliance.policy.schema import Policy
 from appliance.privacy.rules import Action, PrivacyRules
 from appliance.services import metrics
@@ -64,14 +65,19 @@ class Models(Protocol):
 
     async def load_classifier(self, name: str, tenant_id: str | None = None) -> ClassifierRunner: ...
 
+    def sampling(self, runner: object) -> SamplingDefaults: ...
+
 
 @dataclass(frozen=True)
 class ChatCall:
+    """One chat request as the caller sent it; a sampling field left None gets the model's
+    default (see ``appliance/models/sampling.py``)."""
+
     model: str
     messages: list[ChatMessage]
     max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float | None = None
+    top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
     scope: str | None = None  # pseudonym scope (a conversation); default: this request only
@@ -292,7 +298,7 @@ class InferenceService:
 
     async def _prepare_chat(
         self, principal: Principal, call: ChatCall, action: str, started: float
-    ) -> tuple[str, ActivePolicy, ChatRequest, Anonymized]:
+    ) -> tuple[str, ActivePolicy, ChatRunner, ChatRequest, Anonymized]:
         tenant_id, active = await self._admitted(principal, call.model, "chat")
         policy = active.policy
         if call.max_tokens is not None and call.max_tokens > policy.limits.max_tokens:
@@ -300,15 +306,18 @@ class InferenceService:
         anonymized = await self._anonymize(
             principal, action, call.model, active, [m.content for m in call.messages], call.scope, started
         )
+        runner = await self._chat_runner(call.model, tenant_id)
+        # What the caller left out comes from the model; the policy caps the default length.
+        defaults = self._models.sampling(runner).capped(policy.limits.max_tokens)
         request = ChatRequest(
             messages=[ChatMessage(m.role, t) for m, t in zip(call.messages, anonymized.texts, strict=True)],
-            max_tokens=call.max_tokens,
-            temperature=call.temperature,
-            top_p=call.top_p,
+            max_tokens=call.max_tokens if call.max_tokens is not None else defaults.max_tokens,
+            temperature=call.temperature if call.temperature is not None else defaults.temperature,
+            top_p=call.top_p if call.top_p is not None else defaults.top_p,
             stop=call.stop,
             seed=call.seed,
         )
-        return tenant_id, active, request, anonymized
+        return tenant_id, active, runner, request, anonymized
 
     def _egress(self, tenant_id: str, policy: Policy, scope: str | None, text: str) -> str:
         text = self._scrub(tenant_id, policy, text)
@@ -319,8 +328,7 @@ class InferenceService:
     async def chat(self, principal: Principal, call: ChatCall) -> ChatAnswer:
         started = time.perf_counter()
         action = "chat.completion"
-        tenant_id, active, request, anonymized = await self._prepare_chat(principal, call, action, started)
-        runner = await self._chat_runner(call.model, tenant_id)
+        tenant_id, active, runner, request, anonymized = await self._prepare_chat(principal, call, action, started)
         with metrics.MODEL_LATENCY.labels(call.model, "chat").time():
             result = await runner.complete(request)
         self._count_tokens(call.model, result.usage)
@@ -349,9 +357,8 @@ class InferenceService:
         """Everything that can refuse the request happens here, before the caller sees a byte."""
         started = time.perf_counter()
         action = "chat.completion.stream"
-        tenant_id, active, request, anonymized = await self._prepare_chat(principal, call, action, started)
+        tenant_id, active, runner, request, anonymized = await self._prepare_chat(principal, call, action, started)
         policy = active.policy
-        runner = await self._chat_runner(call.model, tenant_id)
         upstream = cast(AsyncGenerator[ChatChunk, None], runner.stream(request))
         try:
             first = await upstream.__anext__()  # queue admission and model errors surface now

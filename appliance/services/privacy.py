@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from appliance.crypto.data_keys import DataKeyService
@@ -22,7 +22,7 @@ from appliance.errors import Blocked, InvalidInput
 from appliance.privacy.detection import Detection, Detector
 from appliance.privacy.restore import StreamRestorer, restore
 from appliance.privacy.rules import PrivacyRules
-from appliance.privacy.transforms import EntityFact, apply
+from appliance.privacy.transforms import EntityFact, Replacement, apply, transform
 from appliance.privacy.vault import PseudonymVault, token
 from appliance.services import metrics
 
@@ -35,6 +35,8 @@ class Anonymized:
     texts: list[str]
     scope: str | None  # the pseudonym scope used; None when nothing was pseudonymized
     facts: dict[str, EntityFact]
+    replacements: list[list[Replacement]] = field(default_factory=list)
+    """Per text, where each transformed span landed (Presidio's anonymizer ``items``)."""
 
     def audit_facts(self) -> dict[str, dict[str, object]]:
         """JSON-ready ``{"PERSON": {"count": 2, "action": "pseudonymize"}}`` for the audit entry."""
@@ -80,6 +82,18 @@ def _check_scope(scope: str | None) -> None:
 def _count_detections(detections: Iterable[Detection]) -> None:
     for d in detections:
         metrics.ENTITIES_DETECTED.labels(d.entity_type, "ingress").inc()
+
+
+def _with_extra(ours: list[Detection], theirs: Sequence[Detection], length: int) -> list[Detection]:
+    """Ours plus the caller's spans that lie inside the text and overlap none of ours (nor
+    each other: the first of two overlapping ones is kept)."""
+    kept = list(ours)
+    for d in sorted(theirs):
+        if not 0 <= d.start < d.end <= length:
+            raise InvalidInput(f"a detection from {d.start} to {d.end} lies outside its text of {length} characters")
+        if all(d.end <= k.start or d.start >= k.end for k in kept):
+            kept.append(d)
+    return sorted(kept)
 
 
 class PrivacyService:
@@ -131,13 +145,24 @@ class PrivacyService:
         *,
         scope: str | None = None,
         ttl: timedelta | None = None,
+        also: Sequence[Sequence[Detection]] | None = None,
     ) -> Anonymized:
         """Apply the rules' actions. Raises :class:`Blocked` (types only) if a blocked type
         is present; nothing is stored then. Pseudonyms go into ``scope`` (a conversation
         id chosen by the caller); without one a fresh random scope is made and returned,
-        which the caller must keep to restore the answer."""
+        which the caller must keep to restore the answer.
+
+        ``also`` adds the caller's own detections per text (a Presidio client's
+        ``analyzer_results``): they can only add to what is transformed; where one overlaps
+        a detection of ours, ours is kept."""
         _check_scope(scope)
         detections = self.analyze(tenant_id, texts, rules)
+        if also is not None:
+            if len(also) != len(texts):
+                raise InvalidInput("the extra detections must give one list per text")
+            detections = [
+                _with_extra(ours, theirs, len(t)) for ours, theirs, t in zip(detections, also, texts, strict=True)
+            ]
         return self._transform(tenant_id, texts, detections, rules, scope, ttl)
 
     def anonymize_many(self, calls: Sequence[AnonymizeCall]) -> list[Anonymized | Exception]:
@@ -194,7 +219,7 @@ class PrivacyService:
             return self._vault.tokens(tenant_id, chosen, items, ttl or self._default_ttl)
 
         try:
-            out, facts = apply(
+            done = transform(
                 texts,
                 detections,
                 rules,
@@ -205,9 +230,9 @@ class PrivacyService:
             for t in exc.entity_types:
                 metrics.TRANSFORMS_APPLIED.labels(t, "block").inc()
             raise
-        for fact in facts.values():
+        for fact in done.facts.values():
             metrics.TRANSFORMS_APPLIED.labels(fact.entity_type, fact.action.value).inc(fact.count)
-        return Anonymized(out, used_scope[0] if used_scope else scope, facts)
+        return Anonymized(done.texts, used_scope[0] if used_scope else scope, done.facts, done.replacements)
 
     def preview(self, texts: Sequence[str], rules: PrivacyRules, *, hash_key: bytes | None = None) -> Preview:
         """The live detection and transforms on sample text, storing nothing: pseudonyms are

@@ -1,8 +1,13 @@
-"""README command 1's flow: init with a demo tenant, `appliance serve`, then real clients."""
+"""README command 1's flow: init with a demo tenant, `appliance serve` (models warmed up as
+`serve-demo` does), then real clients, the README's own Python example among them."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +18,8 @@ import openai
 import pytest
 
 from tests.support import appliance_process
+
+README = Path(__file__).parents[2] / "README.md"
 
 
 @dataclass
@@ -25,19 +32,22 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with appliance_process(tmp_path_factory.mktemp("served"), ready_within_s=60) as proc:
+    with appliance_process(tmp_path_factory.mktemp("served"), ready_within_s=120, warmup=True) as proc:
         yield Served(proc.base_url, proc.init["demo"]["app_api_key"], proc.init["operator_api_key"], proc.log)
 
 
 def test_official_openai_client_lists_models_with_the_demo_key(served: Served) -> None:
-    client = openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=served.app_key)
-    page = client.models.list()
+    with openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=served.app_key) as client:  # closes its sockets
+        page = client.models.list()
     assert page.object == "list"
 
 
 def test_official_openai_client_gets_a_typed_auth_error_with_a_bad_key(served: Served) -> None:
-    client = openai.OpenAI(base_url=f"{served.base_url}/v1", api_key="apl_0000000000000000_" + "x" * 43, max_retries=0)
-    with pytest.raises(openai.AuthenticationError) as info:
+    bad_key = "apl_0000000000000000_" + "x" * 43
+    with (
+        openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=bad_key, max_retries=0) as client,
+        pytest.raises(openai.AuthenticationError) as info,
+    ):
         client.models.list()
     assert "API key" in str(info.value)
 
@@ -52,3 +62,38 @@ def test_logs_are_json_with_request_ids_and_hold_no_secrets(served: Served) -> N
     text = served.log.read_text()
     for secret in (served.app_key, served.operator_key, served.app_key.split("_", 2)[2]):
         assert secret not in text
+
+
+def _readme_python_example() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    assert len(blocks) == 1, "the README holds one Python example"
+    return blocks[0]
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_answers_briefly_with_the_name_and_address_restored(served: Served) -> None:
+    code = _readme_python_example().replace("http://127.0.0.1:8080", served.base_url)  # the test's free port
+    env = {**os.environ, "KEY": served.app_key}
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    seconds = time.monotonic() - started
+    assert run.returncode == 0, run.stderr
+    answer = run.stdout.strip()
+    assert "Anna Berg" in answer and "anna.berg@example.com" in answer, answer
+    assert "<PERSON" not in answer and "<EMAIL_ADDRESS" not in answer
+    assert len(answer) < 400, answer  # brief: the model's defaults keep it from rambling
+    print(f"README example: {seconds:.1f} s including the interpreter and openai import")
+
+
+def test_a_fresh_start_warns_of_nothing_and_says_where_it_listens(served: Served) -> None:
+    rows = [json.loads(line) for line in served.log.read_text().splitlines() if line.startswith("{")]
+    assert not [r for r in rows if r["level"] in ("WARNING", "ERROR", "CRITICAL")], "start-up warnings"
+    assert "Recognizer not added" not in served.log.read_text()
+    assert not [line for line in served.log.read_text().splitlines() if not line.startswith("{")], "non-JSON lines"
+    (banner,) = [r for r in rows if r["logger"] == "appliance.start"]
+    assert banner["listening"] == served.base_url
+    assert banner["database"].startswith("sqlite:///") and banner["database"].endswith("appliance.db")
+    assert any(m.startswith("smollm2-135m-instruct (chat, loaded)") for m in banner["models"])
+    assert banner["data_dir"] and banner["pii_model"]

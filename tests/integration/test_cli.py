@@ -56,13 +56,13 @@ def test_tenant_and_key_lifecycle_with_json_output(run: Run) -> None:
     _json(run("init", "--json"))
     tenant = _json(run("tenant", "create", "acme", "--display-name", "Acme", "--json"))
     assert tenant["slug"] == "acme"
-    created = _json(run("key", "create", "--tenant", "acme", "--role", "app", "--json"))
+    created = _json(run("apikey", "create", "--tenant", "acme", "--role", "app", "--json"))
     assert str(created["api_key"]).startswith("apl_")
     key_id = created["key"]["id"]  # type: ignore[index]
-    listed = json.loads(run("key", "list", "--tenant", "acme", "--json").stdout)
+    listed = json.loads(run("apikey", "list", "--tenant", "acme", "--json").stdout)
     assert [k["id"] for k in listed] == [key_id]
     assert created["api_key"] not in json.dumps(listed)
-    revoked = _json(run("key", "revoke", key_id, "--json"))
+    revoked = _json(run("apikey", "revoke", key_id, "--json"))
     assert revoked["revoked_at"] is not None
     assert json.loads(run("tenant", "list", "--json").stdout)[0]["slug"] == "acme"
     assert _json(run("tenant", "delete", "acme", "--yes", "--json"))["slug"] == "acme"
@@ -74,10 +74,10 @@ def test_tenant_and_key_lifecycle_with_json_output(run: Run) -> None:
     [
         ("tenant", "create", "Bad Name!"),
         ("tenant", "delete", "ghost", "--yes"),
-        ("key", "create", "--tenant", "ghost", "--role", "app"),
-        ("key", "create", "--role", "app"),
-        ("key", "create", "--role", "wizard"),
-        ("key", "revoke", "nope"),
+        ("apikey", "create", "--tenant", "ghost", "--role", "app"),
+        ("apikey", "create", "--role", "app"),
+        ("apikey", "create", "--role", "wizard"),
+        ("apikey", "revoke", "nope"),
         ("no-such-command",),
     ],
 )

@@ -1,4 +1,4 @@
-"""``appliance keys ...`` as an operator drives it: real ``python -m appliance.cli``
+"""``appliance crypto-keys ...`` as an operator drives it: real ``python -m appliance.cli``
 subprocesses over a real SQLite file and key files, rotation end to end, and every failure a
 one-line exit 2."""
 
@@ -68,39 +68,39 @@ def test_status_rotate_tenant_and_rotate_master_end_to_end(run: Run, tmp_path: P
     finally:
         svc.close()
 
-    status = _json(run("keys", "status", "--json"))
+    status = _json(run("crypto-keys", "status", "--json"))
     data_keys = [k for k in status["keys"] if k["tenant"] == "acme"]
     assert [(k["version"], k["state"], k["records"], k["blobs"]) for k in data_keys] == [(1, "active", len(refs), 1)]
     old_key = read_key_file(tmp_path / "data" / "master.key")
     assert encode_key(old_key) not in json.dumps(status)
 
-    rotated = _json(run("keys", "rotate-tenant", "acme", "--grace-seconds", "0", "--json"))
+    rotated = _json(run("crypto-keys", "rotate-tenant", "acme", "--grace-seconds", "0", "--json"))
     assert (rotated["version"], rotated["records"], rotated["blobs"], rotated["destroyed_versions"]) == (
         2,
         len(refs),
         1,
         [1],
     )
-    human = run("keys", "rotate-tenant", "acme", "--grace-seconds", "0")
+    human = run("crypto-keys", "rotate-tenant", "acme", "--grace-seconds", "0")
     assert human.returncode == 0, human.stderr
     assert "version 3" in human.stdout
 
     new_file = tmp_path / "new-master.key"
     new = new_key()
     write_key_file(new_file, new)
-    master = _json(run("keys", "rotate-master", "--new-key-file", str(new_file), "--json"))
+    master = _json(run("crypto-keys", "rotate-master", "--new-key-file", str(new_file), "--json"))
     assert master["rewrapped"] == master["total"] >= 2
-    again = run("keys", "rotate-master", "--new-key-file", str(new_file))
+    again = run("crypto-keys", "rotate-master", "--new-key-file", str(new_file))
     assert again.returncode == 0, again.stderr  # a re-run before the config switch is a no-op
     assert "0 re-wrapped" in again.stdout
     (tmp_path / "appliance.toml").write_text(
         f"[keys]\nmaster_key_file = {str(new_file)!r}\nprevious_master_key_files = [{str(tmp_path / 'data' / 'master.key')!r}]\n"
     )
-    done = run("keys", "rotate-master", "--new-key-file", str(new_file))
+    done = run("crypto-keys", "rotate-master", "--new-key-file", str(new_file))
     assert done.returncode == 0, done.stderr
     assert "0 re-wrapped" in done.stdout
     assert "keys.master_key_file" in done.stdout
-    assert _json(run("keys", "status", "--json"))["rows_on_old_kek"] == 0
+    assert _json(run("crypto-keys", "status", "--json"))["rows_on_old_kek"] == 0
 
     (tmp_path / "appliance.toml").write_text(f"[keys]\nmaster_key_file = {str(new_file)!r}\n")  # old key retired
     svc = _services(tmp_path)
@@ -119,10 +119,10 @@ def test_errors_exit_2_with_one_line(run: Run, tmp_path: Path) -> None:
     loose.write_text(encode_key(new_key()))
     loose.chmod(0o644)
     for args in (
-        ("keys", "rotate-tenant", "ghost"),
-        ("keys", "rotate-master", "--new-key-file", str(tmp_path / "missing.key")),
-        ("keys", "rotate-master", "--new-key-file", str(loose)),
-        ("keys", "rotate-master"),
+        ("crypto-keys", "rotate-tenant", "ghost"),
+        ("crypto-keys", "rotate-master", "--new-key-file", str(tmp_path / "missing.key")),
+        ("crypto-keys", "rotate-master", "--new-key-file", str(loose)),
+        ("crypto-keys", "rotate-master"),
     ):
         proc = run(*args)
         assert proc.returncode == 2, (args, proc.stderr)

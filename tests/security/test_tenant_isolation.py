@@ -93,6 +93,10 @@ ADMIN_ENDPOINTS = [
     ("GET", "/admin/v1/audit", None),
     ("GET", "/admin/v1/audit/{entry_id}", None),
     ("GET", "/admin/v1/audit/verify", None),
+    ("POST", "/admin/v1/audit/export", {"format": "jsonl"}),
+    ("GET", "/admin/v1/operations/api-keys", None),
+    ("GET", "/admin/v1/operations/data-keys", None),
+    ("GET", "/admin/v1/operations/models", None),
 ]
 _PLACEHOLDERS = {"key_id": "0000000000000000", "version": "1", "name": "default", "entry_id": "1"}
 

@@ -7,14 +7,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get
-from litestar.params import PathParameter, QueryParameter
+from litestar import Controller, Request, Response, get, post
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
 from appliance.roles import Role
 from appliance.services.audit import MAX_PAGE, AuditFilter, AuditView, audit_log_of
 from appliance.services.audit_chain import VerifyResult
+from appliance.services.audit_export import ExportFormat, export_text
 from appliance.services.principal import Principal
 
 AuthedRequest = Request[Principal, Any, Any]
@@ -83,6 +84,16 @@ def _verify(r: VerifyResult) -> VerifyOut:
     )
 
 
+MAX_HTTP_EXPORT = 100_000
+_EXPORT_MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+
+
+class ExportBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    format: ExportFormat = "jsonl"
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 EntryId = Annotated[int, PathParameter(ge=1, description="Audit entry id")]
 
 
@@ -119,6 +130,20 @@ class AuditController(Controller):
     def verify_audit(self, request: AuthedRequest, services: Svc) -> VerifyOut:
         """Walk the whole chain; names the first edited, reordered or deleted entry, or a truncation."""
         return _verify(audit_log_of(services).verify(request.user))
+
+    @post("/export", guards=[roles(Role.COMPLIANCE, Role.OPERATOR)], sync_to_thread=True, status_code=200)
+    def export_audit(self, request: AuthedRequest, services: Svc, data: JSONBody[ExportBody]) -> Response[str]:
+        """Download a contiguous slice of the chain (JSONL or CSV) that verifies offline with
+        ``appliance audit verify-export``. Without ``until`` it ends at a fresh signed checkpoint
+        (hence POST: exporting writes that checkpoint). At most 100,000 entries per download."""
+        ex = audit_log_of(services).export(request.user, since=data.since, until=data.until)
+        body = export_text(ex, data.format, MAX_HTTP_EXPORT)
+        stamp = ex.exported_at.strftime("%Y%m%dT%H%M%SZ")
+        return Response(
+            body,
+            media_type=_EXPORT_MEDIA[data.format],
+            headers={"content-disposition": f'attachment; filename="audit-{stamp}.{data.format}"'},
+        )
 
     @get("/{entry_id:int}", guards=[roles(Role.COMPLIANCE, Role.OPERATOR, Role.TENANT_ADMIN)], sync_to_thread=True)
     def get_audit_entry(self, request: AuthedRequest, services: Svc, entry_id: EntryId) -> AuditEntryOut:

@@ -68,8 +68,9 @@ class StreamOptions(msgspec.Struct, forbid_unknown_fields=True):
 class ChatBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     messages: Annotated[list[Message], msgspec.Meta(min_length=1, max_length=1000)]
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 1.0
-    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+    # Omitted (or null) sampling fields take the model's defaults, not OpenAI's (docs/models.md).
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None

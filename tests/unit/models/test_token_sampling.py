@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from appliance.models.sampling import sample, top_p_mask, uniform
+from appliance.models.token_sampling import sample, top_p_mask, uniform
 
 
 def params(rows: int, temperature: float, top_p: float = 1.0, seed: int = 0) -> dict[str, torch.Tensor]:
