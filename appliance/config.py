@@ -123,6 +123,12 @@ class ModelSettings(_Section):
         description="Engine of local chat models (the model option `engine` overrides it): auto runs GGUF models with "
         "llama.cpp on CPU hosts when the llamacpp extra is installed, everything else with torch.",
     )
+    llamacpp_weights: Literal["q8_0", "f16", "as-is"] = Field(
+        "q8_0",
+        description="Weights llama.cpp runs a GGUF model with (the model option `llamacpp_weights` overrides it): "
+        "q8_0 re-encodes them once into the store (faster batched steps than Q4_1, almost exact), f16 exactly, as-is "
+        "uses the file unchanged.",
+    )
     llamacpp_threads: int = Field(
         0,
         ge=0,

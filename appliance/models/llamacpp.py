@@ -88,6 +88,27 @@ def _backend() -> Any:
     return llama_cpp
 
 
+WEIGHT_TYPES = {"q8_0": 7, "f16": 1}
+"""GGUF file types the engine can re-encode weights to (llama.cpp's ``LLAMA_FTYPE_MOSTLY_*``)."""
+
+
+def requantize(source: Path, target: Path, weights: str) -> None:
+    """Write ``source``'s model to ``target`` with its weights re-encoded as ``weights``.
+
+    llama.cpp's kernels differ a lot by weight type: for Q4_1 (the shipped SmolLM2) a batch
+    of 8 tokens cost about 4.8 single-token steps on this CPU, for Q8_0 about the same ratio
+    but every step a quarter faster, and Q8_0 holds each Q4_1 value almost exactly (256
+    levels per block against 16). F16 holds them exactly, at twice Q8_0's bytes per step."""
+    ll = _backend()
+    params = ll.llama_model_quantize_default_params()
+    params.ftype = WEIGHT_TYPES[weights]
+    params.allow_requantize = True
+    params.nthread = len(os.sched_getaffinity(0))
+    status = ll.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if status != 0:
+        raise ConfigError(f"llama.cpp could not re-encode {source.name} as {weights} ({status})")
+
+
 def system_info() -> str:
     """llama.cpp's build features (``AVX512 = 1 | AMX_INT8 = 0 | ...``), for checks and logs."""
     return str(_backend().llama_print_system_info().decode())

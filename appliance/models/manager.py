@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 Runner = LocalChatRunner | LlamaCppChatRunner | LocalEmbeddingRunner | LocalClassifierRunner | UpstreamRunner
 ENGINES = ("auto", "torch", "llamacpp")
+WEIGHTS = ("q8_0", "f16", "as-is")
 
 RECONCILE_EVERY_S = 10.0
 """How often (at most, and only while lookups happen) loaded runners are checked against the
@@ -414,9 +415,12 @@ class ModelManager:
         log.info("loading model", extra={"model": info.name, "kind": "chat", "device": device, "engine": engine})
         if engine == "llamacpp":
             assert gguf is not None
+            weights = info.options.get("llamacpp_weights", s.llamacpp_weights)
+            if weights not in WEIGHTS:
+                raise InvalidInput(f"llamacpp_weights must be one of {', '.join(WEIGHTS)}")
             return LlamaCppChatRunner(
                 info.name,
-                gguf,
+                self.store.gguf_as(gguf, weights),
                 threads=s.llamacpp_threads or None,
                 max_batch=s.max_batch or sizing.CPU_CHAT[0],
                 max_queue=s.max_queue or sizing.CPU_CHAT[1],

@@ -147,6 +147,22 @@ class ModelStore:
             return path
         return None
 
+    def gguf_as(self, gguf: Path, weights: str) -> Path:
+        """``gguf`` with its weights re-encoded for llama.cpp (``q8_0`` or ``f16``), made once
+        into the store; ``as-is``: ``gguf`` itself."""
+        if weights == "as-is":
+            return gguf
+        from appliance.models.llamacpp import requantize
+
+        digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+        stem = re.sub(r"[^a-z0-9._-]+", "-", gguf.stem.lower()).strip("-._")[:80] or "model"
+        target = self.path_for(f"gguf-{stem}-{weights.replace('_', '')}-{digest}")
+        if not (target / MARKER).is_file():
+            log.info("re-encoding a GGUF model for llama.cpp (once)", extra={"target": str(target)})
+            meta = {"origin": str(gguf), "format": f"gguf-{weights}"}
+            self._build_atomically(target, lambda tmp: requantize(gguf, tmp / "model.gguf", weights), meta)
+        return target / "model.gguf"
+
     def ensure_converted(self, gguf: Path) -> Path:
         """A registered GGUF file as a Hugging Face directory in the store (converted once)."""
         if not gguf.is_file():

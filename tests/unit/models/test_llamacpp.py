@@ -182,3 +182,20 @@ def test_prompts_behind_the_same_system_turn_share_its_cache_cells(engine: Llama
     assert engine.shared_prefix_tokens - before >= 2 * system_turn  # both later prompts skipped it
     assert again.text == first.text
     assert "Berlin" in again.text
+
+
+@pytest.mark.slow
+def test_a_gguf_is_re_encoded_once_into_the_store_and_still_answers(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    q8 = store.gguf_as(gguf(), "q8_0")
+    assert q8.read_bytes()[:4] == b"GGUF"
+    assert q8.stat().st_size > gguf().stat().st_size  # 8.5 bits a weight instead of 5
+    built = q8.stat().st_mtime_ns
+    assert store.gguf_as(gguf(), "q8_0") == q8
+    assert q8.stat().st_mtime_ns == built  # made once
+    assert store.gguf_as(gguf(), "as-is") == gguf()
+    runner = LlamaCppChatRunner("smollm2-q8", q8, max_batch=1)
+    try:
+        assert "Berlin" in asyncio.run(runner.complete(ask(GERMANY, max_tokens=8))).text
+    finally:
+        runner.close()
