@@ -927,6 +927,9 @@ def run(store: Path, quick: bool = False, server_threads: int = 0, llamacpp_thre
             assert gguf is not None
             results.update(llamacpp_comparison(app, store, gguf, tokens, 2 if quick else 3, llamacpp_threads))
         results["generate_raw"] = raw_generate(smol, tokens)
+        # The torch runner at the thread count a server gives it (models.torch_threads); the
+        # raw generate() baseline above took the faster of one thread and every core.
+        runner_threads = configure_torch_threads(server_threads or None)
         chat = LocalChatRunner(CHAT_MODEL, smol, max_batch=8, max_queue=64)
         chat.warmup()
         try:
@@ -935,6 +938,9 @@ def run(store: Path, quick: bool = False, server_threads: int = 0, llamacpp_thre
             runner_chat_seq = sequential_runner_chat(chat, max(calls // 2, 5))
         finally:
             chat.close()
+            configure_torch_threads(threads)
+        for key in ("chat_1", "chat_8"):
+            results[key].extra["torch_threads"] = runner_threads
 
         # The same work through the live appliance.
         results["embed_http"] = http_embeddings(app, 32, seconds)
@@ -990,7 +996,10 @@ SECTIONS = (
         "Chat (smollm2-135m-instruct): llama.cpp engine (the server's on this CPU when the extra is installed)",
         ("llamacpp_raw", "llamacpp_raw_q8", "llamacpp_1", "llamacpp_8", "chat_http_1", "chat_http_8"),
     ),
-    ("Chat: the torch runner in process", ("generate_raw", "chat_1", "chat_8")),
+    (
+        "Chat: the torch runner in process (the engine of GPU hosts and Hugging Face models)",
+        ("generate_raw", "chat_1", "chat_8"),
+    ),
     (
         "Per-request overhead (one client, sequential; overhead = HTTP p50 - runner p50)",
         ("seq_healthz", "seq_models", "seq_embed_runner", "seq_embed_http", "seq_chat_runner", "seq_chat_http"),

@@ -131,7 +131,7 @@ class LocalChatRunner(StepBatchedChatRunner):
         self._cache: SlotCache | None = None
         self._slots: list[GenSeq | None] = []
         self._host_len: list[int] = []
-        self._graphs: dict[tuple[int, bool], _Graph] = {}
+        self._graphs: dict[tuple[int, int], _Graph] = {}
         self._graph_pool: Any = None
 
     @property
@@ -355,6 +355,7 @@ class LocalChatRunner(StepBatchedChatRunner):
             seeds=self._seeds[rows],
             steps=self._lengths[rows],
             use_top_p=any(s.request.top_p < 1 and not s.greedy for s in seqs),
+            greedy_only=all(s.greedy for s in seqs),
         )
         self._next[rows] = tokens
         self._count(k, prefill=True)
@@ -365,12 +366,14 @@ class LocalChatRunner(StepBatchedChatRunner):
         assert self._cache is not None
         if self._cache.reserve(max(self._host_len[:n]) + 1):
             self._graphs.clear()
-        use_top_p = any(s.request.top_p < 1 and not s.greedy for s in seqs)
+        # The sampling mode is known on the host from the requests: 0 greedy only, 1 sampled
+        # without top-p, 2 with top-p somewhere (each mode is its own captured graph).
+        mode = 0 if all(s.greedy for s in seqs) else 2 if any(s.request.top_p < 1 and not s.greedy for s in seqs) else 1
         tokens = None
         if self._use_graphs:
-            tokens = self._replay(n, use_top_p)
+            tokens = self._replay(n, mode)
         if tokens is None:
-            tokens = self._decode_step(n, max(self._host_len[:n]) + 1, use_top_p)
+            tokens = self._decode_step(n, max(self._host_len[:n]) + 1, mode)
         self._lengths[:n] += 1
         for slot in range(n):
             self._host_len[slot] += 1
@@ -378,7 +381,7 @@ class LocalChatRunner(StepBatchedChatRunner):
         self._count(n, prefill=False)
         return tokens
 
-    def _decode_step(self, rows: int, view: int, use_top_p: bool) -> torch.Tensor:
+    def _decode_step(self, rows: int, view: int, mode: int) -> torch.Tensor:
         """The decode step as a fixed sequence of tensor operations on persistent buffers
         (what a CUDA graph captures): no host values but ``rows``, ``view`` and the mode."""
         assert self._cache is not None
@@ -401,7 +404,8 @@ class LocalChatRunner(StepBatchedChatRunner):
             top_p=self._top_p[:rows],
             seeds=self._seeds[:rows],
             steps=lengths + 1,
-            use_top_p=use_top_p,
+            use_top_p=mode == 2,
+            greedy_only=mode == 0,
         )
 
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
@@ -418,16 +422,16 @@ class LocalChatRunner(StepBatchedChatRunner):
             size *= 2
         return min(size, self._max_batch)
 
-    def _replay(self, n: int, use_top_p: bool) -> torch.Tensor | None:
+    def _replay(self, n: int, mode: int) -> torch.Tensor | None:
         """Replay the captured decode step for ``n`` rows (capturing it first); None when
         capture is not possible here, after which this runner stays eager."""
         assert self._cache is not None
         bucket = self._bucket(n)
-        key = (bucket, use_top_p)
+        key = (bucket, mode)
         captured = self._graphs.get(key)
         if captured is None:
             try:
-                captured = self._capture(bucket, use_top_p)
+                captured = self._capture(bucket, mode)
             except Exception:
                 log.warning("CUDA graph capture failed for model %s; decoding eagerly", self.name, exc_info=True)
                 self._use_graphs = False
@@ -437,7 +441,7 @@ class LocalChatRunner(StepBatchedChatRunner):
         captured.graph.replay()
         return captured.tokens[:n]
 
-    def _capture(self, rows: int, use_top_p: bool) -> _Graph:
+    def _capture(self, rows: int, mode: int) -> _Graph:
         assert self._cache is not None
         view = self._cache.capacity
         current = torch.cuda.current_stream(self._device)
@@ -445,13 +449,13 @@ class LocalChatRunner(StepBatchedChatRunner):
         side.wait_stream(current)
         with torch.cuda.stream(side):
             for _ in range(2):  # warm-up runs outside the graph (they write only where the step will)
-                self._decode_step(rows, view, use_top_p)
+                self._decode_step(rows, view, mode)
         current.wait_stream(side)
         if self._graph_pool is None:
             self._graph_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._graph_pool):
-            tokens = self._decode_step(rows, view, use_top_p)
+            tokens = self._decode_step(rows, view, mode)
         return _Graph(graph, tokens)
 
     # ---------------------------------------------------------------- slots

@@ -63,15 +63,19 @@ def sample(
     seeds: torch.Tensor,
     steps: torch.Tensor,
     use_top_p: bool = True,
+    greedy_only: bool = False,
 ) -> torch.Tensor:
     """One token per row of ``logits`` (``[rows, vocab]``), as an int64 tensor on the same device.
 
     ``temperature`` (float, 0 = greedy), ``top_p`` (float), ``seeds`` and ``steps`` (int64)
     hold one value per row. ``use_top_p`` False skips the sort when no row asks for top-p
-    (a choice made on the host from the requests, never from tensor values).
+    (a choice made on the host from the requests, never from tensor values); ``greedy_only``
+    True (every row greedy, also known on the host) skips the noise altogether.
     """
     scores = logits.float()
     greedy = scores.argmax(dim=-1)
+    if greedy_only:
+        return greedy
     tempered = scores / temperature.clamp(min=1e-5).unsqueeze(1)
     if use_top_p:
         tempered = top_p_mask(tempered, top_p)

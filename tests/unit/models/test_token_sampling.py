@@ -19,9 +19,10 @@ def params(rows: int, temperature: float, top_p: float = 1.0, seed: int = 0) -> 
     }
 
 
-def test_greedy_rows_take_the_most_likely_token() -> None:
+@pytest.mark.parametrize("greedy_only", [False, True])
+def test_greedy_rows_take_the_most_likely_token(greedy_only: bool) -> None:
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(sample(logits, **params(4, 0.0)), logits.argmax(-1))
+    assert torch.equal(sample(logits, **params(4, 0.0), greedy_only=greedy_only), logits.argmax(-1))
 
 
 def test_a_rows_draw_depends_on_its_seed_and_step_only() -> None:
