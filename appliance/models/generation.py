@@ -404,11 +404,11 @@ class StepBatchedChatRunner(WorkerThreadRunner, ABC):
             return False
         usage = Usage(len(seq.prompt_ids), len(seq.out_ids))
         seq.done = True
-        seq.send(ChatChunk(text[seq.emitted :], finish_reason=reason, usage=usage))
-        with self._cond:
+        with self._cond:  # counted before the caller can see the end, so its stats include it
             self._stats.completion_tokens += len(seq.out_ids)
             elapsed = time.monotonic() - (seq.deadline - seq.timeout_s)
             self._avg_request_s = 0.9 * self._avg_request_s + 0.1 * elapsed
+        seq.send(ChatChunk(text[seq.emitted :], finish_reason=reason, usage=usage))
         return True
 
 
