@@ -83,8 +83,20 @@ class ModelSettings(_Section):
     default_chat: str = Field("smollm2-135m-instruct", description="Chat model served when none is registered.")
     default_embedding: str = Field("all-minilm-l6-v2", description="Embedding model served by default.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    max_queue: int = Field(64, ge=1, le=100_000, description="Requests waiting per model before 429.")
-    max_batch: int = Field(8, ge=1, le=256, description="Concurrent sequences per chat forward pass.")
+    max_queue: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Requests waiting per model before 429. Unset: derived from the device (CPU: 64; GPU chat: four "
+        "batches; GPU embeddings: 2048).",
+    )
+    max_batch: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Concurrent sequences per chat forward pass. Unset: 8 on a CPU; on a GPU what 80% of the memory "
+        "left after the weights holds at the model's key/value size per token (8 to 256).",
+    )
     torch_threads: int = Field(
         0,
         ge=0,
@@ -94,7 +106,35 @@ class ModelSettings(_Section):
             "because chat and embedding workers run at once beside the request path."
         ),
     )
-    embedding_max_batch: int = Field(64, ge=1, le=1024, description="Texts per embedding or classifier forward pass.")
+    embedding_max_batch: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Texts per embedding or classifier forward pass. Unset: 64 on a CPU, 256 on a GPU.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights of local torch chat models; auto: bfloat16 on GPUs that support it, else float32."
+    )
+    cuda_graphs: bool = Field(
+        True, description="Replay the chat decode step as a CUDA graph per batch-size bucket (GPU only)."
+    )
+    chat_engine: Literal["auto", "torch", "llamacpp"] = Field(
+        "auto",
+        description="Engine of local chat models (the model option `engine` overrides it): auto runs GGUF models with "
+        "llama.cpp on CPU hosts when the llamacpp extra is installed, everything else with torch.",
+    )
+    llamacpp_weights: Literal["q8_0", "f16", "as-is"] = Field(
+        "q8_0",
+        description="Weights llama.cpp runs a GGUF model with (the model option `llamacpp_weights` overrides it): "
+        "q8_0 re-encodes them once into the store (faster batched steps than Q4_1, almost exact), f16 exactly, as-is "
+        "uses the file unchanged.",
+    )
+    llamacpp_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Threads of each llama.cpp forward pass; 0: half the cores (at least 1), as for torch_threads.",
+    )
     request_timeout_s: float = Field(120.0, gt=0, description="Longest a model call may take.")
     upstream_timeout_s: float = Field(60.0, gt=0, description="HTTP timeout for upstream engines.")
     upstream_retries: int = Field(2, ge=0, le=10, description="Retries on connect errors and 5xx.")

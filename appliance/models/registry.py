@@ -42,11 +42,11 @@ from appliance.crypto.records import TenantCipher
 from appliance.db.base import new_id, utcnow
 from appliance.db.engine import transaction
 from appliance.db.models import ModelVersion, RegisteredModel, Tenant
-from appliance.errors import ConfigError, Conflict, InvalidInput, NotFound
+from appliance.errors import ConfigError, Conflict, InvalidInput, NotFound, NotSupportedYet
 from appliance.models.base import MODEL_KINDS, ModelKind
 from appliance.models.sampling import check_options
 from appliance.models.sealed import SEALED_SCHEME, SealedModels, is_sealed
-from appliance.models.store import MINILM_PACKAGE, NAME, PACKAGE_SCHEME, SMOLLM2_PACKAGE, is_hf_directory
+from appliance.models.store import MINILM_PACKAGE, NAME, PACKAGE_SCHEME, SMOLLM2_PACKAGE, is_gguf_file, is_hf_directory
 
 SHARED = "shared"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -214,8 +214,13 @@ class ModelRegistry:
             encoded = json.dumps(options, sort_keys=True)
         except (TypeError, ValueError):
             raise InvalidInput("model options must be JSON values") from None
+        engine = (options or {}).get("engine")
+        if engine is not None and (kind != "chat" or engine not in ("auto", "torch", "llamacpp")):
+            raise InvalidInput("the option engine is auto, torch or llamacpp, for chat models only")
         if tenant is None or kind == "upstream":
             return self._insert(name, kind, source, device, tenant, encoded)
+        if is_gguf_file(Path(source)):
+            raise NotSupportedYet("tenant-owned GGUF files are not supported yet; register a Hugging Face directory")
         with self._sessions() as session:
             tenant_id = self._tenant_id(session, tenant)
             if session.scalar(self._row_query(name, tenant_id)) is not None:  # before sealing gigabytes
@@ -493,6 +498,15 @@ class ModelRegistry:
         path = Path(source).expanduser()
         if not path.is_absolute():
             raise InvalidInput("a local model source must be an absolute directory path")
+        if is_gguf_file(path):
+            if kind != "chat":
+                raise InvalidInput("a GGUF file can be registered as a chat model only")
+            if not path.is_file():
+                raise InvalidInput(f"{path} is not a file")
+            with path.open("rb") as fh:
+                if fh.read(4) != b"GGUF":
+                    raise InvalidInput(f"{path} is not a GGUF file")
+            return str(path)
         if not is_hf_directory(path):
             raise InvalidInput(f"{path} is not a Hugging Face-format model directory (config.json and weights)")
         return str(path)
