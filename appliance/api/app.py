@@ -12,7 +12,7 @@ from appliance.api.auth import PUBLIC, BearerKeyAuth
 from appliance.api.docs import openapi_config
 from appliance.api.problems import EXCEPTION_HANDLERS
 from appliance.api.request_context import RequestContext
-from appliance.api.routes import admin, audit, health, openai_compat, operations, policies, privacy
+from appliance.api.routes import admin, audit, finetune, health, openai_compat, operations, policies, privacy
 from appliance.services.container import Services
 
 
@@ -38,6 +38,10 @@ def create_app(services: Services) -> Litestar:
             privacy.PrivacyController,
             policies.PolicyController,
             policies.PolicyToolsController,
+            finetune.DatasetController,
+            finetune.JobController,
+            finetune.BudgetController,
+            finetune.ModelVersionController,
             operations.OperationsController,
             _Metrics,
             *(console.HANDLERS if services.settings.console.enabled else []),

@@ -15,7 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from appliance.errors import ApplianceError, Blocked, Overloaded
+from appliance.errors import ApplianceError, Blocked, BudgetExceeded, InvalidRows, Overloaded
 from appliance.logs import request_id_var
 from appliance.policy.loader import PolicyError
 
@@ -46,6 +46,7 @@ def problem(
     *,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
         "type": TYPE_BASE + slug,
@@ -57,6 +58,8 @@ def problem(
     }
     if errors:
         body["errors"] = errors
+    if extensions:
+        body.update(extensions)
     if request.url.path.startswith("/v1/"):
         kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
         body["error"] = {"message": detail, "type": kind, "code": slug, "param": None}
@@ -69,12 +72,28 @@ def _appliance_error(request: Request[Any, Any, Any], exc: ApplianceError) -> Re
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if isinstance(exc, Overloaded):
         headers = {"Retry-After": str(exc.retry_after_s)}
-    errors = None
+    errors: list[dict[str, Any]] | None = None
     if isinstance(exc, PolicyError):
         errors = [{"field": i.path, "message": i.message, "line": i.line, "column": i.column} for i in exc.issues]
     if isinstance(exc, Blocked):
         errors = [{"entity_type": t} for t in exc.entity_types]
-    return problem(request, exc.status, exc.slug, exc.title, exc.detail, errors=errors, headers=headers)
+    if isinstance(exc, InvalidRows):
+        errors = exc.errors
+    extensions = None
+    if isinstance(exc, BudgetExceeded):
+        extensions = {
+            "budget": {
+                "name": exc.budget,
+                "limit": exc.limit,
+                "spent": exc.spent,
+                "reserved": exc.reserved,
+                "requested": exc.requested,
+                "would_be": exc.would_be,
+            }
+        }
+    return problem(
+        request, exc.status, exc.slug, exc.title, exc.detail, errors=errors, headers=headers, extensions=extensions
+    )
 
 
 def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:

@@ -11,12 +11,14 @@ from appliance.cli.admin import apikey, tenant
 from appliance.cli.audit import audit
 from appliance.cli.backup import backup
 from appliance.cli.context import CliState
+from appliance.cli.finetune import finetune
 from appliance.cli.keys import crypto_keys
 from appliance.cli.maintenance import maintenance
 from appliance.cli.models import model
 from appliance.cli.output import error_text
 from appliance.cli.policy import policy
 from appliance.cli.server import db, init, serve
+from appliance.cli.worker import worker
 
 
 @click.group()
@@ -49,7 +51,21 @@ def _deprecated_alias(old: str, group: click.Group) -> click.Group:
     return click.Group(old, commands=group.commands, callback=note, hidden=True, help=f"Deprecated: use {group.name}.")
 
 
-for command in (init, serve, db, tenant, apikey, crypto_keys, policy, audit, model, maintenance, backup):
+for command in (
+    init,
+    serve,
+    worker,
+    db,
+    tenant,
+    apikey,
+    crypto_keys,
+    policy,
+    audit,
+    model,
+    finetune,
+    maintenance,
+    backup,
+):
     cli.add_command(command)
 # `key` (API keys) and `keys` (encryption keys) were one letter apart: the old spellings stay one release.
 cli.add_command(_deprecated_alias("key", apikey))

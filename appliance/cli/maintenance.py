@@ -16,7 +16,8 @@ from appliance.services.principal import Principal
 @pass_state
 def maintenance(state: CliState, as_json: bool) -> None:
     """Purge expired pseudonyms, purge audit data past each tenant's retention, sign a
-    checkpoint, then delete what killed sealed-model registrations left behind.
+    checkpoint, then delete what killed sealed-model registrations, dataset uploads and
+    fine-tuning workers left behind.
 
     The sweep runs after the checkpoint and cannot stop it: a sweep error is reported
     (``sealed_model_sweep_error``) and makes the exit status 1."""
@@ -25,9 +26,11 @@ def maintenance(state: CliState, as_json: bool) -> None:
     purge = services.audit.purge(actor=Principal.local_operator())
     checkpoint = services.audit.checkpoint()
     orphans: int | None = None
+    finetune_orphans: int | None = None
     sweep_error: str | None = None
     try:
         orphans = services.model_registry.sweep_sealed()
+        finetune_orphans = services.datasets.sweep_orphans()
     except OSError as exc:  # the blob directory: an operator's matter, and the path helps
         sweep_error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - reported, fails the run; the checkpoint is already signed
@@ -37,6 +40,7 @@ def maintenance(state: CliState, as_json: bool) -> None:
         "audit_purge": purge,
         "sealed_model_blobs_swept": orphans,
         "sealed_model_sweep_error": sweep_error,
+        "finetune_blobs_swept": finetune_orphans,
         "checkpoint": checkpoint,
     }
     if as_json:
@@ -47,6 +51,7 @@ def maintenance(state: CliState, as_json: bool) -> None:
         console.print(f"audit checkpoint: {checkpoint}")
         if sweep_error is None:
             console.print(f"orphaned sealed model files deleted: {orphans}")
+            console.print(f"orphaned dataset and checkpoint blobs deleted: {finetune_orphans}")
     if sweep_error is not None:
         err_console.print(f"sealed model sweep failed: {sweep_error}")
         sys.exit(1)  # SystemExit passes the CLI's error handler untouched

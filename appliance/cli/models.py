@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from appliance.cli.context import CliState, pass_state
-from appliance.cli.output import console, emit_json, json_option, quiet_progress_bars, show
+from appliance.cli.output import console, emit_json, json_option, quiet_progress_bars, show, table
 from appliance.models.base import MODEL_KINDS
 from appliance.services.principal import Principal
 
@@ -176,3 +176,58 @@ def model_warmup(state: CliState, name: str, tenant: str | None, as_json: bool) 
 
 def _describe(info: ModelInfo) -> str:
     return f"{info.name} ({info.kind}, {info.source})"
+
+
+VERSION_COLUMNS = ("name", "version", "active", "kind", "job_id", "dataset_id", "created_at")
+
+
+@model.command("versions")
+@click.argument("name")
+@click.option("--tenant", required=True, help="The tenant that owns the trained model (slug or id).")
+@json_option
+@pass_state
+def model_versions(state: CliState, name: str, tenant: str, as_json: bool) -> None:
+    """List the trained versions of the tenant's model NAME; `active` marks the one served."""
+    versions = state.services.model_versions.versions(Principal.local_operator(), tenant, name)
+    show(versions, as_json, VERSION_COLUMNS, f"versions of {name}")
+
+
+@model.command("rollback")
+@click.argument("name")
+@click.option("--to", "to", type=click.IntRange(1), required=True, help="The version to serve.")
+@click.option("--tenant", required=True, help="The tenant that owns the trained model (slug or id).")
+@json_option
+@pass_state
+def model_rollback(state: CliState, name: str, to: int, tenant: str, as_json: bool) -> None:
+    """Serve version N of the tenant's model NAME from the next request on (audited)."""
+    info = state.services.model_versions.rollback(Principal.local_operator(), tenant, name, to)
+    show(info, as_json, VERSION_COLUMNS)
+
+
+@model.command("card")
+@click.argument("name")
+@click.option("--tenant", required=True, help="The tenant that owns the trained model (slug or id).")
+@click.option("--version", type=click.IntRange(1), help="Default: the version being served.")
+@json_option
+@pass_state
+def model_card(state: CliState, name: str, tenant: str, version: int | None, as_json: bool) -> None:
+    """Show the model card of a trained version: epsilon, delta, noise, steps, metrics, ..."""
+    view = state.services.model_versions.card(Principal.local_operator(), tenant, name, version)
+    if as_json:
+        emit_json(view)
+        return
+    show(view.version, False, VERSION_COLUMNS)
+    rows = [{"field": k, "value": v} for k, v in sorted(view.card.items())]
+    table(rows, ("field", "value"), "model card")
+
+
+@model.command("remove-version")
+@click.argument("name")
+@click.option("--version", type=click.IntRange(1), required=True)
+@click.option("--tenant", required=True, help="The tenant that owns the trained model (slug or id).")
+@json_option
+@pass_state
+def model_remove_version(state: CliState, name: str, version: int, tenant: str, as_json: bool) -> None:
+    """Delete one trained version that is not being served, with its sealed files."""
+    info = state.services.model_versions.remove_version(Principal.local_operator(), tenant, name, version)
+    show(info, as_json, VERSION_COLUMNS)

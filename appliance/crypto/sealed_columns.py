@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, func, literal, literal_column
 from appliance.crypto.aead import HEADER_BYTES, MAGIC
 from appliance.crypto.records import TenantCipher
 from appliance.db.base import Base
-from appliance.db.models import AuditEntry, PolicyVersion, Pseudonym
+from appliance.db.models import AuditEntry, Dataset, ModelVersion, PolicyVersion, Pseudonym
 
 
 @dataclass(frozen=True)
@@ -79,4 +79,6 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
     SealedColumn(PolicyVersion, "document_sealed", "policy_versions.document", lambda r: str(r.version)),
     SealedColumn(PolicyVersion, "comment_sealed", "policy_versions.comment", lambda r: str(r.version)),
     SealedColumn(AuditEntry, "payload_sealed", "audit_entries.payload", lambda r: str(r.id)),
+    SealedColumn(Dataset, "stats_sealed", "datasets.stats", lambda r: str(r.id)),
+    SealedColumn(ModelVersion, "card_sealed", "model_versions.card", lambda r: str(r.id)),
 )

@@ -6,7 +6,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from appliance.db.base import Base, UTCDateTime, new_id, utcnow
@@ -185,3 +196,123 @@ class RegisteredModel(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     options: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Dataset(Base):
+    """A fine-tuning dataset: its anonymized rows live in one sealed blob (kind ``dataset``);
+    the label counts and entity facts are sealed here (kind ``datasets.stats``, row = id).
+    ``content_hash`` is a keyed digest of the stored rows, so a dump cannot confirm a guess."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    task: Mapped[str] = mapped_column(String(16))
+    format: Mapped[str] = mapped_column(String(8))
+    blob_id: Mapped[str] = mapped_column(String(36))
+    rows: Mapped[int] = mapped_column(Integer)
+    source_bytes: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    stats_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FinetuneJob(Base):
+    """A fine-tuning job, queued until a worker claims it. Settings and progress are numbers;
+    ``error`` is the appliance's own wording (never tenant content). A worker holds a job
+    while ``lease_expires_at`` is in the future and renews it by heartbeat; a running job
+    whose lease ran out is taken over (resumed from ``checkpoint_blob``) by the next worker."""
+
+    __tablename__ = "finetune_jobs"
+    __table_args__ = (Index(None, "state", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(36))
+    task: Mapped[str] = mapped_column(String(16))
+    base_model: Mapped[str] = mapped_column(String(128))
+    output_model: Mapped[str] = mapped_column(String(128))
+    target_epsilon: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    noise_multiplier: Mapped[float] = mapped_column(Float)
+    sample_rate: Mapped[float] = mapped_column(Float)
+    planned_steps: Mapped[int] = mapped_column(Integer)
+    settings: Mapped[str] = mapped_column(Text, default="{}")
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int] = mapped_column(Integer, default=0)
+    epoch: Mapped[float] = mapped_column(Float, default=0.0)
+    loss: Mapped[float | None] = mapped_column(Float)
+    epsilon_spent: Mapped[float] = mapped_column(Float, default=0.0)
+    elapsed_s: Mapped[float] = mapped_column(Float, default=0.0)
+    eta_s: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checkpoint_blob: Mapped[str | None] = mapped_column(String(36))
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer)
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PrivacyCharge(Base):
+    """One job's entry in the tenant's privacy-budget ledger: the accountant history it ran
+    (JSON ``[[noise_multiplier, sample_rate, steps], ...]``, numbers only) and the epsilon
+    that alone spent. Opened when a worker starts the job, raised as steps run, settled when
+    it ends (also cancelled or failed). ``dataset_id`` is not a foreign key: what a deleted
+    dataset spent stays spent."""
+
+    __tablename__ = "privacy_charges"
+    __table_args__ = (Index(None, "tenant_id", "dataset_id"), Index(None, "tenant_id", "charged_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    dataset_id: Mapped[str] = mapped_column(String(36))
+    job_id: Mapped[str] = mapped_column(String(36), unique=True)
+    history: Mapped[str] = mapped_column(Text, default="[]")
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    delta: Mapped[float] = mapped_column(Float)
+    epsilon: Mapped[float] = mapped_column(Float, default=0.0)
+    settled: Mapped[bool] = mapped_column(Boolean, default=False)
+    charged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelVersion(Base):
+    """One trained version of a tenant's model. Its files are sealed blobs (``source`` is
+    ``sealed:<manifest id>``); the registry row of the same name serves one of them. The model
+    card (epsilon, delta, metrics, labels, ...) is sealed (kind ``model_versions.card``, row = id)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", "version"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(1024))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    dataset_id: Mapped[str | None] = mapped_column(String(36))
+    card_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerLease(Base):
+    """A named lease one worker holds at a time: on SQLite the ``sqlite`` lease makes the
+    worker the only one (PostgreSQL workers run side by side with SKIP LOCKED instead)."""
+
+    __tablename__ = "worker_leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

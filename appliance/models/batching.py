@@ -28,6 +28,7 @@ from typing import Any, Generic, Literal, TypeVar
 import torch
 
 from appliance.errors import InvalidInput, Overloaded
+from appliance.models import sizing
 from appliance.models.base import GenerationTimeout, InputObserver, ModelInput, RunnerStats, WorkerThreadRunner
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,8 @@ class BatchedTextRunner(WorkerThreadRunner, ABC, Generic[Output, Result]):
         model_dir: Path,
         *,
         device: str = "cpu",
-        max_batch: int = 64,
-        max_queue: int = 64,
+        max_batch: int | None = 64,
+        max_queue: int | None = 64,
         max_wait_ms: float = 5.0,
         request_timeout_s: float = 120.0,
         observer: InputObserver | None = None,
@@ -85,8 +86,9 @@ class BatchedTextRunner(WorkerThreadRunner, ABC, Generic[Output, Result]):
         self.name = name
         self._dir = model_dir
         self._device = device
-        self._max_batch = max_batch
-        self._max_queue = max_queue
+        derived = sizing.text_limits(torch.device(device).type)  # for what the caller left unset
+        self._max_batch = max_batch or derived[0]
+        self._max_queue = max_queue or derived[1]
         self._max_wait_s = max_wait_ms / 1000
         self._timeout_s = request_timeout_s
         self._observer = observer

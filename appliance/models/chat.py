@@ -1,169 +1,95 @@
-"""A local causal LM served with step-level (continuous) batching.
+"""A local causal LM served by torch with step-level (continuous) batching.
 
-One worker thread owns the model. Each loop iteration it
+The scheduling (queue, deadlines, cancellation, stop strings, streaming) is shared with the
+llama.cpp engine in :mod:`appliance.models.generation`; this module is the torch engine:
 
-1. drops sequences whose caller went away (cancelled), ran past their deadline, or finished;
-2. admits waiting requests up to ``max_batch``: one left-padded prefill pass for the new
-   ones, whose KV cache is then merged into the running batch's cache;
-3. runs one decode step for every running sequence together (one forward pass).
+- the key/value cache is preallocated with one slot per running sequence
+  (:class:`~appliance.models.kv_cache.SlotCache`): a joining sequence is prefilled into a
+  free slot, a finishing one frees its slot, and no step copies the running batch's cache;
+- the next input tokens, positions, lengths and sampling parameters live on the model's
+  device; sampling is vectorized over the batch (:mod:`appliance.models.token_sampling`), and
+  each step copies the new tokens to the host once, for the whole batch;
+- detokenization is incremental (a few tokens per step, not the whole answer again);
+- on CUDA, weights load in bfloat16 where the GPU supports it, the cache is allocated at
+  full size, and the decode step is captured as a CUDA graph per bucketed batch size
+  (1, 2, 4, ... up to ``max_batch``) and replayed, which removes the per-kernel launch
+  cost that bounds a small model's decode step. On CPU the same step runs eagerly at the
+  exact batch size.
 
-So a request arriving mid-generation joins at the next step instead of waiting for the
-batch to drain, and N concurrent streams cost roughly one forward pass per token rather
-than N. Callers see an async iterator of text deltas; the worker hands chunks to the
-caller's event loop with ``call_soon_threadsafe``.
-
-Only architectures whose cache is a plain per-layer key/value tensor (Llama, Mistral
-without sliding windows, Qwen2, SmolLM...) are supported; others are better served by an
-upstream engine.
+Only architectures whose attention layers keep a plain key/value cache (Llama, Mistral
+without sliding windows, Qwen2, SmolLM...) are supported; others are refused at load and
+are better served by an upstream engine.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import contextlib
+import inspect
 import logging
-import math
 import threading
-import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from appliance.errors import InvalidInput, NotSupportedYet, Overloaded
-from appliance.models.base import (
-    ChatChunk,
-    ChatRequest,
-    ChatResult,
-    FinishReason,
-    GenerationTimeout,
-    InputObserver,
-    ModelInput,
-    RunnerStats,
-    Usage,
-    WorkerThreadRunner,
-    collect,
-)
+from appliance.errors import InvalidInput, NotSupportedYet
+from appliance.models import sizing
+from appliance.models.base import InputObserver
+from appliance.models.generation import Detokenizer, GenSeq, StepBatchedChatRunner, stop_holdback
+from appliance.models.kv_cache import GROW_STEP, SlotCache
+from appliance.models.token_sampling import sample
 
 log = logging.getLogger(__name__)
 
-_GREEDY_BELOW = 1e-5
+_stop_holdback = stop_holdback  # the name the tests knew it by
 _REPLACEMENT = "\ufffd"
+_PREFILL_BUDGET = 32 * 1024 * 1024
+"""Most attention-mask cells (rows x prompt length squared) one prefill pass may build."""
 
 
-@dataclass(eq=False)
-class _Seq:
-    """One request's state; fields after ``loop`` are touched only by the worker thread."""
+class HFDetokenizer:
+    """Incremental detokenization over a small window of tokens (the approach of TGI and
+    vLLM): decode the tokens since the last emitted offset with one token of context before
+    it, and emit the new text once it does not end in a partial character."""
 
-    request: ChatRequest
-    prompt_ids: list[int]
-    max_new: int
-    deadline: float
-    timeout_s: float
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[ChatChunk | BaseException]
-    generator: torch.Generator | None
-    cancelled: bool = False
-    out_ids: list[int] = field(default_factory=list)
-    emitted: int = 0
-    done: bool = False
+    def __init__(self, tokenizer: Any, lock: threading.Lock) -> None:
+        self._tokenizer = tokenizer
+        self._lock = lock
+        self._ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
 
-    def send(self, item: ChatChunk | BaseException) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the caller's loop is closed: nobody is listening any more
-            self.cancelled = True
+    def _texts(self) -> tuple[str, str]:
+        with self._lock:
+            before = self._tokenizer.decode(self._ids[self._prefix : self._read], skip_special_tokens=True)
+            after = self._tokenizer.decode(self._ids[self._prefix :], skip_special_tokens=True)
+        return str(before), str(after)
 
+    def push(self, token: int) -> str:
+        self._ids.append(token)
+        before, after = self._texts()
+        if len(after) > len(before) and not after.endswith(_REPLACEMENT):
+            self._prefix, self._read = self._read, len(self._ids)
+            return after[len(before) :]
+        return ""
 
-def _new_cache(kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
-    from transformers import DynamicCache
-
-    return DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
-
-
-@dataclass(eq=False)
-class _Batch:
-    """The running sequences: row i of every tensor belongs to ``seqs[i]``.
-
-    Rows are left-padded to a common length; ``mask`` marks real tokens, ``positions``
-    holds each row's next position id, ``kv`` the per-layer key/value cache tensors
-    shaped [batch, kv_heads, length, head_dim].
-    """
-
-    seqs: list[_Seq]
-    cache: Any
-    """A transformers ``DynamicCache``; decode steps grow it in place."""
-    mask: torch.Tensor
-    positions: torch.Tensor
-    next_tokens: torch.Tensor
-
-    @property
-    def kv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(layer.keys, layer.values) for layer in self.cache.layers]
-
-    def select(self, keep: list[int]) -> _Batch | None:
-        """Only rows ``keep`` (None when empty), minus the columns that are padding in all of them."""
-        if not keep:
-            return None
-        if len(keep) == len(self.seqs):
-            return self
-        index = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask.index_select(0, index)
-        first = int(mask.any(dim=0).nonzero()[0].item())
-        return _Batch(
-            seqs=[self.seqs[i] for i in keep],
-            cache=_new_cache(
-                [(k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:]) for k, v in self.kv]
-            ),
-            mask=mask[:, first:],
-            positions=self.positions.index_select(0, index),
-            next_tokens=self.next_tokens.index_select(0, index),
-        )
-
-    def merge(self, other: _Batch) -> _Batch:
-        """Both batches' rows, left-padded to the longer cache."""
-        total = max(self.mask.shape[1], other.mask.shape[1])
-
-        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
-            missing = total - t.shape[dim]
-            if missing == 0:
-                return t
-            shape = list(t.shape)
-            shape[dim] = missing
-            return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
-
-        return _Batch(
-            seqs=self.seqs + other.seqs,
-            cache=_new_cache(
-                [
-                    (torch.cat([pad(k0, 2), pad(k1, 2)]), torch.cat([pad(v0, 2), pad(v1, 2)]))
-                    for (k0, v0), (k1, v1) in zip(self.kv, other.kv, strict=True)
-                ]
-            ),
-            mask=torch.cat([pad(self.mask, 1), pad(other.mask, 1)]),
-            positions=torch.cat([self.positions, other.positions]),
-            next_tokens=torch.cat([self.next_tokens, other.next_tokens]),
-        )
+    def flush(self) -> str:
+        before, after = self._texts()
+        self._prefix = self._read = len(self._ids)
+        return after[len(before) :] if len(after) > len(before) else ""
 
 
-def _stop_holdback(text: str, stops: Sequence[str]) -> int:
-    """How many trailing characters might be the start of a stop string (so not yet sent)."""
-    best = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:n]):
-                best = n
-                break
-    return best
+@dataclass(frozen=True)
+class _Graph:
+    graph: Any
+    tokens: torch.Tensor
 
 
-class LocalChatRunner(WorkerThreadRunner):
-    """Serves one causal LM directory. Thread-safe; the async methods need a running loop."""
-
-    kind = "chat"
+class LocalChatRunner(StepBatchedChatRunner):
+    """Serves one causal LM directory with torch. ``max_batch``/``max_queue`` None: derived
+    from the device at load (see :mod:`appliance.models.sizing`); ``dtype`` None: bfloat16 on
+    a GPU that supports it, else float32; ``cuda_graphs`` None: on for CUDA devices."""
 
     def __init__(
         self,
@@ -171,348 +97,405 @@ class LocalChatRunner(WorkerThreadRunner):
         model_dir: Path,
         *,
         device: str = "cpu",
-        max_batch: int = 8,
-        max_queue: int = 64,
+        max_batch: int | None = 8,
+        max_queue: int | None = 64,
         request_timeout_s: float = 120.0,
         default_max_tokens: int = 512,
         observer: InputObserver | None = None,
+        dtype: torch.dtype | None = None,
+        cuda_graphs: bool | None = None,
+        max_context: int | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(
+            name,
+            max_batch=max_batch or 8,
+            max_queue=max_queue or 64,
+            request_timeout_s=request_timeout_s,
+            default_max_tokens=default_max_tokens,
+            observer=observer,
+        )
         self._dir = model_dir
         self._device = torch.device(device)
-        self._max_batch = max_batch
-        self._max_queue = max_queue
-        self._timeout_s = request_timeout_s
-        self._default_max_tokens = default_max_tokens
-        self._observer = observer
-
-        self._load_lock = threading.Lock()
+        self._derive_batch = max_batch is None
+        self._derive_queue = max_queue is None
+        self._dtype = dtype
+        self._use_graphs = self._device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self._max_context = max_context
         self._tok_lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
         self._eos: set[int] = set()
         self._pad_id = 0
-        self._context = 2048
-
-        self._cond = threading.Condition()
-        self._pending: collections.deque[_Seq] = collections.deque()
-        self._closed = False
-        self._thread: threading.Thread | None = None
-        self._stats = RunnerStats()
-        self._avg_request_s = 5.0
-
-        self._batch: _Batch | None = None  # owned by the worker thread
-
-    # ---------------------------------------------------------------- lifecycle
-
-    def warmup(self) -> None:
-        """Load weights and tokenizer, start the worker, and run one tiny pass (blocking)."""
-        with self._load_lock:
-            if self._model is not None:
-                return
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            if self._closed:
-                raise Overloaded("model is shutting down", status=503)
-            tokenizer = AutoTokenizer.from_pretrained(str(self._dir))
-            model = AutoModelForCausalLM.from_pretrained(str(self._dir), dtype=torch.float32)
-            model.to(self._device).eval()  # type: ignore[arg-type]  # transformers wraps .to with a decorator mypy misreads
-            if tokenizer.chat_template is None:
-                raise InvalidInput(f"model {self.name!r} has no chat template; it cannot serve chat")
-            eos = model.generation_config.eos_token_id
-            if eos is None:
-                eos = tokenizer.eos_token_id
-            self._eos = set(eos) if isinstance(eos, list) else {int(eos)}
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos)
-            self._pad_id = int(pad)
-            self._context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-            self._tokenizer = tokenizer
-            with torch.inference_mode():
-                out = model(input_ids=torch.tensor([[self._pad_id]], device=self._device), use_cache=True)
-            if not all(type(layer).__name__ == "DynamicLayer" for layer in out.cache.layers):
-                raise NotSupportedYet(f"model {self.name!r} uses a cache layout the batched runner does not support")
-            self._model = model
-            self._thread = threading.Thread(target=self._run, name=f"chat-{self.name}", daemon=True)
-            self._thread.start()
+        self._cache_arg = "cache"
+        # Worker-side state, set in _load.
+        self._cache: SlotCache | None = None
+        self._slots: list[GenSeq | None] = []
+        self._host_len: list[int] = []
+        self._graphs: dict[tuple[int, int], _Graph] = {}
+        self._graph_pool: Any = None
 
     @property
-    def queued(self) -> int:
-        with self._cond:
-            return len(self._pending)
+    def dtype(self) -> torch.dtype | None:
+        """The weights' dtype once loaded."""
+        return self._dtype
 
-    # ---------------------------------------------------------------- caller side
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
 
-    def render(self, request: ChatRequest) -> str:
-        """The exact prompt text the model receives for ``request`` (chat template applied)."""
-        self.warmup()
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    @property
+    def max_queue(self) -> int:
+        return self._max_queue
+
+    # ---------------------------------------------------------------- loading
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(self._dir))
+        if tokenizer.chat_template is None:
+            raise InvalidInput(f"model {self.name!r} has no chat template; it cannot serve chat")
+        dtype = self._dtype or sizing.default_dtype(self._device)
+        model = AutoModelForCausalLM.from_pretrained(str(self._dir), dtype=dtype)
+        model.to(self._device).eval()  # type: ignore[arg-type]  # transformers wraps .to with a decorator mypy misreads
+        config = model.config
+        _check_architecture(self.name, config)
+        eos = model.generation_config.eos_token_id
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        self._eos = set(eos) if isinstance(eos, list) else {int(eos)}
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos)
+        self._pad_id = int(pad)
+        context = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        self._context = min(context, self._max_context) if self._max_context else context
+        self._tokenizer = tokenizer
+        self._model = model
+        self._dtype = dtype
+        # transformers 5.24 renamed the cache argument; older 5.x releases (some GPU images) take the old name
+        forward = inspect.signature(type(model).forward).parameters
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+
+        heads = int(config.num_attention_heads)
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+        layers = int(config.num_hidden_layers)
+        per_token = SlotCache.bytes_per_token(layers=layers, kv_heads=kv_heads, head_dim=head_dim, dtype=dtype)
+        if self._device.type == "cuda":
+            # A GPU gets its whole cache up front (no reallocation under captured graphs),
+            # so the context per slot is capped and the slot count follows from memory.
+            self._context = min(self._context, sizing.GPU_CONTEXT_CAP)
+            limits = sizing.chat_limits(
+                sizing.device_memory(self._device), kv_bytes_per_token=per_token, context=self._context
+            )
+        else:
+            limits = sizing.ChatLimits(max_batch=8, max_queue=64)
+        if self._derive_batch:
+            self._max_batch = limits.max_batch
+        if self._derive_queue:
+            self._max_queue = limits.max_queue
+        initial = self._context if self._device.type == "cuda" else GROW_STEP
+        self._cache = SlotCache(
+            layers=layers,
+            slots=self._max_batch,
+            kv_heads=kv_heads,
+            head_dim=head_dim,
+            capacity=initial,
+            max_capacity=self._context,
+            dtype=dtype,
+            device=self._device,
+        )
+        slots = self._max_batch
+        self._next = torch.zeros(slots, dtype=torch.long, device=self._device)
+        self._lengths = torch.zeros(slots, dtype=torch.long, device=self._device)
+        self._temperature = torch.zeros(slots, dtype=torch.float32, device=self._device)
+        self._top_p = torch.ones(slots, dtype=torch.float32, device=self._device)
+        self._seeds = torch.zeros(slots, dtype=torch.long, device=self._device)
+        self._slots = [None] * slots
+        self._host_len = [0] * slots
+        self._check_cache_calls(layers)
+        log.info(
+            "chat model loaded",
+            extra={
+                "model": self.name,
+                "device": str(self._device),
+                "dtype": str(dtype).removeprefix("torch."),
+                "max_batch": self._max_batch,
+                "max_queue": self._max_queue,
+                "context": self._context,
+                "cuda_graphs": self._use_graphs,
+            },
+        )
+
+    def _check_cache_calls(self, layers: int) -> None:
+        """Run one token through the slot cache and make sure every layer wrote to it (a
+        layer that keeps its own state would answer wrongly from the second token on)."""
+        assert self._cache is not None
+        calls: list[int] = []
+        update = self._cache.update
+
+        def counting(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            calls.append(1)
+            return update(*args, **kwargs)
+
+        self._cache.update = counting  # type: ignore[method-assign]
+        try:
+            with torch.inference_mode():
+                write = torch.zeros((1, 1), dtype=torch.long, device=self._device)
+                self._cache.target(slice(0, 1), write, 1)
+                mask = torch.zeros((1, 1, 1, 1), dtype=self._dtype, device=self._device)
+                self._model(
+                    input_ids=torch.tensor([[self._pad_id]], device=self._device),
+                    attention_mask=mask,
+                    position_ids=write,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{self._cache_arg: self._cache},
+                )
+        finally:
+            del self._cache.update
+        if len(calls) != layers:
+            raise NotSupportedYet(f"model {self.name!r} uses a cache layout the batched runner does not support")
+
+    # ---------------------------------------------------------------- text
+
+    def _template(self, messages: list[dict[str, str]]) -> str:
         with self._tok_lock:
             text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return str(text)
 
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        return await collect(self.stream(request))
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        seq = self._submit(request)
-        try:
-            while True:
-                remaining = seq.deadline - time.monotonic() + 5.0  # the worker enforces it; this is a backstop
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-                # cancellation that lands as the next token arrives, and a client that went
-                # away would keep its generation running.
-                try:
-                    async with asyncio.timeout(max(remaining, 0.1)):
-                        item = await seq.queue.get()
-                except TimeoutError:
-                    raise GenerationTimeout(seq.timeout_s) from None
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            if not seq.done:
-                self._cancel(seq)
-
-    def _submit(self, request: ChatRequest) -> _Seq:
-        self._validate(request)
-        self.warmup()
-        prompt = self.render(request)
+    def _encode(self, prompt: str) -> list[int]:
         with self._tok_lock:
-            prompt_ids = list(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        room = self._context - len(prompt_ids)
-        if room < 1:
-            raise InvalidInput(f"the prompt is {len(prompt_ids)} tokens; model {self.name!r} takes {self._context}")
-        wanted = request.max_tokens or self._default_max_tokens
-        timeout_s = request.timeout_s or self._timeout_s
-        generator = None
-        if request.temperature >= _GREEDY_BELOW:
-            generator = torch.Generator(device=self._device)
-            if request.seed is not None:
-                generator.manual_seed(request.seed)
-            else:
-                generator.seed()
-        seq = _Seq(
-            request=request,
-            prompt_ids=prompt_ids,
-            max_new=min(wanted, room),
-            deadline=time.monotonic() + timeout_s,
-            timeout_s=timeout_s,
-            loop=asyncio.get_running_loop(),
-            queue=asyncio.Queue(),
-            generator=generator,
-        )
-        if self._observer is not None:  # before queueing: an observer that raises leaves nothing behind
-            self._observer(ModelInput(self.name, "chat", (prompt,)))
-        with self._cond:
-            if self._closed:
-                raise Overloaded("model is shutting down", status=503)
-            if len(self._pending) >= self._max_queue:
-                waves = len(self._pending) / max(self._max_batch, 1)
-                raise Overloaded(
-                    f"model {self.name!r} has {len(self._pending)} requests waiting; retry later",
-                    retry_after_s=max(1, math.ceil(waves * self._avg_request_s)),
-                )
-            self._pending.append(seq)
-            self._stats.requests += 1
-            self._cond.notify()
-        return seq
+            return list(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
-    def _cancel(self, seq: _Seq) -> None:
-        with self._cond:
-            seq.cancelled = True
-            with contextlib.suppress(ValueError):  # already running: dropped before the next step
-                self._pending.remove(seq)
-            self._cond.notify()
+    def _detokenizer(self) -> Detokenizer:
+        return HFDetokenizer(self._tokenizer, self._tok_lock)
 
-    @staticmethod
-    def _validate(request: ChatRequest) -> None:
-        if not request.messages:
-            raise InvalidInput("messages must not be empty")
-        if request.max_tokens is not None and request.max_tokens < 1:
-            raise InvalidInput("max_tokens must be at least 1")
-        if not 0 <= request.temperature <= 2:
-            raise InvalidInput("temperature must be between 0 and 2")
-        if not 0 < request.top_p <= 1:
-            raise InvalidInput("top_p must be greater than 0 and at most 1")
-        if len(request.stop) > 4 or any(not s for s in request.stop):
-            raise InvalidInput("stop takes at most 4 non-empty strings")
+    def _is_end(self, token: int) -> bool:
+        return token in self._eos
 
-    # ---------------------------------------------------------------- worker thread
+    def _worker_context(self) -> contextlib.AbstractContextManager[object]:
+        return torch.inference_mode()
 
-    def _run(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._cond:
-                    while not self._closed and not self._pending and not self._active:
-                        self._cond.wait()
-                    if self._closed:
-                        break
-                    admitted: list[_Seq] = []
-                    while self._pending and len(self._active) + len(admitted) < self._max_batch:
-                        admitted.append(self._pending.popleft())
-                try:
-                    self._step(admitted)
-                except Exception as exc:
-                    log.exception("chat model %s failed a step; failing its requests", self.name)
-                    for seq in self._active + admitted:
-                        self._finish_with_error(seq, exc)
-                    self._reset_batch()
-        shutdown = Overloaded("model is shutting down", status=503)
-        with self._cond:
-            leftover = list(self._pending) + self._active
-            self._pending.clear()
-        for seq in leftover:
-            self._finish_with_error(seq, shutdown)
-        self._reset_batch()
+    # ---------------------------------------------------------------- the engine
 
-    def _reset_batch(self) -> None:
-        self._batch = None
+    def _forward(self, running: list[GenSeq], joining: list[GenSeq]) -> list[int]:
+        assert self._cache is not None
+        n = len(running)
+        assert all(seq.slot == i for i, seq in enumerate(sorted(running, key=lambda s: s.slot)))
+        parts: list[torch.Tensor] = []
+        order = sorted(running, key=lambda s: s.slot)
+        if joining:
+            for offset, seq in enumerate(joining):
+                self._assign(seq, n + offset)
+            parts.append(self._prefill(joining, n))
+        if running:
+            parts.insert(0, self._decode(n, order))
+        tokens: list[int] = torch.cat(parts).tolist()  # the one host copy of this step
+        by_slot = {seq.slot: token for seq, token in zip(order + joining, tokens, strict=True)}
+        return [by_slot[seq.slot] for seq in running + joining]
 
-    @property
-    def _active(self) -> list[_Seq]:
-        return self._batch.seqs if self._batch is not None else []
+    def _assign(self, seq: GenSeq, slot: int) -> None:
+        seq.slot = slot
+        self._slots[slot] = seq
+        request = seq.request
+        self._temperature[slot] = 0.0 if seq.greedy else request.temperature
+        self._top_p[slot] = request.top_p
+        self._seeds[slot] = seq.seed
 
-    def _finish_with_error(self, seq: _Seq, exc: BaseException) -> None:
-        if not seq.done:
-            seq.done = True
-            seq.send(exc)
+    def _prefill(self, seqs: list[GenSeq], first_slot: int) -> torch.Tensor:
+        """Prefill ``seqs`` into slots ``first_slot...``; their first tokens (on the device)."""
+        out: list[torch.Tensor] = []
+        group: list[GenSeq] = []
+        for seq in seqs:  # groups whose attention masks stay within the budget
+            width = max(len(s.prompt_ids) for s in [*group, seq])
+            if group and (len(group) + 1) * width * width > _PREFILL_BUDGET:
+                out.append(self._prefill_group(group, first_slot))
+                first_slot += len(group)
+                group = []
+            group.append(seq)
+        out.append(self._prefill_group(group, first_slot))
+        return torch.cat(out)
 
-    def _step(self, admitted: list[_Seq]) -> None:
-        self._prune()
-        admitted = [s for s in admitted if self._alive(s)]
-        if admitted:
-            self._prefill(admitted)
-        if self._batch is not None:
-            self._decode(self._batch)
-
-    def _alive(self, seq: _Seq) -> bool:
-        if seq.cancelled:
-            seq.done = True
-            return False
-        if time.monotonic() > seq.deadline:
-            self._finish_with_error(seq, GenerationTimeout(seq.timeout_s))
-            return False
-        return not seq.done
-
-    def _prune(self) -> None:
-        if self._batch is None:
-            return
-        keep = [i for i, s in enumerate(self._batch.seqs) if self._alive(s)]
-        self._batch = self._batch.select(keep)
-
-    def _prefill(self, seqs: list[_Seq]) -> None:
-        width = max(len(s.prompt_ids) for s in seqs)
-        ids = torch.full((len(seqs), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    def _prefill_group(self, seqs: list[GenSeq], first_slot: int) -> torch.Tensor:
+        assert self._cache is not None
+        lengths = [len(s.prompt_ids) for s in seqs]
+        width = max(lengths)
+        if self._cache.reserve(width + 1):
+            self._graphs.clear()
+        k = len(seqs)
+        ids = torch.full((k, width), self._pad_id, dtype=torch.long)
         for row, seq in enumerate(seqs):
-            n = len(seq.prompt_ids)
-            ids[row, width - n :] = torch.tensor(seq.prompt_ids)
-            mask[row, width - n :] = 1
-        ids, mask = ids.to(self._device), mask.to(self._device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = _new_cache()
-        out = self._model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
-        )
-        self._count(len(seqs), prefill=True)
-        tokens = self._sample(out.logits[:, -1, :], seqs)
-        fresh = _Batch(
-            seqs=seqs,
-            cache=cache,
-            mask=mask,
-            positions=mask.sum(-1),
-            next_tokens=torch.tensor([[t] for t in tokens], device=self._device),
-        )
-        finished = [self._advance(seq, tok) for seq, tok in zip(seqs, tokens, strict=True)]
-        joined = fresh.select([i for i, f in enumerate(finished) if not f])
-        if joined is not None:
-            self._batch = joined if self._batch is None else self._batch.merge(joined)
-
-    def _decode(self, batch: _Batch) -> None:
-        size = len(batch.seqs)
-        mask = torch.cat([batch.mask, torch.ones((size, 1), dtype=batch.mask.dtype, device=self._device)], dim=1)
-        out = self._model(
-            input_ids=batch.next_tokens,
+            ids[row, : lengths[row]] = torch.tensor(seq.prompt_ids)
+        ids = ids.to(self._device)
+        sizes = torch.tensor(lengths, device=self._device)
+        positions = torch.arange(width, device=self._device).expand(k, width)
+        causal = positions.unsqueeze(2) >= positions.unsqueeze(1)  # [k, query, key]
+        valid = positions.unsqueeze(1) < sizes.view(k, 1, 1)
+        mask = self._additive(causal & valid).unsqueeze(1)
+        rows = slice(first_slot, first_slot + k)
+        self._cache.target(rows, positions, width)
+        last = sorted({n - 1 for n in lengths})
+        result = self._model(
+            input_ids=ids,
             attention_mask=mask,
-            position_ids=batch.positions.unsqueeze(1),
-            cache=batch.cache,
+            position_ids=positions,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=torch.tensor(last, device=self._device),
+            **{self._cache_arg: self._cache},
         )
-        self._count(size, prefill=False)
-        tokens = self._sample(out.logits[:, -1, :], batch.seqs)
-        batch.mask = mask
-        batch.positions = batch.positions + 1
-        batch.next_tokens = torch.tensor([[t] for t in tokens], device=self._device)
-        finished = [self._advance(seq, tok) for seq, tok in zip(batch.seqs, tokens, strict=True)]
-        if any(finished):
-            self._batch = batch.select([i for i, f in enumerate(finished) if not f])
-
-    def _count(self, batch: int, *, prefill: bool) -> None:
-        with self._cond:
-            st = self._stats
-            st.forward_passes += 1
-            if prefill:
-                st.prefill_passes += 1
-            else:
-                st.decode_steps += 1
-                st.batch_sizes[batch] = st.batch_sizes.get(batch, 0) + 1
-            st.max_batch_seen = max(st.max_batch_seen, batch)
-
-    def _sample(self, logits: torch.Tensor, seqs: list[_Seq]) -> list[int]:
-        if all(s.generator is None for s in seqs):
-            return [int(t) for t in logits.argmax(dim=-1).tolist()]
-        tokens = []
-        for row, seq in enumerate(seqs):
-            if seq.generator is None:
-                tokens.append(int(logits[row].argmax().item()))
-                continue
-            probs = torch.softmax(logits[row].float() / seq.request.temperature, dim=-1)
-            if seq.request.top_p < 1.0:
-                sorted_probs, order = probs.sort(descending=True)
-                cumulative = sorted_probs.cumsum(-1)
-                sorted_probs[(cumulative - sorted_probs) > seq.request.top_p] = 0.0
-                probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-            tokens.append(int(torch.multinomial(probs, 1, generator=seq.generator).item()))
+        pick = torch.tensor([last.index(n - 1) for n in lengths], device=self._device)
+        logits = result.logits[torch.arange(k, device=self._device), pick]
+        self._lengths[rows] = sizes
+        for offset, n in enumerate(lengths):
+            self._host_len[first_slot + offset] = n
+        tokens = sample(
+            logits,
+            temperature=self._temperature[rows],
+            top_p=self._top_p[rows],
+            seeds=self._seeds[rows],
+            steps=self._lengths[rows],
+            use_top_p=any(s.request.top_p < 1 and not s.greedy for s in seqs),
+            greedy_only=all(s.greedy for s in seqs),
+        )
+        self._next[rows] = tokens
+        self._count(k, prefill=True)
         return tokens
 
-    def _advance(self, seq: _Seq, token: int) -> bool:
-        """Record one sampled token, send what text is safe to send; True when ``seq`` is finished."""
-        if seq.cancelled:
-            seq.done = True
-            return True
-        seq.out_ids.append(token)
-        reason: FinishReason | None = None
-        if token in self._eos:
-            reason = "stop"
-            text = self._decode_text(seq.out_ids[:-1])
-        else:
-            text = self._decode_text(seq.out_ids)
-        stops = seq.request.stop
-        if stops:
-            hits = [i for i in (text.find(s, max(0, seq.emitted - max(map(len, stops)))) for s in stops) if i >= 0]
-            if hits:
-                text, reason = text[: min(hits)], "stop"
-        if reason is None and len(seq.out_ids) >= seq.max_new:
-            reason = "length"
-        if reason is None:
-            safe = len(text.rstrip(_REPLACEMENT))  # an incomplete multi-byte character is held back
-            safe = min(safe, len(text) - _stop_holdback(text, stops))
-            if safe > seq.emitted:
-                seq.send(ChatChunk(text[seq.emitted : safe]))
-                seq.emitted = safe
-            return False
-        usage = Usage(len(seq.prompt_ids), len(seq.out_ids))
-        seq.done = True
-        seq.send(ChatChunk(text[seq.emitted :], finish_reason=reason, usage=usage))
-        with self._cond:
-            self._stats.completion_tokens += len(seq.out_ids)
-            elapsed = time.monotonic() - (seq.deadline - seq.timeout_s)
-            self._avg_request_s = 0.9 * self._avg_request_s + 0.1 * elapsed
-        return True
+    def _decode(self, n: int, seqs: list[GenSeq]) -> torch.Tensor:
+        """One decode step for slots ``0..n-1``; their new tokens (on the device)."""
+        assert self._cache is not None
+        if self._cache.reserve(max(self._host_len[:n]) + 1):
+            self._graphs.clear()
+        # The sampling mode is known on the host from the requests: 0 greedy only, 1 sampled
+        # without top-p, 2 with top-p somewhere (each mode is its own captured graph).
+        mode = 0 if all(s.greedy for s in seqs) else 2 if any(s.request.top_p < 1 and not s.greedy for s in seqs) else 1
+        tokens = None
+        if self._use_graphs:
+            tokens = self._replay(n, mode)
+        if tokens is None:
+            tokens = self._decode_step(n, max(self._host_len[:n]) + 1, mode)
+        self._lengths[:n] += 1
+        for slot in range(n):
+            self._host_len[slot] += 1
+        self._next[:n] = tokens
+        self._count(n, prefill=False)
+        return tokens
 
-    def _decode_text(self, ids: list[int]) -> str:
-        with self._tok_lock:
-            return str(self._tokenizer.decode(ids, skip_special_tokens=True))
+    def _decode_step(self, rows: int, view: int, mode: int) -> torch.Tensor:
+        """The decode step as a fixed sequence of tensor operations on persistent buffers
+        (what a CUDA graph captures): no host values but ``rows``, ``view`` and the mode."""
+        assert self._cache is not None
+        lengths = self._lengths[:rows]
+        write = lengths.unsqueeze(1)
+        keys = torch.arange(view, device=self._device)
+        mask = self._additive(keys.unsqueeze(0) <= write).view(rows, 1, 1, view)
+        self._cache.target(slice(0, rows), write, view)
+        result = self._model(
+            input_ids=self._next[:rows].unsqueeze(1),
+            attention_mask=mask,
+            position_ids=write,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: self._cache},
+        )
+        return sample(
+            result.logits[:, -1],
+            temperature=self._temperature[:rows],
+            top_p=self._top_p[:rows],
+            seeds=self._seeds[:rows],
+            steps=lengths + 1,
+            use_top_p=mode == 2,
+            greedy_only=mode == 0,
+        )
+
+    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A boolean attention pattern as the additive float mask every attention kernel takes."""
+        assert self._dtype is not None
+        zero = torch.zeros((), dtype=self._dtype, device=self._device)
+        return torch.where(allowed, zero, torch.finfo(self._dtype).min)
+
+    # ---------------------------------------------------------------- CUDA graphs
+
+    def _bucket(self, n: int) -> int:
+        size = 1
+        while size < n:
+            size *= 2
+        return min(size, self._max_batch)
+
+    def _replay(self, n: int, mode: int) -> torch.Tensor | None:
+        """Replay the captured decode step for ``n`` rows (capturing it first); None when
+        capture is not possible here, after which this runner stays eager."""
+        assert self._cache is not None
+        bucket = self._bucket(n)
+        key = (bucket, mode)
+        captured = self._graphs.get(key)
+        if captured is None:
+            try:
+                captured = self._capture(bucket, mode)
+            except Exception:
+                log.warning("CUDA graph capture failed for model %s; decoding eagerly", self.name, exc_info=True)
+                self._use_graphs = False
+                self._graphs.clear()
+                return None
+            self._graphs[key] = captured
+        captured.graph.replay()
+        return captured.tokens[:n]
+
+    def _capture(self, rows: int, mode: int) -> _Graph:
+        assert self._cache is not None
+        view = self._cache.capacity
+        current = torch.cuda.current_stream(self._device)
+        side = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up runs outside the graph (they write only where the step will)
+                self._decode_step(rows, view, mode)
+        current.wait_stream(side)
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._graph_pool):
+            tokens = self._decode_step(rows, view, mode)
+        return _Graph(graph, tokens)
+
+    # ---------------------------------------------------------------- slots
+
+    def _release(self, seq: GenSeq) -> None:
+        """Free ``seq``'s slot: the last occupied slot moves into it, so the running
+        sequences stay in slots ``0..n-1`` (one row copied, not the batch)."""
+        slot = seq.slot
+        if slot < 0 or self._cache is None or self._slots[slot] is not seq:
+            return
+        seq.slot = -1
+        last = max(i for i, s in enumerate(self._slots) if s is not None)
+        if slot != last:
+            moved = self._slots[last]
+            assert moved is not None
+            self._cache.move(last, slot, self._host_len[last])
+            for tensor in (self._next, self._lengths, self._temperature, self._top_p, self._seeds):
+                tensor[slot] = tensor[last]
+            self._host_len[slot] = self._host_len[last]
+            self._slots[slot] = moved
+            moved.slot = slot
+        self._slots[last] = None
+        self._host_len[last] = 0
+        self._lengths[last] = 0
+        self._next[last] = 0
+
+    def _reset(self) -> None:
+        for seq in self._slots:
+            if seq is not None:
+                seq.slot = -1
+        self._slots = [None] * len(self._slots)
+        self._host_len = [0] * len(self._host_len)
+        if self._cache is not None:
+            self._lengths.zero_()
+            self._next.zero_()
+
+
+def _check_architecture(name: str, config: Any) -> None:
+    """Refuse models whose attention is not plain full attention over a key/value cache."""
+    layer_types = getattr(config, "layer_types", None) or []
+    sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    if sliding or any(t != "full_attention" for t in layer_types):
+        raise NotSupportedYet(f"model {name!r} uses a cache layout the batched runner does not support")

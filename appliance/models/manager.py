@@ -33,10 +33,12 @@ from typing import Any
 
 from appliance.config import ModelSettings
 from appliance.errors import ConfigError, InvalidInput, NotFound, NotSupportedYet
+from appliance.models import llamacpp, sizing
 from appliance.models.base import SERVED_BY, ChatRunner, ClassifierRunner, EmbeddingRunner, InputObserver
 from appliance.models.chat import LocalChatRunner
 from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
+from appliance.models.llamacpp import LlamaCppChatRunner
 from appliance.models.registry import SHARED, ModelInfo, ModelRegistry
 from appliance.models.sampling import SamplingDefaults, resolve
 from appliance.models.sealed import is_sealed
@@ -45,7 +47,9 @@ from appliance.models.upstream import UpstreamRunner
 
 log = logging.getLogger(__name__)
 
-Runner = LocalChatRunner | LocalEmbeddingRunner | LocalClassifierRunner | UpstreamRunner
+Runner = LocalChatRunner | LlamaCppChatRunner | LocalEmbeddingRunner | LocalClassifierRunner | UpstreamRunner
+ENGINES = ("auto", "torch", "llamacpp")
+WEIGHTS = ("q8_0", "f16", "as-is")
 
 RECONCILE_EVERY_S = 10.0
 """How often (at most, and only while lookups happen) loaded runners are checked against the
@@ -147,7 +151,7 @@ class ModelManager:
         if info.kind not in SERVED_BY["chat"]:
             raise InvalidInput(f"model {info.name!r} is a {info.kind} model, not a chat model")
         runner = self._runner(info)
-        assert isinstance(runner, LocalChatRunner | UpstreamRunner)
+        assert isinstance(runner, LocalChatRunner | LlamaCppChatRunner | UpstreamRunner)
         return runner
 
     def embedding(self, name: str | None = None, tenant_id: str | None = None) -> EmbeddingRunner:
@@ -311,7 +315,7 @@ class ModelManager:
             if found is not None:
                 return found
             with self._sealed_files(info) as path:  # sealed models: decrypted into memory until loaded
-                if path is None and info.kind != "upstream":
+                if path is None and info.kind != "upstream" and self._engine(info) != "llamacpp":
                     path = self.store.resolve(info.source)  # the first use of SmolLM2 converts it here
                 sampling = self._sampling(info, path)
                 runner = self._build(info, path, sampling)
@@ -366,23 +370,14 @@ class ModelManager:
                 timeout_s=s.upstream_timeout_s,
                 request_timeout_s=s.request_timeout_s,
                 retries=s.upstream_retries,
-                max_inflight=s.max_batch + s.max_queue,
+                max_inflight=(s.max_batch or sizing.CPU_CHAT[0]) + (s.max_queue or sizing.CPU_CHAT[1]),
                 observer=self._observer,
                 transport=self._upstream_transport,
             )
+        if info.kind == "chat":
+            return self._chat_runner(info, device, path, sampling or SamplingDefaults())
         path = path or self.store.resolve(info.source)
         log.info("loading model", extra={"model": info.name, "kind": info.kind, "device": device})
-        if info.kind == "chat":
-            return LocalChatRunner(
-                info.name,
-                path,
-                device=device,
-                max_batch=s.max_batch,
-                max_queue=s.max_queue,
-                request_timeout_s=s.request_timeout_s,
-                default_max_tokens=(sampling or SamplingDefaults()).max_tokens,
-                observer=self._observer,
-            )
         batched = _TEXT_BATCH_RUNNERS.get(info.kind)
         if batched is not None:
             return batched(
@@ -396,6 +391,76 @@ class ModelManager:
                 observer=self._observer,
             )
         raise NotSupportedYet(f"serving {info.kind} models is not built yet")
+
+    def _engine(self, info: ModelInfo) -> str | None:
+        """The engine that will serve a chat model (None for other kinds); see :func:`chat_engine`.
+
+        A GGUF model served by llama.cpp is never converted (that takes seconds and disk)."""
+        if info.kind != "chat":
+            return None
+        s = self._settings
+        device = resolve_device(info.device if info.device != "auto" else s.device)
+        gguf = self.store.gguf_file(info.source)
+        return chat_engine(info.options.get("engine", s.chat_engine), device=device, gguf=gguf)
+
+    def _chat_runner(
+        self, info: ModelInfo, device: str, path: Path | None, sampling: SamplingDefaults
+    ) -> LocalChatRunner | LlamaCppChatRunner:
+        """llama.cpp or torch, by :func:`chat_engine`; a GGUF served by torch is converted first."""
+        s = self._settings
+        gguf = self.store.gguf_file(info.source)
+        engine = self._engine(info)
+        default_max_tokens = sampling.max_tokens
+        max_context = info.options.get("max_context")
+        log.info("loading model", extra={"model": info.name, "kind": "chat", "device": device, "engine": engine})
+        if engine == "llamacpp":
+            assert gguf is not None
+            weights = info.options.get("llamacpp_weights", s.llamacpp_weights)
+            if weights not in WEIGHTS:
+                raise InvalidInput(f"llamacpp_weights must be one of {', '.join(WEIGHTS)}")
+            return LlamaCppChatRunner(
+                info.name,
+                self.store.gguf_as(gguf, weights),
+                threads=s.llamacpp_threads or None,
+                max_batch=s.max_batch or sizing.CPU_CHAT[0],
+                max_queue=s.max_queue or sizing.CPU_CHAT[1],
+                request_timeout_s=s.request_timeout_s,
+                default_max_tokens=default_max_tokens,
+                observer=self._observer,
+                max_context=int(max_context) if max_context else None,
+            )
+        return LocalChatRunner(
+            info.name,
+            path or self.store.resolve(info.source),
+            device=device,
+            max_batch=s.max_batch,
+            max_queue=s.max_queue,
+            request_timeout_s=s.request_timeout_s,
+            default_max_tokens=default_max_tokens,
+            observer=self._observer,
+            dtype=sizing.parse_dtype(s.dtype),
+            cuda_graphs=s.cuda_graphs,
+            max_context=int(max_context) if max_context else None,
+        )
+
+
+def chat_engine(wanted: Any, *, device: str, gguf: Path | None) -> str:
+    """Which engine serves a chat model: ``wanted`` (the model option ``engine``, else the
+    setting ``models.chat_engine``) unless it is ``auto``, which picks llama.cpp for a GGUF
+    model on a CPU when the ``llamacpp`` extra is installed, and torch otherwise."""
+    if wanted not in ENGINES:
+        raise InvalidInput(f"engine must be one of {', '.join(ENGINES)}")
+    if wanted == "llamacpp":
+        if gguf is None:
+            raise ConfigError("the llamacpp engine serves GGUF models only; this model is a Hugging Face directory")
+        if not device.startswith("cpu"):
+            raise ConfigError("the llamacpp engine is built for the CPU; use device cpu or the torch engine")
+        if not llamacpp.available():
+            raise ConfigError("the llamacpp engine needs the optional extra: pip install -e '.[llamacpp]'")
+        return "llamacpp"
+    if wanted == "torch":
+        return "torch"
+    return "llamacpp" if gguf is not None and device.startswith("cpu") and llamacpp.available() else "torch"
 
 
 _TEXT_BATCH_RUNNERS: dict[str, type[LocalEmbeddingRunner | LocalClassifierRunner]] = {

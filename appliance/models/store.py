@@ -19,6 +19,7 @@ the converted built-ins are plain directories in this store.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -62,6 +63,11 @@ def _package_file(distribution: str, relative: str) -> Path:
     return path
 
 
+def is_gguf_file(path: Path) -> bool:
+    """A single-file GGUF model (by name; its header is checked when it loads)."""
+    return path.suffix.lower() == ".gguf"
+
+
 def is_hf_directory(path: Path) -> bool:
     """A directory transformers can load: a config plus weights."""
     if not (path / "config.json").is_file():
@@ -98,13 +104,16 @@ class ModelStore:
         return out
 
     def resolve(self, source: str) -> Path:
-        """The local directory for a registry source: ``package:...`` or a filesystem path."""
+        """The local directory for a registry source: ``package:...``, a Hugging Face
+        directory, or a GGUF file (converted into the store once, as SmolLM2 is)."""
         if source == PACKAGE_SCHEME + SMOLLM2_PACKAGE:
             return self.ensure_smollm2()
         if source == PACKAGE_SCHEME + MINILM_PACKAGE:
             return minilm_directory()
         if source.startswith(PACKAGE_SCHEME):
             raise NotFound(f"unknown built-in model source {source!r}")
+        if is_gguf_file(Path(source)):
+            return self.ensure_converted(Path(source))
         path = Path(source)
         if not path.is_absolute():
             path = self.root / path
@@ -124,6 +133,48 @@ class ModelStore:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
 
         return self._build_atomically(target, build, {"origin": str(source), "format": "hf-directory"})
+
+    def gguf_file(self, source: str) -> Path | None:
+        """The GGUF file behind a registry source (the packaged SmolLM2, or a ``.gguf`` path), else None.
+
+        The llama.cpp engine runs it as it is; the torch engine needs :meth:`resolve`."""
+        if source == PACKAGE_SCHEME + SMOLLM2_PACKAGE:
+            return _package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF)
+        path = Path(source)
+        if not source.startswith(PACKAGE_SCHEME) and is_gguf_file(path):
+            if not path.is_file():
+                raise NotFound(f"GGUF file {path} is missing")
+            return path
+        return None
+
+    def gguf_as(self, gguf: Path, weights: str) -> Path:
+        """``gguf`` with its weights re-encoded for llama.cpp (``q8_0`` or ``f16``), made once
+        into the store; ``as-is``: ``gguf`` itself."""
+        if weights == "as-is":
+            return gguf
+        from appliance.models.llamacpp import requantize
+
+        digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+        stem = re.sub(r"[^a-z0-9._-]+", "-", gguf.stem.lower()).strip("-._")[:80] or "model"
+        target = self.path_for(f"gguf-{stem}-{weights.replace('_', '')}-{digest}")
+        if not (target / MARKER).is_file():
+            log.info("re-encoding a GGUF model for llama.cpp (once)", extra={"target": str(target)})
+            meta = {"origin": str(gguf), "format": f"gguf-{weights}"}
+            self._build_atomically(target, lambda tmp: requantize(gguf, tmp / "model.gguf", weights), meta)
+        return target / "model.gguf"
+
+    def ensure_converted(self, gguf: Path) -> Path:
+        """A registered GGUF file as a Hugging Face directory in the store (converted once)."""
+        if not gguf.is_file():
+            raise NotFound(f"GGUF file {gguf} is missing")
+        digest = hashlib.sha256(str(gguf.resolve()).encode()).hexdigest()[:12]
+        stem = re.sub(r"[^a-z0-9._-]+", "-", gguf.stem.lower()).strip("-._")[:80] or "model"
+        target = self.path_for(f"gguf-{stem}-{digest}")
+        if (target / MARKER).is_file():
+            return target
+        log.info("converting a GGUF model into the model store (once)", extra={"target": str(target)})
+        meta = {"origin": str(gguf), "format": "safetensors-from-gguf"}
+        return self._build_atomically(target, lambda tmp: convert_gguf(gguf, tmp), meta)
 
     def ensure_smollm2(self) -> Path:
         """The converted SmolLM2 directory, converting the packaged GGUF on first use."""

@@ -52,15 +52,27 @@ class Retention(_Strict):
 
 
 class FineTuning(_Strict):
-    allowed: bool = Field(False, description="May this tenant fine-tune models on its data?")
+    allowed: bool = Field(False, description="May this tenant upload datasets and fine-tune models on them?")
     max_epsilon_per_dataset: Annotated[float, Field(gt=0, le=100)] = Field(
-        3.0, description="Largest differential-privacy epsilon one job may spend on a dataset."
+        3.0,
+        description="Largest differential-privacy epsilon all jobs together may spend on one dataset, "
+        "composed over its jobs with the RDP accountant; never renewed.",
     )
     max_epsilon_total: Annotated[float, Field(gt=0, le=1000)] = Field(
-        10.0, description="Total epsilon the tenant may spend per period."
+        10.0, description="Total epsilon the tenant's jobs may spend per period (the jobs' epsilons summed)."
     )
-    period_days: Annotated[int, Field(ge=1, le=3650)] = Field(365, description="Length of a budget period.")
-    delta: Annotated[float, Field(gt=0, lt=0.001)] = Field(1e-5, description="DP delta for every job.")
+    period_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        365, description="Length of the period max_epsilon_total counts over (a sliding window)."
+    )
+    delta: Annotated[float, Field(gt=0, lt=0.001)] = Field(
+        1e-5, description="Largest DP delta a job may use; a job's own delta must also stay below 1/rows."
+    )
+    max_dataset_rows: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        50_000, description="Most rows one uploaded dataset may hold."
+    )
+    max_dataset_bytes: Annotated[int, Field(ge=1024, le=1_073_741_824)] = Field(
+        20_971_520, description="Largest dataset file accepted, in bytes (before anonymization)."
+    )
 
 
 class Limits(_Strict):

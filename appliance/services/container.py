@@ -33,11 +33,16 @@ from appliance.services.schema import DatabaseSchema
 from appliance.services.tenants import TenantService
 
 if TYPE_CHECKING:
-    from appliance.models import ModelManager, ModelRegistry
+    from appliance.models import ModelManager, ModelRegistry, ModelStore
     from appliance.privacy.detection import Detector
+    from appliance.services.datasets import DatasetService
+    from appliance.services.finetune import FinetuneService
+    from appliance.services.finetune_queue import DbJobStore
     from appliance.services.inference import InferenceService
+    from appliance.services.model_versions import ModelVersionService
     from appliance.services.privacy import PrivacyService
     from appliance.services.privacy_batch import AnonymizeBatcher
+    from appliance.services.privacy_budget import PrivacyBudgetService
 
 T = TypeVar("T")
 
@@ -88,7 +93,9 @@ class Services:
             from appliance.models import ModelRegistry
             from appliance.models.sealed import SealedModels
 
-            return ModelRegistry(self.sessions, self.settings.models, sealed=SealedModels(self.blobs))
+            return ModelRegistry(
+                self.sessions, self.settings.models, sealed=SealedModels(self.blobs), cipher=self.cipher
+            )
 
         return self._once("model_registry", build)
 
@@ -156,6 +163,89 @@ class Services:
     def audit_writer(self) -> AuditWriter:
         """Audit appends of concurrent model calls, group-committed."""
         return self._once("audit_writer", lambda: AuditWriter(self.audit))
+
+    @property
+    def model_store(self) -> ModelStore:
+        def build() -> ModelStore:
+            from appliance.models import ModelStore
+
+            return ModelStore(self.settings.model_dir)
+
+        return self._once("model_store", build)
+
+    @property
+    def datasets(self) -> DatasetService:
+        """Fine-tuning datasets: validated, anonymized by the tenant's policy, sealed."""
+
+        def build() -> DatasetService:
+            from appliance.services.datasets import DatasetService
+
+            return DatasetService(
+                self.sessions,
+                self.blobs,
+                self.cipher,
+                self.audit,
+                policies=self.policies.effective,
+                privacy=lambda: self.privacy,
+                max_text_chars=self.settings.privacy.max_text_chars,
+            )
+
+        return self._once("datasets", build)
+
+    @property
+    def privacy_budget(self) -> PrivacyBudgetService:
+        def build() -> PrivacyBudgetService:
+            from appliance.services.privacy_budget import PrivacyBudgetService
+
+            return PrivacyBudgetService(self.sessions, self.audit, policies=self.policies.effective)
+
+        return self._once("privacy_budget", build)
+
+    @property
+    def finetune(self) -> FinetuneService:
+        """Fine-tuning jobs: create (budget-checked), list, show, cancel."""
+
+        def build() -> FinetuneService:
+            from appliance.services.finetune import FinetuneService
+
+            defaults = {"classifier": self.settings.models.default_embedding, "lora": self.settings.models.default_chat}
+            return FinetuneService(
+                self.sessions,
+                self.audit,
+                self.privacy_budget,
+                self.blobs,
+                policies=self.policies.effective,
+                registry=lambda: self.model_registry,
+                training=self.settings.training,
+                default_models=defaults.__getitem__,
+            )
+
+        return self._once("finetune", build)
+
+    @property
+    def model_versions(self) -> ModelVersionService:
+        def build() -> ModelVersionService:
+            from appliance.services.model_versions import ModelVersionService
+
+            return ModelVersionService(lambda: self.model_registry, self.tenants, self.audit)
+
+        return self._once("model_versions", build)
+
+    def job_store(self) -> DbJobStore:
+        """The job queue as ``appliance worker`` uses it."""
+        from appliance.services.finetune_queue import DbJobStore
+
+        return DbJobStore(
+            self.sessions,
+            self.blobs,
+            self.audit,
+            self.privacy_budget,
+            self.datasets,
+            policies=self.policies.effective,
+            registry=lambda: self.model_registry,
+            store=lambda: self.model_store,
+            training=self.settings.training,
+        )
 
     def _forget_tenant(self, tenant_id: str) -> None:
         self.api_keys.forget(tenant_id=tenant_id)

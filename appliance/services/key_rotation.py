@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -235,8 +236,9 @@ class KeyRotation:
         done = 0
         progress("records", done, total)
         for sc in SEALED_COLUMNS:
-            last_id = -1
+            last_id: Any = None  # integer or UUID-string ids: page by whatever the table uses
             while True:
+                after = [sc.id_column > last_id] if last_id is not None else []
                 with transaction(self._sessions) as session:
                     rows = list(
                         session.scalars(
@@ -244,7 +246,7 @@ class KeyRotation:
                             .where(
                                 sc.tenant_column == tenant_id,
                                 not_version(sc.column, version),
-                                sc.id_column > last_id,
+                                *after,
                             )
                             .order_by(sc.id_column)
                             .limit(self._batch)

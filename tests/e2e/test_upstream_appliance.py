@@ -116,10 +116,10 @@ def test_chat_through_the_second_appliance_answers_plain_and_streamed(
 ) -> None:
     n = len(seen.since(0))
     entries_before = len(second.audit_facts("chat.completion"))
-    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the capital of France?"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the capital of Germany?"}]
     plain = client.chat.completions.create(model=REMOTE_CHAT, messages=messages, temperature=0, max_tokens=24)
     text = plain.choices[0].message.content or ""
-    assert "Paris" in text
+    assert "Berlin" in text
     assert plain.model == REMOTE_CHAT
     assert plain.usage is not None and plain.usage.prompt_tokens > 10 and plain.usage.completion_tokens > 0
 
@@ -140,7 +140,7 @@ def test_chat_through_the_second_appliance_answers_plain_and_streamed(
 
     forwarded = seen.since(n)
     assert [(i.model, i.kind) for i in forwarded] == [(REMOTE_CHAT, "chat")] * 2
-    assert forwarded[0].texts == ("What is the capital of France?",)
+    assert forwarded[0].texts == ("What is the capital of Germany?",)
     # Both calls really reached the second appliance (and were audited there).
     assert len(second.audit_facts("chat.completion")) == entries_before + 2
 

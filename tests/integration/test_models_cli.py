@@ -14,10 +14,12 @@ from click.testing import CliRunner
 from appliance.cli.context import CliState
 from appliance.cli.models import model
 from appliance.errors import InvalidInput, NotFound
+from appliance.models import llamacpp
 from appliance.models.base import ChatMessage, ChatRequest
 from appliance.models.chat import LocalChatRunner
 from appliance.models.classifier import LocalClassifierRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
+from appliance.models.llamacpp import LlamaCppChatRunner
 from appliance.models.manager import ModelManager
 from appliance.models.registry import ModelRegistry
 from appliance.models.store import ModelStore
@@ -105,7 +107,8 @@ def test_the_manager_resolves_defaults_loads_once_and_shuts_down(sqlite_services
     )
     try:
         chat = manager.chat()
-        assert isinstance(chat, LocalChatRunner)
+        # On a CPU the packaged GGUF runs on llama.cpp when the extra is installed, else on torch.
+        assert isinstance(chat, LlamaCppChatRunner if llamacpp.available() else LocalChatRunner)
         assert manager.chat("smollm2-135m-instruct") is chat
         embed = asyncio.run(manager.load_embedding())
         assert manager.embedding() is embed

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import binascii
 import io
+import json
 import logging
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,6 +45,8 @@ class Ctx:
     app_key: str
     compliance_key: str
     stored: list[str] = field(default_factory=list)
+    samples: dict[str, bytes] = field(default_factory=dict)
+    """Plaintext bytes a storing path produced (checkpoint slices) that must not be at rest either."""
 
 
 StoringPath = Callable[[Ctx, str], None]
@@ -111,6 +115,64 @@ def pseudonymized_model_input_via_http(ctx: Ctx, canary: str) -> None:
         assert s.scalar(select(func.count()).select_from(Pseudonym).where(Pseudonym.tenant_id == ctx.tenant_id))
 
 
+def finetune_dataset_job_and_checkpoints(ctx: Ctx, canary: str) -> None:
+    """A dataset whose rows and labels hold the canary, uploaded over HTTP and trained by the
+    worker with a sealed checkpoint after every step: neither a row, a label (also in the
+    trained model's config) nor a byte of any checkpoint may be found at rest, and the
+    worker's scratch directory is empty afterwards."""
+    from appliance.services.finetune_queue import DbJobStore
+    from appliance.training import train
+    from appliance.training.worker import Worker
+
+    services = ctx.services
+    policy = "extends: default\nfinetune:\n  allowed: true\n"
+    compliance = {"Authorization": f"Bearer {ctx.compliance_key}"}
+    r = ctx.http.post(f"/admin/v1/tenants/{ctx.tenant_slug}/policy", json={"document": policy}, headers=compliance)
+    assert r.status_code in (200, 201), r.text
+    admin_key = services.api_keys.create(OP, role=Role.TENANT_ADMIN, name="canary admin", tenant=ctx.tenant_slug)
+    admin = {"Authorization": f"Bearer {admin_key.api_key}"}
+    rows = "".join(json.dumps({"text": f"{canary} ticket {i}", "label": f"{canary}-{i % 2}"}) + "\n" for i in range(12))
+    up = ctx.http.post(
+        f"/admin/v1/tenants/{ctx.tenant_slug}/datasets?name=canary",
+        content=rows.encode(),
+        headers={**admin, "content-type": "application/jsonl"},
+    )
+    assert up.status_code == 201, up.text
+    body = {"dataset": "canary", "task": "classifier", "output_model": "canary-clf", "target_epsilon": 1.0}
+    job = ctx.http.post(
+        f"/admin/v1/tenants/{ctx.tenant_slug}/finetune/jobs", json={**body, "epochs": 2, "batch_size": 4}, headers=admin
+    )
+    assert job.status_code == 201, job.text
+    training = services.settings.training.model_copy(update={"checkpoint_every_steps": 1})
+    store = DbJobStore(
+        services.sessions,
+        services.blobs,
+        services.audit,
+        services.privacy_budget,
+        services.datasets,
+        policies=services.policies.effective,
+        registry=lambda: services.model_registry,
+        store=lambda: services.model_store,
+        training=training,
+    )
+    keep = store.checkpoint
+
+    def recording(claimed: Any, step: int, state: bytes) -> None:
+        middle = len(state) // 2
+        ctx.samples[f"checkpoint {step} [64 bytes]"] = state[middle : middle + 64]
+        keep(claimed, step, state)
+
+    store.checkpoint = recording  # type: ignore[method-assign]
+    scratch = services.settings.data_dir / "scratch"
+    outcomes: list[str] = []
+    Worker(store, train, lease_s=30, poll_s=0.1, scratch=scratch).run(
+        once=True, on_job=lambda _j, o: outcomes.append(o)
+    )
+    assert outcomes == ["succeeded"]
+    assert len(ctx.samples) >= 2
+    assert not any(scratch.iterdir()), "the worker left plaintext model files behind"
+
+
 STORING_PATHS: list[StoringPath] = [
     sealed_columns,
     blob_store_small,
@@ -118,6 +180,7 @@ STORING_PATHS: list[StoringPath] = [
     policy_via_http,
     rejected_requests_via_http,
     pseudonymized_model_input_via_http,
+    finetune_dataset_job_and_checkpoints,
 ]
 
 
@@ -210,6 +273,10 @@ def test_canaries_sent_through_every_storing_path_appear_nowhere_at_rest(
     ]
     leaked_lines = [line for line in storage["logs"].decode().splitlines() if "CANARY" in line]
     assert hits == [], leaked_lines
+    sample_hits = [
+        (name, where) for name, sample in ctx.samples.items() for where, data in storage.items() if sample in data
+    ]
+    assert sample_hits == []
 
 
 def test_the_search_would_find_a_plaintext_leak(services: Services, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from appliance.crypto.records import TenantCipher
 from appliance.crypto.sealed_columns import SEALED_COLUMNS, SealedColumn
 from appliance.db.base import Base, utcnow
 from appliance.db.engine import transaction
-from appliance.db.models import AuditEntry, PolicyVersion, Pseudonym
+from appliance.db.models import AuditEntry, Dataset, ModelVersion, PolicyVersion, Pseudonym
 from appliance.services.container import Services
 
 
@@ -27,7 +27,7 @@ class SealedRef:
     """One sealed value in the database: which column, which row (primary key)."""
 
     column: SealedColumn
-    pk: int
+    pk: int | str
 
 
 def _pseudonym(session: Session, tenant_id: str) -> Pseudonym:
@@ -67,10 +67,38 @@ def _audit_entry(session: Session, tenant_id: str) -> AuditEntry:
     )
 
 
+def _dataset(session: Session, tenant_id: str) -> Dataset:
+    return Dataset(
+        tenant_id=tenant_id,
+        name=f"ds-{secrets.token_hex(4)}",
+        task="classification",
+        format="jsonl",
+        blob_id=secrets.token_hex(8),
+        rows=1,
+        source_bytes=1,
+        content_hash=secrets.token_hex(32),
+        stats_sealed=b"",
+        created_by="operator",
+    )
+
+
+def _model_version(session: Session, tenant_id: str) -> ModelVersion:
+    return ModelVersion(
+        tenant_id=tenant_id,
+        name=f"m-{secrets.token_hex(4)}",
+        version=1,
+        kind="classifier",
+        source=f"sealed:{secrets.token_hex(8)}",
+        card_sealed=b"",
+    )
+
+
 BUILDERS: dict[type[Base], Callable[[Session, str], Any]] = {
     Pseudonym: _pseudonym,
     PolicyVersion: _policy_version,
     AuditEntry: _audit_entry,
+    Dataset: _dataset,
+    ModelVersion: _model_version,
 }
 
 

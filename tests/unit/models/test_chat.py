@@ -208,3 +208,102 @@ def test_a_request_past_its_timeout_fails_with_a_timeout(tiny: LocalChatRunner) 
     with pytest.raises(GenerationTimeout) as caught:
         asyncio.run(tiny.complete(ask("Tell me a very long story.", max_tokens=400, timeout_s=0.5)))
     assert caught.value.status == 503
+
+
+# ---------------------------------------------------------------- the decode loop
+
+
+def _generate_reference(model_dir: Path, question: str, tokens: int) -> tuple[str, int]:
+    """transformers ``generate()`` on the same weights, greedy: the text and how many tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1] :].tolist()  # an end token counts, as the runner counts it
+    return tokenizer.decode(new, skip_special_tokens=True), len(new)
+
+
+@pytest.mark.slow
+def test_greedy_output_is_token_for_token_what_generate_produces(
+    chat: LocalChatRunner, request: pytest.FixtureRequest
+) -> None:
+    questions = ["Name three colors.", "Write a haiku about rain."]
+
+    async def together() -> list[ChatResult]:
+        return list(await asyncio.gather(*(chat.complete(ask(q, max_tokens=12)) for q in questions)))
+
+    results = asyncio.run(together())  # batched: right-padded prefill, slot cache, batched sampling
+    model_dir = support.smollm2_dir(support.store_root(request.config))
+    for question, result in zip(questions, results, strict=True):
+        text, count = _generate_reference(model_dir, question, 12)
+        assert result.text == text
+        assert result.usage.completion_tokens == count
+
+
+def sampled(text: str, seed: int, **kw: object) -> ChatRequest:
+    kw.setdefault("max_tokens", 10)
+    return ask(text, temperature=0.8, top_p=0.9, seed=seed, **kw)
+
+
+@pytest.mark.slow
+def test_seeded_sampling_repeats_alone_and_in_any_batch(chat: LocalChatRunner) -> None:
+    request = sampled("Write one sentence about the sea.", seed=42)
+
+    async def go() -> tuple[str, list[ChatResult], str]:
+        alone = (await chat.complete(request)).text
+        crowd = await asyncio.gather(
+            chat.complete(sampled("Tell me about bread.", seed=1)),
+            chat.complete(request),
+            chat.complete(ask("Name a fruit.")),
+        )
+        other = (await chat.complete(sampled("Write one sentence about the sea.", seed=43))).text
+        return alone, list(crowd), other
+
+    alone, crowd, other = asyncio.run(go())
+    assert crowd[1].text == alone  # the same draw whichever rows share the batch
+    assert other != alone  # and the seed matters
+
+
+@pytest.mark.slow
+def test_requests_joining_and_leaving_do_not_disturb_a_running_one(chat: LocalChatRunner) -> None:
+    long = ask("Describe a busy market in the morning.", max_tokens=20)
+
+    async def go() -> tuple[str, str]:
+        alone = (await chat.complete(long)).text
+        stream = chat.stream(long)
+        parts = [(await stream.__anext__()).text]
+        # Others join mid-way, one sampled, one cancelled after a few tokens, one finishing quickly.
+        quick = asyncio.ensure_future(chat.complete(ask(FRANCE, max_tokens=2)))
+        drawn = asyncio.ensure_future(chat.complete(sampled("Tell me a story.", seed=5, max_tokens=4)))
+        doomed = chat.stream(ask("Count to a hundred.", max_tokens=100))
+        await doomed.__anext__()
+        await doomed.aclose()
+        async for chunk in stream:
+            parts.append(chunk.text)
+        await asyncio.gather(quick, drawn)
+        return alone, "".join(parts)
+
+    alone, crowded = asyncio.run(go())
+    assert crowded == alone
+
+
+@pytest.mark.slow
+def test_when_cuda_graphs_cannot_be_captured_the_runner_decodes_eagerly(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = LocalChatRunner(
+        "graphs-on-cpu", support.smollm2_dir(support.store_root(request.config)), max_batch=2, cuda_graphs=True
+    )
+    try:
+        with caplog.at_level("WARNING"):
+            result = asyncio.run(runner.complete(ask(FRANCE, max_tokens=7)))
+        assert "Paris" in result.text
+        assert "CUDA graph capture failed" in caplog.text
+    finally:
+        runner.close()

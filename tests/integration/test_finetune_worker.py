@@ -1,0 +1,163 @@
+"""The worker with the real engine on the real MiniLM (tiny datasets, a few steps): a job
+ends registered as a sealed, versioned tenant model with its card, its charge settled at
+the accountant's epsilon; cancel and stop mid-run; retraining, rollback, version removal."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from appliance.db.models import AuditEntry, Blob, ModelVersion, PrivacyCharge
+from appliance.errors import Conflict
+from appliance.models.sealed import is_sealed
+from appliance.services.container import Services
+from appliance.training import train
+from appliance.training.accounting import epsilon_of
+from appliance.training.worker import SCRATCH_PREFIX, Worker
+from tests.finetune_support import OP, add_tickets, finetune_tenant, queue_job
+from tests.support import database_url, make_services, make_settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def trainer(backend: str, tmp_path: Path) -> Iterator[Services]:
+    """Services whose worker checkpoints every step and leases for a few seconds."""
+    with database_url(backend, tmp_path) as url:
+        training = {
+            "lease_s": 4,
+            "poll_interval_s": 0.1,
+            "checkpoint_every_steps": 1,
+            "scratch_dir": tmp_path / "scratch",
+        }
+        svc = make_services(make_settings(tmp_path / "data", url, training=training))
+        try:
+            yield svc
+        finally:
+            svc.close()
+
+
+def _worker(services: Services) -> Worker:
+    t = services.settings.training
+    return Worker(services.job_store(), train, lease_s=t.lease_s, poll_s=t.poll_interval_s, scratch=t.scratch_dir)
+
+
+def _wait(check: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_job_trains_registers_a_sealed_version_with_its_card_and_settles_its_charge(trainer: Services) -> None:
+    tenant = finetune_tenant(trainer)
+    tenant_id = trainer.tenants.get(OP, tenant).id
+    dataset = add_tickets(trainer, tenant)
+    first = queue_job(trainer, tenant, "tickets")
+    second = queue_job(trainer, tenant, "tickets", target_epsilon=0.8)  # retraining: version 2
+    outcomes: list[tuple[str, str]] = []
+    assert _worker(trainer).run(once=True, on_job=lambda j, o: outcomes.append((j, o))) == 2
+    assert outcomes == [(first.id, "succeeded"), (second.id, "succeeded")]
+
+    job = trainer.finetune.get(OP, tenant, first.id)
+    assert (job.state, job.model_version, job.step, job.total_steps) == ("succeeded", 1, 3, 3)
+    versions = trainer.model_versions.versions(OP, tenant, "tickets-clf")
+    assert [(v.version, v.active) for v in versions] == [(1, False), (2, True)]
+    assert all(is_sealed(v.source) for v in versions)
+    card = trainer.model_versions.card(OP, tenant, "tickets-clf", 1).card
+    assert (card["job_id"], card["dataset_id"], card["dataset_hash"]) == (first.id, dataset.id, dataset.content_hash)
+    assert card["labels"] == ["billing", "technical"]
+    assert (card["noise_multiplier"], card["sample_rate"], card["steps"]) == (job.noise_multiplier, job.sample_rate, 3)
+    for key in ("epsilon", "delta", "accountant", "max_grad_norm", "dp_mode", "metrics", "wall_time_s", "device"):
+        assert key in card
+    with trainer.sessions() as s:
+        charge = s.scalar(select(PrivacyCharge).where(PrivacyCharge.job_id == first.id))
+        checkpoints = s.scalar(select(func.count()).select_from(Blob).where(Blob.kind == "checkpoint"))
+        finished = list(s.scalars(select(AuditEntry.outcome).where(AuditEntry.action == "finetune.job.finish")))
+    assert charge is not None and charge.settled and charge.steps == 3
+    assert charge.epsilon == pytest.approx(card["epsilon"])  # the ledger charges what the accountant said
+    assert charge.epsilon == pytest.approx(epsilon_of([(card["noise_multiplier"], card["sample_rate"], 3)], job.delta))
+    assert checkpoints == 0  # a finished job keeps no checkpoint
+    assert finished == ["succeeded", "succeeded"]
+    served = trainer.model_registry.get("tickets-clf", tenant_id)
+    assert (served.kind, served.version, served.source) == ("classifier", 2, versions[1].source)
+    assert not list((trainer.settings.training.scratch_dir or Path("/")).glob(f"{SCRATCH_PREFIX}*"))
+
+    rolled = trainer.model_versions.rollback(OP, tenant, "tickets-clf", 1)
+    assert rolled.active and trainer.model_registry.get("tickets-clf", tenant_id).source == versions[0].source
+    with pytest.raises(Conflict, match="being served"):
+        trainer.model_versions.remove_version(OP, tenant, "tickets-clf", 1)
+    trainer.model_versions.remove_version(OP, tenant, "tickets-clf", 2)
+    assert [v.version for v in trainer.model_versions.versions(OP, tenant, "tickets-clf")] == [1]
+    with trainer.sessions() as s:
+        actions = set(s.scalars(select(AuditEntry.action).where(AuditEntry.tenant_id == tenant_id)))
+    assert {"model.rollback", "model.version.remove", "privacy_budget.charge", "finetune.job.start"} <= actions
+    trainer.model_registry.remove("tickets-clf", tenant)  # the model with every version: no sealed file stays
+    with trainer.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(ModelVersion)) == 0
+        kinds = set(s.scalars(select(Blob.kind).where(Blob.tenant_id == tenant_id)))
+    assert kinds == {"dataset"}
+
+
+def test_a_job_cancelled_while_it_trains_ends_cancelled_charged_for_its_steps(trainer: Services, backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("the queue's backend difference is covered by test_finetune_queue")
+    tenant = finetune_tenant(trainer)
+    add_tickets(trainer, tenant)
+    job = queue_job(trainer, tenant, "tickets", epochs=400)  # 1,200 steps: far longer than the test waits
+    worker = _worker(trainer)
+    runner = threading.Thread(target=worker.run, kwargs={"once": True})
+    runner.start()
+    _wait(lambda: trainer.finetune.get(OP, tenant, job.id).step >= 2)
+    assert trainer.finetune.cancel(OP, tenant, job.id).state == "cancelling"
+    runner.join(60)
+    assert not runner.is_alive()
+    ended = trainer.finetune.get(OP, tenant, job.id)
+    assert ended.state == "cancelled" and ended.model_version is None
+    with trainer.sessions() as s:
+        charge = s.scalar(select(PrivacyCharge).where(PrivacyCharge.job_id == job.id))
+        versions = s.scalar(select(func.count()).select_from(ModelVersion))
+    assert charge is not None and charge.settled
+    assert 2 <= charge.steps < 1200
+    assert charge.epsilon == pytest.approx(
+        epsilon_of([(job.noise_multiplier, job.sample_rate, charge.steps)], job.delta)
+    )
+    assert 0 < charge.epsilon < job.target_epsilon
+    assert versions == 0  # nothing half-trained is registered
+    report = trainer.privacy_budget.report(OP, tenant)
+    assert report.total_spent == pytest.approx(charge.epsilon)
+
+
+def test_a_stopping_worker_hands_its_job_back_and_the_next_resumes_from_the_checkpoint(
+    trainer: Services, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the queue's backend difference is covered by test_finetune_queue")
+    tenant = finetune_tenant(trainer)
+    add_tickets(trainer, tenant)
+    job = queue_job(trainer, tenant, "tickets", epochs=8)  # 24 steps
+    first = _worker(trainer)
+    outcomes: list[str] = []
+    runner = threading.Thread(target=first.run, kwargs={"once": True, "on_job": lambda _j, o: outcomes.append(o)})
+    runner.start()
+    _wait(lambda: (trainer.finetune.get(OP, tenant, job.id).resumable_from_step or 0) >= 2)
+    first.stop()
+    runner.join(60)
+    assert outcomes == ["released"]
+    paused = trainer.finetune.get(OP, tenant, job.id)
+    assert paused.state == "queued" and paused.resumable_from_step is not None
+    assert _worker(trainer).run(once=True) == 1
+    done = trainer.finetune.get(OP, tenant, job.id)
+    assert (done.state, done.step, done.model_version) == ("succeeded", 24, 1)
+    with trainer.sessions() as s:
+        starts = list(s.scalars(select(AuditEntry.facts).where(AuditEntry.action == "finetune.job.start")))
+        charge = s.scalar(select(PrivacyCharge).where(PrivacyCharge.job_id == job.id))
+    assert '"resume_from_step":null' in starts[0] and '"resume_from_step":null' not in starts[1]
+    card = trainer.model_versions.card(OP, tenant, "tickets-clf").card
+    assert charge is not None and charge.steps == 24
+    assert charge.epsilon == pytest.approx(card["epsilon"])  # resumed: the same total as one uninterrupted run
