@@ -187,10 +187,13 @@ class TrainingSpec:
 
 def holdout_rows(rows: int, fraction: float) -> int:
     """How many of ``rows`` examples the engine keeps out of training for the card's metrics:
-    ``round(rows * fraction)``, at least one when the fraction is positive, and never all."""
-    if fraction <= 0 or rows < 2:
-        return 0
-    return min(rows - 1, max(1, round(rows * fraction)))
+    ``int(rows * fraction)``, and at least one when the fraction is positive and there are ten
+    rows or more. The ledger plans a job's sample rate from the rows left (import this rather
+    than copying the rule)."""
+    held = int(rows * fraction)
+    if fraction > 0 and rows >= 10:
+        held = max(held, 1)
+    return held
 
 
 def _check(ok: bool, name: str, why: str) -> None:

@@ -110,7 +110,8 @@ def test_a_card_without_dp_serialises_infinite_epsilon_as_a_string() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "fraction", "held"), [(100, 0.1, 10), (60, 0.2, 12), (5, 0.1, 1), (1, 0.5, 0), (2, 0.5, 1), (50, 0.0, 0)]
+    ("rows", "fraction", "held"),
+    [(100, 0.1, 10), (60, 0.2, 12), (10, 0.01, 1), (9, 0.1, 0), (5, 0.5, 2), (50, 0.0, 0), (19, 0.1, 1)],
 )
-def test_the_held_out_share_is_rounded_at_least_one_and_never_all(rows: int, fraction: float, held: int) -> None:
+def test_the_held_out_share_is_truncated_and_at_least_one_from_ten_rows(rows: int, fraction: float, held: int) -> None:
     assert holdout_rows(rows, fraction) == held
