@@ -44,7 +44,9 @@ def artifacts() -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while sync Playwright is open its event loop counts as running
+# in the main thread, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is missing: scripts/test installs it (apt-get install -y chromium)")
