@@ -74,6 +74,13 @@ class PrivacySettings(_Section):
     patterns_only: bool = Field(
         False, description="Run without NER (pattern recognizers only); must be chosen explicitly."
     )
+    name_model: str = Field(
+        "builtin",
+        description=(
+            "Person-name tagger run beside the spaCy pipeline: 'builtin' (the shipped MiniLM name model), "
+            "'off', or a directory holding a retrained one."
+        ),
+    )
     max_text_chars: int = Field(100_000, ge=1000, le=10_000_000, description="Longest text analyzed in one piece.")
     vault_ttl_seconds: int = Field(86_400, ge=60, description="Default pseudonym lifetime when a policy sets none.")
 

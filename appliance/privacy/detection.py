@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from pathlib import Path
 
+import torch
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from spacy.language import Language
@@ -25,7 +28,15 @@ from spacy.tokens import Doc
 from appliance.config import PrivacySettings
 from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer, load_ner_pipeline, make_nlp_engine
-from appliance.privacy.names import drop_non_names, names_from_cues, names_near_emails, propagate_names
+from appliance.privacy.name_bounds import bare_name, widen_names
+from appliance.privacy.name_model import NAME_MODEL_DIR, NameModel, NameReading
+from appliance.privacy.names import (
+    drop_non_names,
+    names_a_company,
+    names_from_cues,
+    names_near_emails,
+    propagate_names,
+)
 from appliance.privacy.recognizers import (
     FIVE_DIGITS,
     GATES,
@@ -60,6 +71,22 @@ def _tier(entity_type: str) -> int:
 
 _PIPE_BATCH = 64
 _ZONE_CALLS = 4096
+# spaCy's PERSON guesses that the name model gives less than this are dropped: the small
+# spaCy model calls many capitalized words people ("Lyon" in "the Lyon office"), and the
+# name model, which read the whole sentence with its casing, is the better judge.
+_SPACY_PERSON_VETO = 0.05
+# The same judge for the name rules (cue phrases, speaker labels, lists, repeated mentions):
+# a rule's span the model gives less than this is dropped. The rules exist for what the
+# model misses in one text (a name repeated in lower case, a name beside its address), so
+# the bar is low: only spans the model is confident are ordinary words go.
+_RULE_PERSON_VETO = 0.05
+_NO_READING = NameReading([], [])
+
+
+def load_name_model(settings: PrivacySettings) -> NameModel | None:
+    if settings.patterns_only or settings.name_model == "off":
+        return None
+    return NameModel(NAME_MODEL_DIR if settings.name_model == "builtin" else Path(settings.name_model))
 
 
 class Detector:
@@ -70,6 +97,11 @@ class Detector:
         self._nlp: Language = load_ner_pipeline(settings)
         self._engine: NerOnlyNlpEngine = make_nlp_engine(self._nlp, settings)
         self._analyzer: AnalyzerEngine = build_analyzer(self._engine, build_registry(self._engine))
+        self._names = load_name_model(settings)
+        # One intra-op thread for it (a per-thread setting in OpenMP): spaCy has the other core.
+        self._name_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="name-model", initializer=torch.set_num_threads, initargs=(1,)
+        )
         self._phone = PhoneNumberRecognizer()
         self._supported = set(self._analyzer.get_supported_entities(LANGUAGE)) | {_PHONE}
         self._custom = CustomRecognizerCache()
@@ -126,17 +158,31 @@ class Detector:
 
         with self._nlp_lock:
             self._zone_for_next_call()
-            if wanted & NER_TYPES:
-                docs = list(self._nlp.pipe(flat, batch_size=_PIPE_BATCH))
-                self._ner_texts += len(flat)
-            else:  # tokens for context words only: the policy asks for no type NER finds
-                docs = [self._nlp.make_doc(text) for text in flat]
+            # The name model reads the texts on its own thread while spaCy reads them here:
+            # both spend their time in native code that releases the GIL, so on two cores a
+            # request waits for the slower of the two, not for their sum.
+            names = (
+                self._name_thread.submit(self._names.read, flat)
+                if self._names is not None and "PERSON" in wanted
+                else None
+            )
+            try:
+                if wanted & NER_TYPES:
+                    docs = list(self._nlp.pipe(flat, batch_size=_PIPE_BATCH))
+                    self._ner_texts += len(flat)
+                else:  # tokens for context words only: the policy asks for no type NER finds
+                    docs = [self._nlp.make_doc(text) for text in flat]
+            finally:
+                readings = names.result() if names is not None else [_NO_READING] * len(flat)
             out: list[list[list[Detection]]] = []
             position = 0
             for group_views in views:
                 group_docs = docs[position : position + len(group_views)]
+                group_readings = readings[position : position + len(group_views)]
                 position += len(group_views)
-                found = self._group([v.text for v in group_views], group_docs, wanted, custom, rules, allowed)
+                found = self._group(
+                    [v.text for v in group_views], group_docs, group_readings, wanted, custom, rules, allowed
+                )
                 out.append([_in_original(view, spans) for view, spans in zip(group_views, found, strict=True)])
         return out
 
@@ -167,26 +213,34 @@ class Detector:
         self,
         group: Sequence[str],
         docs: Sequence[Doc],
+        readings: Sequence[NameReading],
         wanted: set[str],
         custom: list[EntityRecognizer],
         rules: PrivacyRules,
         allowed: set[str],
     ) -> list[list[Detection]]:
         candidates = [
-            self._recognize(text, doc, wanted, custom, rules, allowed) for text, doc in zip(group, docs, strict=True)
+            self._recognize(text, doc, reading, wanted, custom, rules, allowed)
+            for text, doc, reading in zip(group, docs, readings, strict=True)
         ]
-        if "PERSON" in wanted:
-            for text, doc, found in zip(group, docs, candidates, strict=True):
-                drop_non_names(text, found)
-                names_near_emails(text, found, allowed)
-                names_from_cues(text, doc, found, allowed)
-            propagate_names(group, candidates, allowed)
-        return [_resolve(c) for c in candidates]
+        if "PERSON" not in wanted:
+            return [_resolve(c) for c in candidates]
+        for text, doc, reading, found in zip(group, docs, readings, candidates, strict=True):
+            found.extend(_model_names(text, reading, found, rules, allowed))
+            drop_non_names(text, found)
+            names_near_emails(text, found, allowed)
+            names_from_cues(text, doc, found, allowed)
+            found[:] = [d for d in found if d.entity_type != "PERSON" or _credible_name(text, d, reading)]
+        # After the gate: only credible names spread, and a further mention of one is masked
+        # however ordinary its words look where they stand ("the marta zyxkowski report").
+        propagate_names(group, candidates, allowed)
+        return [widen_names(text, _resolve(c)) for text, c in zip(group, candidates, strict=True)]
 
     def _recognize(
         self,
         text: str,
         doc: Doc,
+        reading: NameReading,
         wanted: set[str],
         custom: list[EntityRecognizer],
         rules: PrivacyRules,
@@ -215,7 +269,7 @@ class Detector:
         found = [
             Detection(r.start, r.end, r.entity_type, round(float(r.score), 4), _recognizer(r))
             for r in raw
-            if _keep(r, text, rules, allowed)
+            if _keep(r, text, rules, allowed) and not (reading.tokens and _vetoed(r, reading))
         ]
         if _PHONE in entities:
             found += self._phones(text, found, artifacts, rules, allowed)
@@ -242,6 +296,58 @@ class Detector:
             for r in results
             if _keep(r, text, rules, allowed)
         ]
+
+
+def _vetoed(r: RecognizerResult, reading: NameReading) -> bool:
+    """A spaCy PERSON guess the name model is sure is no name."""
+    return (
+        r.entity_type == "PERSON"
+        and _recognizer(r) == "SpacyRecognizer"
+        and reading.probability(r.start, r.end) < _SPACY_PERSON_VETO
+    )
+
+
+def _credible_name(text: str, d: Detection, reading: NameReading) -> bool:
+    """A lone letter is no name (an initial alone leaks nothing, and "M:" or "Q3" are
+    labels); a rule's span the name model is sure is an ordinary word is dropped."""
+    if sum(c.isalpha() for c in text[d.start : d.end]) < 2:
+        return False
+    if d.recognizer == "NameModel" or not reading.tokens:
+        return True
+    return reading.probability(d.start, d.end) >= _RULE_PERSON_VETO
+
+
+def _model_names(
+    text: str, reading: NameReading, found: list[Detection], rules: PrivacyRules, allowed: set[str]
+) -> list[Detection]:
+    """The name model's spans, except over a value of a structured type (an e-mail address
+    spells a name, but it is replaced as an address), values the policy allows (titles
+    aside) and a company's name ("Acme Holdings")."""
+    rule = rules.entities.get("PERSON")
+    threshold = rule.min_score if rule is not None and rule.min_score is not None else rules.score_threshold
+    structured = [d for d in found if d.entity_type not in NER_TYPES]
+    return [
+        Detection(start, end, "PERSON", score, "NameModel")
+        for start, end, score in reading.spans
+        if score >= threshold
+        and bare_name(text[start:end]).casefold() not in allowed
+        and not names_a_company(text, end)
+        and not any(d.start < end and start < d.end for d in structured)
+        and not _inside_address(text, start, end)
+    ]
+
+
+def _inside_address(text: str, start: int, end: int) -> bool:
+    """Part of an e-mail address or URL: the whole address is the value (replaced as one
+    when it is detected, kept whole when the policy allows it)."""
+    lo = start
+    while lo > 0 and not text[lo - 1].isspace():
+        lo -= 1
+    hi = end
+    while hi < len(text) and not text[hi].isspace():
+        hi += 1
+    token = text[lo:hi]
+    return "@" in token or "://" in token or token.casefold().startswith("www.")
 
 
 def _in_original(view: TextView, found: list[Detection]) -> list[Detection]:

@@ -88,11 +88,10 @@ def _mentioned_again(texts: Sequence[str], candidates: list[list[Detection]], va
     substring hit inside a longer word only means the exact regexes run.
     """
     folded = [" ".join(t.split()).casefold() for t in texts]
-    found = [
-        " ".join(text[d.start : d.end].split()).casefold()
+    found = [  # each place once: two detectors often find the same name
+        " ".join(text[start:end].split()).casefold()
         for text, spans in zip(texts, candidates, strict=True)
-        for d in spans
-        if d.entity_type == "PERSON"
+        for start, end in {(d.start, d.end) for d in spans if d.entity_type == "PERSON"}
     ]
     for value in values:
         v = value.casefold()
@@ -497,7 +496,12 @@ _ORG_WORDS = frozenset(
 
 _GREETINGS = ["hi", "hello", "hey", "dear", "thanks", "thank", "regards", "cheers", "yes", "no", "ok", "okay", "please"]
 _TITLES = ["mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "dame", "herr", "frau", "mme", "mlle"]
-_INTERJECTIONS = frozenset([*_GREETINGS, "sorry", *_TITLES])
+# Chat shorthand a model may take for a short lower-case name ("pls send it", "thx Anna").
+_CHAT_WORDS = [
+    "pls", "plz", "thx", "thnx", "tx", "ty", "np", "fyi", "btw", "asap", "lol", "omg", "idk", "imo", "imho", "brb",
+    "msg", "dm", "pm", "wrt", "eta", "eod", "eow", "ooo", "tbh", "afaik", "kk", "k", "ya", "yep", "nope",
+]  # fmt: skip
+_INTERJECTIONS = frozenset([*_GREETINGS, "sorry", *_TITLES, *_CHAT_WORDS])
 
 
 def _plausible(value: str) -> bool:
@@ -617,3 +621,12 @@ def drop_non_names(text: str, found: list[Detection]) -> None:
             d = Detection(span[0], span[1], d.entity_type, d.score, d.recognizer)
         kept.append(d)
     found[:] = kept
+
+
+_NEXT_WORD = regex.compile(r"[ \t]+([\p{L}.]+)")
+
+
+def names_a_company(text: str, end: int) -> bool:
+    """The word after ``end`` names a kind of organisation: "Acme Holdings", "Okafor Bank"."""
+    m = _NEXT_WORD.match(text, end)
+    return m is not None and m.group(1).strip(".").casefold() in _ORG_WORDS

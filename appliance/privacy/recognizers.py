@@ -8,6 +8,7 @@ messages that contain no numbers at all.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 from collections import OrderedDict
@@ -36,6 +37,20 @@ from appliance.privacy.rules import CustomRecognizer, PrivacyRules
 # default list holds "UK" and "FE", which are not region codes, so we spell our own.
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU", "IE", "NL", "CH", "AT", "ES", "IT")
 _SAME_PLAN_AS_US = frozenset({"CA"})  # the North American Numbering Plan: one pass finds both
+# Regions where a number written without its country code starts with the trunk prefix 0
+# ("030 1234567", "020 7946 0000"). A short digit run without it (six or seven digits) is a
+# ticket or order number that happens to be a valid local number there ("Ticket 404777" is
+# one in Hamburg) unless a phone word stands nearby ("call me on 413 4270"): it scores as a
+# merely possible number. Longer runs are kept, as numbers of other countries parse there too.
+# Brazil and India are left out: people there often drop the 0 (mobiles above all).
+_TRUNK_ZERO = frozenset({"GB", "DE", "FR", "IL", "AU", "IE", "NL", "CH", "AT"})
+_SHORT_NATIONAL = 7
+# A phone word shortly before a number ("call me on 413 4270"). Presidio's context words
+# miss these verbs: its enhancer reads only non-stop-words, and spaCy lists "call" as one.
+_PHONE_CUE_BEFORE = regex.compile(
+    r"\b(?:call|calling|ring|phone|mobile|cell|tel|telephone|fax|reach|dial|text|sms|whatsapp)\b[^\n\d]{0,16}$",
+    regex.IGNORECASE,
+)
 _NO_REGION = "ZZ"  # libphonenumber's unknown region: only numbers with a country code parse
 
 _DIGIT = regex.compile(r"\d")
@@ -148,6 +163,31 @@ def _glued(text: str, start: int, end: int) -> bool:
     return before or after
 
 
+_DATE_SHAPED = regex.compile(r"(\d{1,4})([./-])(\d{1,2})\2(\d{2,4})")
+
+
+def _is_date(raw: str) -> bool:
+    """A calendar date ("2025-02-11", "18.03.2024", "03/11/2024"): libphonenumber takes
+    eight digits with separators for a possible local number in several regions."""
+    shaped = _DATE_SHAPED.fullmatch(raw.strip())
+    if shaped is None:
+        return False
+    first, _, middle, last = shaped.groups()
+    if len(first) == 4:
+        orders = [(first, middle, last)]  # year first
+    elif len(last) == 4:
+        orders = [(last, middle, first), (last, first, middle)]  # day or month first
+    else:
+        return False
+    for year, month, day in orders:
+        try:
+            datetime.date(int(year), int(month), int(day))
+        except ValueError:
+            continue
+        return True
+    return False
+
+
 # Digit groups joined by what people write between them ("(415) 555-2671", "030 / 1234 567",
 # "555-2671 ext. 12").
 _DIGIT_RUN = regex.compile(r"\d(?:(?:[\s\-./()]{0,3}|[ \t]*(?i:x|ext\.?|extension|\#)[ \t]*)\d)*")
@@ -240,7 +280,18 @@ class PhoneNumberRecognizer(PhoneRecognizer):
         for match in phonenumbers.PhoneNumberMatcher(searched, region, leniency=phonenumbers.Leniency.POSSIBLE):
             if _glued(text, match.start, match.end):
                 continue  # part of a word ("E123456"), as libphonenumber's VALID level rules
-            score = self.SCORE if phonenumbers.is_valid_number(match.number) else self.POSSIBLE_SCORE
+            if _is_date(match.raw_string):
+                continue
+            short_local = (
+                region in _TRUNK_ZERO
+                and sum(c.isdigit() for c in match.raw_string) <= _SHORT_NATIONAL
+                and not match.raw_string.lstrip("( ").startswith("0")
+            )
+            valid = not short_local and phonenumbers.is_valid_number(match.number)
+            if valid or _PHONE_CUE_BEFORE.search(text, max(0, match.start - 40), match.start):
+                score = self.SCORE
+            else:
+                score = self.POSSIBLE_SCORE
             span = (match.start, match.end)
             best[span] = max(best.get(span, 0.0), score)
 
@@ -250,7 +301,7 @@ def wide_card_recognizer() -> CreditCardRecognizer:
     since 2017), 19-digit Visa and Maestro, 12- to 15-digit Maestro and UATP. Every match
     must still pass the Luhn check, which keeps random digit runs out."""
     grouped = r"\b(?:[1-6]\d{3}[- ]\d{4}[- ]\d{4}[- ]\d{4}(?:[- ]\d{1,3})?|3\d{3}[- ]\d{6}[- ]\d{5})\b"
-    compact = r"\b[1-6]\d{11,18}\b"
+    compact = r"(?<![+\d])\b[1-6]\d{11,18}\b"  # never after "+": that is a phone number
     return CreditCardRecognizer(
         patterns=[Pattern("card grouped", grouped, 0.3), Pattern("card compact", compact, 0.1)],
         supported_language=LANGUAGE,

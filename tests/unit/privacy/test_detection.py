@@ -31,6 +31,8 @@ def found(detector: Detector, text: str, rules: PrivacyRules = RULES) -> list[tu
         ("login from 203.0.113.54 failed", "IP_ADDRESS", "203.0.113.54"),
         ("details at https://intranet.example.com/t/42 today", "URL", "https://intranet.example.com/t/42"),
         ("Yesterday Angela Merkel visited the office.", "PERSON", "Angela Merkel"),
+        ("my details: +254712506073 and nothing else", "PHONE_NUMBER", "+254712506073"),
+        ("Hamburg office: 040 4047 770", "PHONE_NUMBER", "040 4047 770"),
     ],
 )
 def test_when_text_holds_a_value_then_it_is_detected_with_exact_offsets(
@@ -256,3 +258,44 @@ def test_when_the_policy_wants_no_ner_type_then_ner_is_skipped_and_patterns_find
     assert skipped == [[d for d in spans if d.entity_type in patterns] for spans in with_ner]
     assert [d.entity_type for d in skipped[1]] == ["CREDIT_CARD", "EMPLOYEE_ID"]  # context words still count
     assert any(d.entity_type == "PERSON" for d in with_ner[0])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ticket 404777 reassigned to the night shift",
+        "Change request CR-194154 was approved",
+        "Duplicate of #169909, see the earlier comment",
+    ],
+)
+def test_when_a_bare_number_lacks_the_trunk_prefix_its_region_requires_then_it_is_no_phone_number(
+    patterns_detector: Detector, text: str
+) -> None:
+    assert "PHONE_NUMBER" not in [t for t, _ in found(patterns_detector, text)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sent: Friday, 02.09.2025",
+        "Meeting notes 2025-02-11: budget",
+        "consent signed 18/11/2025.",
+        "effective 2026-01-05, approved by HR",
+    ],
+)
+def test_when_digits_are_a_calendar_date_then_they_are_no_phone_number(patterns_detector: Detector, text: str) -> None:
+    assert "PHONE_NUMBER" not in [t for t, _ in found(patterns_detector, text)]
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("Can someone call me on 413 4270? I have questions.", "413 4270"),
+        ("please ring 84 23 30 after lunch", "84 23 30"),
+        ("my mobile is 768 0115", "768 0115"),
+    ],
+)
+def test_when_a_phone_word_stands_before_a_short_number_then_it_is_a_phone_number(
+    patterns_detector: Detector, text: str, number: str
+) -> None:
+    assert ("PHONE_NUMBER", number) in found(patterns_detector, text)

@@ -12,7 +12,7 @@ from appliance.privacy.rules import PrivacyRules
     ("text", "name"),
     [
         ("Contact Marguerite Okonkwo-Lindqvist at m.okonkwo.lindqvist@example.org", "Marguerite Okonkwo-Lindqvist"),
-        ("Reach Dr. Tomasz Wójcik (tomasz.wojcik@uni.example) today", "Tomasz Wójcik"),
+        ("Reach Dr. Tomasz Wójcik (tomasz.wojcik@uni.example) today", "Dr. Tomasz Wójcik"),
         ("email: Jane Doe <jane.doe@example.com>", "Jane Doe"),
         ("Hi, I'm Oluwaseun Adeyemi-Brandt, mail adeyemi@example.net", "Oluwaseun Adeyemi-Brandt"),
     ],

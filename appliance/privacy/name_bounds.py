@@ -1,0 +1,122 @@
+"""Whole names: a PERSON detection grows over the words that belong to the name.
+
+A replacement must never leave part of a person behind. Detectors often find the core of
+a name and stop short of what surrounds it: a title ("Dr.", "Sheikh", "Pak"), a
+post-nominal ("PhD", "Jr.", "B.Eng."), an honorific suffix ("Tanaka-san", "Mehmet Bey"),
+or the particles inside a surname ("Ludwig van Beethoven", "de la Cruz"). This module
+widens PERSON spans over exactly those words, and joins two parts of one name that the
+detector found separately. It never widens over a word another detection claimed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import regex
+
+from appliance.privacy.spans import Detection
+
+__all__ = ["bare_name", "widen_names"]
+
+# Titles written before a name. Capitalized as listed; the common English ones also in
+# lower case ("dr. okafor" in a chat). A trailing dot is optional.
+_TITLES = (
+    "Mr|Mrs|Ms|Mx|Miss|Mister|Dr|Doctor|Prof|Professor|Sir|Dame|Lady|Lord|Rev|Reverend|Fr|Father|Herr|Frau|Mme"
+    "|Madame|Mlle|Mademoiselle|Monsieur|Señor|Senor|Señora|Senora|Señorita|Sra|Srta|Sr|Dña|Doña|Don|Dom|Sig|Signor"
+    "|Signora|Dott|Dhr|Mevr|Mevrouw|Meneer|Sheikh|Shaikh|Sheikha|Chief|Alhaji|Alhaja|Hajia|Haji|Hajjah|Pastor|Imam"
+    "|Rabbi|Judge|Justice|Capt|Captain|Col|Colonel|Sgt|Sergeant|Lt|Lieutenant|Gen|General|Maj|Major|Cmdr|Adm|Hon"
+    "|Eng|Engr|Ing|Dipl\\.-Ing|Mag|Pani|Pan|Sayın|Sayin|Bapak|Pak|Ibu|Bu|Khun|Mwalimu|Shri|Shrimati|Smt|Sri|Kumari"  # noqa: RUF001  Turkish dotless i
+    "|Dato'|Datuk|Datin|Tan Sri|Puan|Encik|Cik|Ustaz|Ustazah|Mallam|Malam|Madam|Bwana|Mama|Baba|Nana|Oga|Daw|U"
+    "|Ato|Woizero|Weyzero|Kyrios|Kyria|Gospodin|Gospozha|Hr|Fru|Fröken|Mgr|Ir|Drs|Dra|Lic|Licda|Arq|Abg|Abogado"
+)
+_LOWER_TITLES = "mr|mrs|ms|mx|miss|dr|prof|sir|herr|frau|mme|sr|sra|dhr|mevr"
+_TITLE_BEFORE = regex.compile(rf"(?:(?<![\p{{L}}\d])(?:{_TITLES}|{_LOWER_TITLES})\.?)[ \t]+$")
+
+# Post-nominals after a name, with or without a comma.
+_POST = (
+    "Jr|Sr|Snr|Jnr|II|III|IV|V|PhD|Ph\\.D|DPhil|MD|M\\.D|DO|DDS|DMD|DVM|PharmD|EdD|JD|LLB|LL\\.B|LLM|LL\\.M|MBA|MPA"
+    "|MPH|MPhil|MSc|M\\.Sc|MS|MA|M\\.A|MEng|M\\.Eng|BSc|B\\.Sc|BA|B\\.A|BEng|B\\.Eng|BCom|B\\.Com|BBA|Esq|CPA|CFA|FCA"
+    "|ACA|ACCA|CIMA|RN|NP|PA-C|PE|P\\.E|PMP|FRCS|FRCP|MRCP|FRS|OBE|MBE|CBE|KBE|DBE|QC|KC|SC|CEng|RIBA|FAIA|AIA"
+    "|S\\.H|S\\.Kom|S\\.E|S\\.T|S\\.Ked|S\\.Sos|S\\.Pd|S\\.Psi|S\\.Si|M\\.Kom|M\\.M|Dipl\\.-Kfm|Dipl\\.-Ing|Mag"
+)
+_POST_AFTER = regex.compile(rf"^(?:,?[ \t]+(?:{_POST})\.?)(?![\p{{L}}\d])")
+# Honorifics joined to a name ("Tanaka-san") or after it ("Mehmet Bey", "Gupta ji").
+_HONORIFIC_AFTER = regex.compile(
+    r"^(?:-(?:san|sama|kun|chan|sensei|senpai|shi|ssi|nim|ji|jee|sahib|saheb|garu|ge|jie)"
+    r"|[ \t]+(?:Bey|Hanım|Hanim|Efendi|Pasha|Paşa|Sahib|Saheb|Sahab|Ji|ji|Garu|garu|Gaaru|Sensei|Sama|Ssi))"  # noqa: RUF001
+    r"(?![\p{L}\d])"
+)
+_PARTICLES = (
+    "van|van der|van den|van de|van 't|ver|von|von der|von und zu|zu|vom|de|de la|de las|de los|del|della|delle|dei"
+    "|degli|di|da|das|do|dos|du|des|le|la|lo|bin|binti|binte|bint|ibn|ben|bat|al|el|ul|ter|ten|y|e|af|av|mac|nic|ní|ó"
+    "|ua|ap|ab|abu|abd|abdel|abdul"
+)
+_PARTICLES_BEFORE = regex.compile(rf"(?<![\p{{L}}\d])(?:(?i:{_PARTICLES})[ \t]+)+$")
+_PARTICLE_GAP = regex.compile(rf"^[ \t]+(?:(?i:{_PARTICLES})[ \t]+)+$")
+_PARTICLE_FIRST = regex.compile(rf"(?:{_PARTICLES})[ \t]+")
+_LOOK = 40  # characters looked at on each side
+_GUESSED_TYPES = frozenset({"LOCATION", "ORGANIZATION", "NRP"})
+
+
+def widen_names(text: str, detections: Sequence[Detection]) -> list[Detection]:
+    """``detections`` with each PERSON span grown over its title, post-nominal, honorific
+    and particles, and PERSON spans that are parts of one name joined."""
+    others = [d for d in detections if d.entity_type != "PERSON"]
+    people = sorted(d for d in detections if d.entity_type == "PERSON")
+    if not people:
+        return list(detections)
+    # A place or group guess right after a name and a particle is the name's last part
+    # ("Juan Carlos de la Fuente y Olmedo": the small NER model calls Olmedo a town).
+    for d in list(people):
+        for o in others:
+            if o.entity_type in _GUESSED_TYPES and o.start > d.end and _PARTICLE_GAP.match(text[d.end : o.start]):
+                others.remove(o)
+                people.append(Detection(o.start, o.end, "PERSON", d.score, d.recognizer))
+                break
+    people.sort()
+
+    def free(start: int, end: int) -> bool:
+        return not any(o.start < end and start < o.end for o in others)
+
+    grown: list[Detection] = []
+    for d in people:
+        start, end = d.start, d.end
+        for _ in range(3):  # "Prof. Dr. Amara Okafor"
+            m = _TITLE_BEFORE.search(text, max(0, start - _LOOK), start)
+            if m is None or not free(m.start(), start):
+                break
+            start = m.start()
+        m = _PARTICLES_BEFORE.search(text, max(0, start - _LOOK), start)
+        if m is not None and free(m.start(), start) and _name_like(text, start):
+            start = m.start()
+        for pattern in (_HONORIFIC_AFTER, _POST_AFTER, _POST_AFTER):
+            m = pattern.match(text[end : end + _LOOK])
+            if m is not None and free(end, end + m.end()):
+                end += m.end()
+        grown.append(Detection(start, end, "PERSON", d.score, d.recognizer))
+    joined: list[Detection] = []
+    for d in grown:
+        if joined:
+            last = joined[-1]
+            gap = text[last.end : d.start]
+            particle_led = gap.strip(" \t") == "" and _PARTICLE_FIRST.match(text, d.start) is not None
+            if d.start <= last.end or ((_PARTICLE_GAP.match(gap) or particle_led) and free(last.end, d.start)):
+                best = last if last.score >= d.score else d
+                joined[-1] = Detection(last.start, max(last.end, d.end), "PERSON", best.score, best.recognizer)
+                continue
+        joined.append(d)
+    return sorted(others + joined)
+
+
+_TITLES_FIRST = regex.compile(rf"^(?:(?:{_TITLES}|{_LOWER_TITLES})\.?[ \t]+)+")
+
+
+def bare_name(span: str) -> str:
+    """``span`` without the titles in front ("ms. Pomeroy" -> "Pomeroy"), so an allow-list
+    entry matches a name however it was addressed."""
+    return str(_TITLES_FIRST.sub("", span.strip()))
+
+
+def _name_like(text: str, start: int) -> bool:
+    """Particles are taken only before a capitalized word ("de Souza", not "de facto")."""
+    return start < len(text) and text[start].isupper()

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from appliance.privacy.name_bounds import widen_names
+from appliance.privacy.spans import Detection
+
+
+def person(text: str, value: str, nth: int = 0) -> Detection:
+    start = -1
+    for _ in range(nth + 1):
+        start = text.index(value, start + 1)
+    return Detection(start, start + len(value), "PERSON", 0.9)
+
+
+def widened(text: str, *found: Detection) -> list[tuple[str, str]]:
+    return [(d.entity_type, text[d.start : d.end]) for d in widen_names(text, list(found))]
+
+
+@pytest.mark.parametrize(
+    ("text", "core", "whole"),
+    [
+        ("Please ask Dr. Amara Okafor to sign.", "Amara Okafor", "Dr. Amara Okafor"),
+        ("Prof. Dr. Anna Berg will attend.", "Anna Berg", "Prof. Dr. Anna Berg"),
+        ("thanks dr okafor", "okafor", "dr okafor"),
+        ("Signed: Jane Roe, PhD on Monday", "Jane Roe", "Jane Roe, PhD"),
+        ("Rodrigo Bautista Jr. called", "Rodrigo Bautista", "Rodrigo Bautista Jr."),
+        ("Wei Chen B.Eng. joined", "Wei Chen", "Wei Chen B.Eng."),
+        ("Ask Sheikh Hamad al-Thani first", "Hamad al-Thani", "Sheikh Hamad al-Thani"),
+        ("Pak Budi sent the invoice", "Budi", "Pak Budi"),
+        ("Tanaka-san will join at ten", "Tanaka", "Tanaka-san"),
+        ("Mehmet Bey approved it", "Mehmet", "Mehmet Bey"),
+        ("talked to de Souza yesterday", "Souza", "de Souza"),
+        ("Sent to van der Berg today", "Berg", "van der Berg"),
+    ],
+)
+def test_when_a_name_has_a_title_suffix_or_particle_then_the_span_covers_it(text: str, core: str, whole: str) -> None:
+    assert widened(text, person(text, core)) == [("PERSON", whole)]
+
+
+def test_when_a_detector_found_two_parts_of_one_name_then_they_become_one_span() -> None:
+    text = "The score of Ludwig van Beethoven was found."
+    assert widened(text, person(text, "Ludwig"), person(text, "Beethoven")) == [("PERSON", "Ludwig van Beethoven")]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("the de facto owner is Anna", "Anna"),
+        ("Drive to Mr", "Mr"),
+        ("Anna, Ben and Carla", "Ben"),
+        ("call Anna Berg on Monday", "Anna Berg"),
+    ],
+)
+def test_when_no_name_word_is_beside_a_span_then_it_is_left_as_it_is(text: str, value: str) -> None:
+    assert widened(text, person(text, value)) == [("PERSON", value)]
+
+
+def test_when_another_detection_holds_the_neighbouring_words_then_the_name_does_not_grow_over_them() -> None:
+    text = "Mr. Anna Berg"
+    title = Detection(0, 3, "TITLE", 0.5)
+    assert widened(text, title, person(text, "Anna Berg")) == [("TITLE", "Mr."), ("PERSON", "Anna Berg")]
+
+
+def test_when_two_names_are_separate_people_then_they_stay_separate() -> None:
+    text = "Anna Berg and Ben Lee"
+    assert widened(text, person(text, "Anna Berg"), person(text, "Ben Lee")) == [
+        ("PERSON", "Anna Berg"),
+        ("PERSON", "Ben Lee"),
+    ]
