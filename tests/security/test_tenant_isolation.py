@@ -97,8 +97,33 @@ ADMIN_ENDPOINTS = [
     ("GET", "/admin/v1/operations/api-keys", None),
     ("GET", "/admin/v1/operations/data-keys", None),
     ("GET", "/admin/v1/operations/models", None),
+    ("POST", "/admin/v1/tenants/{tenant}/datasets", None),
+    ("GET", "/admin/v1/tenants/{tenant}/datasets", None),
+    ("GET", "/admin/v1/tenants/{tenant}/datasets/{dataset}", None),
+    ("DELETE", "/admin/v1/tenants/{tenant}/datasets/{dataset}", None),
+    (
+        "POST",
+        "/admin/v1/tenants/{tenant}/finetune/jobs",
+        {"dataset": "d", "task": "classifier", "output_model": "m", "target_epsilon": 1.0},
+    ),
+    ("GET", "/admin/v1/tenants/{tenant}/finetune/jobs", None),
+    ("GET", "/admin/v1/tenants/{tenant}/finetune/jobs/{job_id}", None),
+    ("POST", "/admin/v1/tenants/{tenant}/finetune/jobs/{job_id}/cancel", None),
+    ("GET", "/admin/v1/tenants/{tenant}/privacy-budget", None),
+    ("GET", "/admin/v1/tenants/{tenant}/models/{name}/versions", None),
+    ("GET", "/admin/v1/tenants/{tenant}/models/{name}/card", None),
+    ("GET", "/admin/v1/tenants/{tenant}/models/{name}/versions/{version}", None),
+    ("POST", "/admin/v1/tenants/{tenant}/models/{name}/rollback", {"to": 1}),
+    ("DELETE", "/admin/v1/tenants/{tenant}/models/{name}/versions/{version}", None),
 ]
-_PLACEHOLDERS = {"key_id": "0000000000000000", "version": "1", "name": "default", "entry_id": "1"}
+_PLACEHOLDERS = {
+    "key_id": "0000000000000000",
+    "version": "1",
+    "name": "default",
+    "entry_id": "1",
+    "dataset": "00000000-0000-0000-0000-000000000000",
+    "job_id": "00000000-0000-0000-0000-000000000000",
+}
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_ENDPOINTS)
