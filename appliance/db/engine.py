@@ -7,7 +7,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from appliance.errors import StorageFull
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -31,8 +34,28 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+_SQLITE_FULL = 13
+_SQLITE_IOERR_WRITE = 778
+_PG_DISK_FULL = "53100"
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """The database refused a write for lack of room: SQLite's SQLITE_FULL (or a write I/O
+    error, which is how a file-size limit shows), PostgreSQL's ``disk_full``."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlite_errorcode", None) in (_SQLITE_FULL, _SQLITE_IOERR_WRITE):
+        return True
+    return getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any exception."""
-    with factory() as session, session.begin():
-        yield session
+    """One unit of work: commit on success, roll back on any exception. A commit the disk
+    has no room for is StorageFull (507); the transaction is rolled back, nothing half-written."""
+    try:
+        with factory() as session, session.begin():
+            yield session
+    except OperationalError as exc:
+        if is_storage_full(exc):
+            raise StorageFull("the database has no room for this write; nothing was stored") from None
+        raise
