@@ -126,6 +126,15 @@ def live_server(store: Path, start_timeout_s: float = 300.0) -> Iterator[Server]
                 proc.wait(10)
 
 
+def server_errors(log: Path, limit: int = 20) -> list[str]:
+    """The server's ERROR log lines (JSON; they name the error type and where, never content)."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if '"level": "ERROR"' in line:
+            out.append(line[:1500])
+    return out[:limit]
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -266,6 +275,8 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"server RSS MiB: start {r.get('start')}, middle {r.get('middle')}, end {r.get('end')}, peak {r.get('peak')}")
     for line in result["error_samples"]:
         print("  error:", line)
+    for line in result.get("server_errors", []):
+        print("  server log:", line)
 
 
 def main() -> None:
@@ -278,6 +289,7 @@ def main() -> None:
     args.store.mkdir(parents=True, exist_ok=True)
     with live_server(args.store) as server:
         result = asyncio.run(soak(server, args.clients, args.duration))
+        result["server_errors"] = server_errors(server.log)
     print_report(result)
     if args.json:
         print(json.dumps(result, indent=2))

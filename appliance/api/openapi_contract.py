@@ -53,7 +53,9 @@ _WHY = {
     413: "The request body is over the size limit",
     422: "The request failed validation, or the policy blocks its content",
     429: "Too many requests in flight; retry after Retry-After seconds",
-    503: "Temporarily unavailable (the audit trail cannot be written, or the models are overloaded)",
+    503: "Temporarily unavailable: the database is busy (retry after Retry-After), the audit trail cannot be"
+    " written, a model is overloaded or does not load, or (/readyz) the service is not ready",
+    507: "The data directory or the database has no room for the write; nothing was stored",
 }
 
 
@@ -103,11 +105,10 @@ def _statuses(path: str, method: str, op: Operation, public: bool) -> list[int]:
     if op.request_body is not None:
         out += [400, 413]
     if method in ("post", "delete"):
-        out += [409, 503]
+        out += [409, 507]
     if path.startswith("/v1/"):
-        out += [429, 503]
-    if path == "/readyz":
-        out.append(503)
+        out.append(429)
+    out.append(503)  # the database busy past its lock or pool timeout (and more per route, see _WHY)
     return sorted(set(out))
 
 

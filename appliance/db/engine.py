@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,21 +13,38 @@ from sqlalchemy.orm import Session, sessionmaker
 from appliance.errors import StorageFull
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
-    cur.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
+        cur.close()
+
+    return on_connect
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+SQLITE_POOL = (16, 112)
+"""Connections kept, and more allowed under load. SQLite connections are file handles: cheap.
+Enough for every worker thread (anyio's 40, the batchers, the audit writer) to hold one and
+open a second for a key lookup, so a thread that holds the write lock never waits for a
+connection (which stalled every other writer past its busy timeout under a 20-client soak)."""
+
+
+def make_engine(url: str, *, echo: bool = False, lock_timeout_s: float = 10.0, pool_timeout_s: float = 30.0) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False},
+            pool_size=SQLITE_POOL[0],
+            max_overflow=SQLITE_POOL[1],
+            pool_timeout=pool_timeout_s,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas(round(lock_timeout_s * 1000)))
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=pool_timeout_s)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

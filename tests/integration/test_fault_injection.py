@@ -2,6 +2,7 @@
 
 - a sealed model's blob file corrupted on disk, and a model whose files do not load;
 - the audit trail that cannot be written (its table renamed away): every write fails closed;
+- another process holding SQLite's write lock past the lock timeout;
 - a blob write past a file-size limit (``RLIMIT_FSIZE``: the kernel's own ``EFBIG``, which
   the appliance treats like ``ENOSPC``);
 - a server process whose data directory fills up (the same limit, set on the process before
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -191,6 +193,38 @@ def test_when_a_blob_write_hits_the_file_size_limit_then_storage_full_and_no_fil
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert _blob_files(data_dir) == before  # the temp file is gone, no row was written
     assert stack.services.datasets.load(owned.tenant_id, owned.dataset).rows
+
+
+def test_when_another_process_holds_the_write_lock_then_writes_are_503_database_busy_and_work_after(
+    tmp_path: Path,
+) -> None:
+    """A stuck writer (another process, a backup tool) holds SQLite's write lock past the lock
+    timeout: the writes that needed it get a retryable 503, reads go on, nothing is half-done."""
+    settings = make_settings(tmp_path / "data", f"sqlite:///{tmp_path / 'busy.db'}")
+    settings = settings.model_copy(update={"database": settings.database.model_copy(update={"lock_timeout_s": 0.2})})
+    with live_stack(make_services(settings)) as s:
+        tenant = s.tenant("busy")
+        admin = s.client(s.key(Role.TENANT_ADMIN, tenant))
+        app = s.client(s.key(Role.APP, tenant))
+        keys = f"/admin/v1/tenants/{tenant}/keys"
+        assert admin.post(keys, json={"role": "app", "name": "before"}).status_code == 201
+        listed = admin.get(keys).json()
+        locker = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        try:
+            created = admin.post(keys, json={"role": "app", "name": "while-locked"})
+            anonymized = app.post("/v1/privacy/anonymize", json={"text": "Call Anna Berg at anna.berg@example.com"})
+            read = admin.get(keys)
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        for r in (created, anonymized):
+            _clear_problem(r, 503, "database-busy")
+            assert r.headers["retry-after"] == "1"
+        assert read.status_code == 200
+        assert [k["id"] for k in admin.get(keys).json()] == [k["id"] for k in listed]
+        assert admin.post(keys, json={"role": "app", "name": "after"}).status_code == 201
+        assert audit_log_of(s.services).verify(Principal.local_operator()).ok
 
 
 # -- a whole server: the disk fills up, then SIGKILL, then a fresh start ----------------------
