@@ -127,10 +127,11 @@ def live_server(store: Path, start_timeout_s: float = 300.0) -> Iterator[Server]
 
 
 def server_errors(log: Path, limit: int = 20) -> list[str]:
-    """The server's ERROR log lines (JSON; they name the error type and where, never content)."""
+    """The server's ERROR and WARNING log lines (JSON; they name the error type and where, never
+    content), less the development-mode warning every start prints."""
     out = []
     for line in log.read_text(errors="replace").splitlines():
-        if '"level": "ERROR"' in line:
+        if ('"level": "ERROR"' in line or '"level": "WARNING"' in line) and "DEV MODE" not in line:
             out.append(line[:1500])
     return out[:limit]
 
@@ -155,6 +156,8 @@ class Tally:
             return
         if r is not None and r.status_code in (429, 503) and "retry-after" in r.headers:
             self.shed[kind] += 1
+            if len(self.samples) < 10:
+                self.samples.append(f"{kind} (shed): {r.status_code} {r.text[:200]}")
             return
         self.errors[kind] += 1
         if len(self.samples) < 10:
@@ -274,7 +277,7 @@ def print_report(result: dict[str, Any]) -> None:
     r = result["rss_mib"]
     print(f"server RSS MiB: start {r.get('start')}, middle {r.get('middle')}, end {r.get('end')}, peak {r.get('peak')}")
     for line in result["error_samples"]:
-        print("  error:", line)
+        print("  sample:", line)
     for line in result.get("server_errors", []):
         print("  server log:", line)
 
