@@ -10,6 +10,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from appliance.db import tenancy
 from appliance.errors import StorageFull
 
 
@@ -44,7 +45,11 @@ def make_engine(url: str, *, echo: bool = False, lock_timeout_s: float = 10.0, p
         )
         event.listen(engine, "connect", _sqlite_pragmas(round(lock_timeout_s * 1000)))
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=pool_timeout_s)
+    engine = create_engine(
+        url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=pool_timeout_s
+    )
+    tenancy.install(engine)  # each transaction declares its tenant, for row-level security
+    return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
