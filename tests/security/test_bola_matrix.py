@@ -22,6 +22,7 @@ back. Finally the operator reads every object again: all of them still exist, un
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +35,10 @@ from appliance.api.app import create_app
 from appliance.roles import Role
 from appliance.services.audit import AuditFilter
 from appliance.services.console_sessions import CSRF_HEADER
+from appliance.services.principal import Principal
+from tests.conftest import BACKENDS
 from tests.finetune_support import OP, add_tickets, finetune_tenant, queue_job
-from tests.support import Stack
+from tests.support import Stack, database_url, live_stack, make_services, make_settings
 
 MISSING_ID = "00000000-0000-0000-0000-000000000000"
 POLICY_DOC = "extends: default\nname: intruder\n"
@@ -164,6 +167,20 @@ ROUTES: dict[tuple[str, str], Entry] = {
 }
 
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
+
+
+@pytest.fixture(scope="module", params=[*BACKENDS, pytest.param("postgres-rls", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def stack(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """conftest's live server, on a third backend too: PostgreSQL behind row-level security,
+    served as a role that owns nothing and cannot bypass it."""
+    tmp = tmp_path_factory.mktemp("bola")
+    with database_url(backend, tmp) as url, live_stack(make_services(make_settings(tmp / "data", url))) as s:
+        yield s
 
 
 def app_routes(stack: Stack) -> set[tuple[str, str]]:
@@ -345,6 +362,23 @@ def test_every_route_of_the_app_is_classified(stack: Stack) -> None:
 def test_another_tenants_object_answers_exactly_like_a_missing_one(
     stack: Stack, world: World, before: dict[str, Any], method: str, path: str
 ) -> None:
+    _attack(world, method, path)
+
+
+def test_behind_the_wall_the_matrix_holds_without_the_services_tenant_check(
+    stack: Stack, world: World, before: dict[str, Any], backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second wall: with the services' tenant-access check switched off (every tenant
+    principal may name any tenant), PostgreSQL's row-level security alone still answers every
+    attack exactly like a missing id. (On the other backends the check is the only wall.)"""
+    if backend != "postgres-rls":
+        pytest.skip("row-level security exists on PostgreSQL with `appliance db enable-rls` only")
+    monkeypatch.setattr(Principal, "require_tenant_access", lambda self, tenant_id: None)
+    for method, path in _object_routes():
+        _attack(world, method, path)
+
+
+def _attack(world: World, method: str, path: str) -> None:
     entry = ROUTES[(method, path)]
     assert not isinstance(entry, NoObject)
     for caller, (client, headers) in world.attackers.items():

@@ -10,7 +10,6 @@ connection carries no tenant into its next transaction.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +19,13 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import DBAPIError
 
-from appliance.db import migrate
 from appliance.db.engine import make_engine
 from appliance.db.models import ApiKey, Dataset, Tenant
 from appliance.db.tenancy import TENANT_TABLES, enable_row_level_security, tenant_scope
 from appliance.errors import ConfigError
 from appliance.roles import Role
-from appliance.services.schema import DatabaseSchema
 from tests.finetune_support import OP, add_tickets, finetune_tenant, tickets_jsonl
-from tests.support import PG_ADMIN_URL, Stack, live_stack, make_services, make_settings, postgres_database
+from tests.support import Stack, live_stack, make_services, make_settings, walled_postgres
 
 pytestmark = pytest.mark.postgres
 
@@ -54,28 +51,18 @@ class Walled:
 @pytest.fixture(scope="module")
 def walled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walled]:
     tmp = tmp_path_factory.mktemp("rls")
-    role = f"appliance_app_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE')
-    try:
-        with postgres_database() as owner_url:
-            owner = make_engine(owner_url)
-            migrate.upgrade(owner)
-            assert DatabaseSchema(owner).enable_row_level_security(role) == list(TENANT_TABLES)  # `db enable-rls`
-            owner.dispose()
-            app_url = owner_url.replace("//postgres@", f"//{role}@", 1)
-            with live_stack(make_services(make_settings(tmp / "data", app_url))) as stack:
-                svc = stack.services
-                a = finetune_tenant(svc, prefix="wall-a")
-                b = finetune_tenant(svc, prefix="wall-b")
-                dataset = add_tickets(svc, a).id
-                add_tickets(svc, b)
-                yield Walled(
-                    stack, role, app_url, owner_url, a, svc.tenants.get(OP, a).id, dataset, b, svc.tenants.get(OP, b).id
-                )
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+    with (
+        walled_postgres() as (app_url, owner_url, role),
+        live_stack(make_services(make_settings(tmp / "data", app_url))) as stack,
+    ):
+        svc = stack.services
+        a = finetune_tenant(svc, prefix="wall-a")
+        b = finetune_tenant(svc, prefix="wall-b")
+        dataset = add_tickets(svc, a).id
+        add_tickets(svc, b)
+        yield Walled(
+            stack, role, app_url, owner_url, a, svc.tenants.get(OP, a).id, dataset, b, svc.tenants.get(OP, b).id
+        )
 
 
 def test_every_tenant_table_is_walled_and_forced_and_the_app_role_owns_nothing_and_cannot_bypass(
