@@ -14,6 +14,7 @@
     ├── Blocked                     policy says this content may not pass (422, names types only)
     ├── Overloaded                  queue full; retry later (429 or 503 with Retry-After)
     ├── AuditUnavailable            the audit entry could not be written, so the action fails (503)
+    │   └── AuditBusy               ... because the database was busy: retry after Retry-After
     ├── ModelUnavailable            a registered model's files do not load (503; the log says why)
     ├── StorageFull                 the data directory refused a write (disk full, quota, file-size limit) (507)
     └── NotSupportedYet             a valid request for something not built yet (501)
@@ -146,6 +147,13 @@ class AuditUnavailable(ApplianceError):
     status = 503
     slug = "audit-unavailable"
     title = "Audit trail unavailable"
+
+
+class AuditBusy(AuditUnavailable):
+    """The entry could not be written because other writers held the database past its lock
+    timeout: nothing was written and the same request may succeed a moment later (Retry-After)."""
+
+    retry_after_s = 1
 
 
 class AuditOutcomeUnknown(AuditUnavailable):

@@ -17,7 +17,15 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from appliance.errors import ApplianceError, Blocked, BudgetExceeded, InvalidRows, Overloaded, StorageFull
+from appliance.errors import (
+    ApplianceError,
+    AuditBusy,
+    Blocked,
+    BudgetExceeded,
+    InvalidRows,
+    Overloaded,
+    StorageFull,
+)
 from appliance.logs import request_id_var
 from appliance.policy.loader import PolicyError
 
@@ -72,7 +80,7 @@ def _appliance_error(request: Request[Any, Any, Any], exc: ApplianceError) -> Re
     if exc.status >= 500:
         log.error("service error", extra={"error": exc.slug})
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | AuditBusy):
         headers = {"Retry-After": str(exc.retry_after_s)}
     errors: list[dict[str, Any]] | None = None
     if isinstance(exc, PolicyError):

@@ -70,6 +70,17 @@ def is_storage_full(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == _PG_DISK_FULL
 
 
+_BUSY = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "55P03", "40P01", "40001"})
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Other writers held the lock past the timeout (SQLite busy or locked, PostgreSQL lock
+    timeout, deadlock, serialization failure): nothing was written; a retry may succeed."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorname", None) or getattr(orig, "sqlstate", None)
+    return code in _BUSY
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any exception. A commit the disk

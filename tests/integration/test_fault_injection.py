@@ -33,7 +33,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from appliance.errors import StorageFull
+from appliance.errors import AuditBusy, StorageFull
 from appliance.roles import Role
 from appliance.services.audit import audit_log_of
 from appliance.services.principal import Principal
@@ -214,13 +214,18 @@ def test_when_another_process_holds_the_write_lock_then_writes_are_503_database_
         try:
             created = admin.post(keys, json={"role": "app", "name": "while-locked"})
             anonymized = app.post("/v1/privacy/anonymize", json={"text": "Call Anna Berg at anna.berg@example.com"})
+            exported = s.client(s.operator_key).post("/admin/v1/audit/export", json={})  # writes a checkpoint
             read = admin.get(keys)
+            with pytest.raises(AuditBusy):  # the trail's own write fails closed, and says a retry may work
+                s.services.audit.record("tenant.read", actor=Principal.local_operator())
         finally:
             locker.execute("ROLLBACK")
             locker.close()
         for r in (created, anonymized):
             _clear_problem(r, 503, "database-busy")
             assert r.headers["retry-after"] == "1"
+        assert exported.status_code == 503, exported.text
+        assert exported.headers["retry-after"] == "1"
         assert read.status_code == 200
         assert [k["id"] for k in admin.get(keys).json()] == [k["id"] for k in listed]
         assert admin.post(keys, json={"role": "app", "name": "after"}).status_code == 201
