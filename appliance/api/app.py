@@ -10,6 +10,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from appliance.api import console
 from appliance.api.auth import PUBLIC, BearerKeyAuth
 from appliance.api.docs import openapi_config
+from appliance.api.openapi_contract import StrictStructSchemaPlugin, complete_openapi
 from appliance.api.problems import EXCEPTION_HANDLERS
 from appliance.api.request_context import RequestContext
 from appliance.api.routes import admin, audit, finetune, health, openai_compat, operations, policies, privacy
@@ -54,11 +55,13 @@ def create_app(services: Services) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[console.console_headers],
         openapi_config=openapi_config(),
+        plugins=[StrictStructSchemaPlugin()],
         request_max_body_size=services.settings.server.max_body_bytes,
         logging_config=None,
         debug=False,
     )
     app.state.services = services
+    complete_openapi(app)
     return app
 
 

@@ -20,7 +20,7 @@ from appliance.errors import AuthenticationFailed, PermissionDenied
 from appliance.roles import Role
 from appliance.services.console_sessions import COOKIE_NAME, CSRF_HEADER
 from appliance.services.container import Services
-from appliance.services.principal import Principal
+from appliance.services.principal import Principal, scope_database_to
 
 PUBLIC = {"exclude_from_auth": True}
 COOKIE_PATHS = ("/admin/", "/console/api/")
@@ -64,6 +64,7 @@ class BearerKeyAuth(AbstractAuthenticationMiddleware):
         if principal is None:
             principal = await anyio.to_thread.run_sync(services.api_keys.authenticate, token)
         connection.scope["user"] = principal  # read by the access log
+        scope_database_to(principal)
         return AuthenticationResult(user=principal, auth=principal.key_id)
 
     async def _console_session(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
@@ -79,6 +80,7 @@ class BearerKeyAuth(AbstractAuthenticationMiddleware):
             )
         principal = resumed.session.principal
         connection.scope["user"] = principal
+        scope_database_to(principal)
         return AuthenticationResult(user=principal, auth=resumed.session)
 
 

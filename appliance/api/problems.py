@@ -14,8 +14,18 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from appliance.errors import ApplianceError, Blocked, BudgetExceeded, InvalidRows, Overloaded
+from appliance.errors import (
+    ApplianceError,
+    AuditBusy,
+    Blocked,
+    BudgetExceeded,
+    InvalidRows,
+    Overloaded,
+    StorageFull,
+)
 from appliance.logs import request_id_var
 from appliance.policy.loader import PolicyError
 
@@ -70,7 +80,7 @@ def _appliance_error(request: Request[Any, Any, Any], exc: ApplianceError) -> Re
     if exc.status >= 500:
         log.error("service error", extra={"error": exc.slug})
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | AuditBusy):
         headers = {"Retry-After": str(exc.retry_after_s)}
     errors: list[dict[str, Any]] | None = None
     if isinstance(exc, PolicyError):
@@ -127,11 +137,49 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return problem(request, status, slug, title, detail, headers=exc.headers)
 
 
+def _driver_code(exc: Exception) -> str | None:
+    """A database driver's error code (SQLite's name, PostgreSQL's SQLSTATE): says what failed
+    without the message, which may quote SQL parameters."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlite_errorname", None) or getattr(orig, "sqlstate", None)
+    return str(code) if code else None
+
+
+_BUSY_CODES = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "55P03", "40P01", "40001"})
+"""Another writer held the lock too long (SQLite busy, PostgreSQL lock timeout, deadlock,
+serialization failure): nothing was written, and the same request may succeed a moment later."""
+
+
+_FULL_CODES = frozenset({"SQLITE_FULL", "SQLITE_IOERR_WRITE", "53100"})
+"""The database had no room for a write (where ``transaction()`` did not already say so)."""
+
+
+def _database_busy(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if isinstance(exc, OperationalError) and _driver_code(exc) in _FULL_CODES:
+        return _appliance_error(request, StorageFull("the database has no room for this write; nothing was stored"))
+    if isinstance(exc, OperationalError) and _driver_code(exc) not in _BUSY_CODES:
+        return _unexpected(request, exc)
+    log.warning("database busy", extra={"error_type": type(exc).__name__, "driver_code": _driver_code(exc)})
+    return problem(
+        request,
+        503,
+        "database-busy",
+        "Database busy",
+        "the database was busy with other writes and nothing was changed; retry after Retry-After seconds",
+        headers={"Retry-After": "1"},
+    )
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     # The message may hold request content: log the type and where, never the text.
     where = traceback.extract_tb(exc.__traceback__)
-    frames = [f"{f.filename}:{f.lineno}:{f.name}" for f in where[-5:]]
-    log.error("unhandled error", extra={"error_type": type(exc).__name__, "frames": frames})
+    ours = [f for f in where if "/appliance/" in f.filename and "/site-packages/" not in f.filename]
+    frames = [f"{f.filename}:{f.lineno}:{f.name}" for f in [*ours[-5:], *where[-2:]]]
+    extra: dict[str, Any] = {"error_type": type(exc).__name__, "frames": frames}
+    code = _driver_code(exc)
+    if code is not None:
+        extra["driver_code"] = code
+    log.error("unhandled error", extra=extra)
     return problem(
         request,
         500,
@@ -144,5 +192,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dic
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ApplianceError: _appliance_error,
     HTTPException: _http_error,
+    OperationalError: _database_busy,
+    PoolTimeout: _database_busy,
     Exception: _unexpected,
 }

@@ -121,6 +121,18 @@ def db_upgrade(state: CliState, revision: str) -> None:
     console.print(f"database at {state.schema.upgrade(revision).current}")
 
 
+@db.command("enable-rls")
+@click.option("--app-role", default=None, help="The application's database role: granted its table rights.")
+@pass_state
+def db_enable_rls(state: CliState, app_role: str | None) -> None:
+    """PostgreSQL: ENABLE and FORCE row-level security on every tenant table (run as their owner).
+
+    From then on the database itself hides every other tenant's rows from a tenant's requests.
+    The application must connect as a role that owns no table and lacks BYPASSRLS."""
+    tables = state.schema.enable_row_level_security(app_role)
+    console.print(f"row-level security on {len(tables)} tables: {', '.join(tables)}")
+
+
 @db.command("current")
 @json_option
 @pass_state

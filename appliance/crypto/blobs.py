@@ -22,6 +22,7 @@ iterator finished without raising.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -47,7 +48,7 @@ from appliance.crypto.data_keys import DataKeyService
 from appliance.crypto.records import DATA_PURPOSE
 from appliance.db.engine import transaction
 from appliance.db.models import Blob
-from appliance.errors import IntegrityError, InvalidInput, NotFound
+from appliance.errors import IntegrityError, InvalidInput, NotFound, StorageFull
 
 MAGIC = b"APB"
 FORMAT_VERSION = 1
@@ -60,6 +61,8 @@ HEADER_BYTES = _HEADER.size
 _NONCE = struct.Struct(">7sIB")
 MAX_SEGMENTS = 2**32 - 1
 TMP_SUFFIX = ".tmp"
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Write failures that mean the disk (or a quota, or a file-size limit) has no room: StorageFull."""
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _KIND = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 _TMP = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]{0,63})\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX) + "$")
@@ -247,9 +250,11 @@ def write_atomically(path: Path, fill: Callable[[BinaryIO], int], checkpoint: Ch
         if checkpoint is not None:
             checkpoint("blob.temp-written")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+            raise StorageFull("the data directory has no room for this write; nothing was stored") from None
         raise
     fsync_dir(path.parent)
     return size

@@ -29,10 +29,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.config import ModelSettings
-from appliance.errors import ConfigError, InvalidInput, NotFound, NotSupportedYet
+from appliance.errors import ApplianceError, ConfigError, InvalidInput, ModelUnavailable, NotFound, NotSupportedYet
 from appliance.models import llamacpp, sizing
 from appliance.models.base import SERVED_BY, ChatRunner, ClassifierRunner, EmbeddingRunner, InputObserver
 from appliance.models.chat import LocalChatRunner
@@ -45,6 +45,7 @@ from appliance.models.sealed import is_sealed
 from appliance.models.store import ModelStore
 from appliance.models.upstream import UpstreamRunner
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Runner = LocalChatRunner | LlamaCppChatRunner | LocalEmbeddingRunner | LocalClassifierRunner | UpstreamRunner
@@ -318,9 +319,9 @@ class ModelManager:
                 if path is None and info.kind != "upstream" and self._engine(info) != "llamacpp":
                     path = self.store.resolve(info.source)  # the first use of SmolLM2 converts it here
                 sampling = self._sampling(info, path)
-                runner = self._build(info, path, sampling)
+                runner = self._loaded(info, lambda: self._build(info, path, sampling))
                 try:
-                    runner.warmup()
+                    self._loaded(info, runner.warmup)
                 except BaseException:
                     runner.close()
                     raise
@@ -337,6 +338,19 @@ class ModelManager:
                 return found
             self._unload([stale])
             return runner
+
+    @staticmethod
+    def _loaded(info: ModelInfo, step: Callable[[], T]) -> T:
+        """Run a loading step; a failure that is not one of ours (a file that is no model, a
+        library that refuses it) becomes ModelUnavailable naming the model, so the caller gets a
+        clear 503 and the log keeps the exception type (its text may name files)."""
+        try:
+            return step()
+        except ApplianceError:
+            raise
+        except Exception as exc:
+            log.error("model failed to load", extra={"model": info.name, "error_type": type(exc).__name__})
+            raise ModelUnavailable(f"the model {info.name!r} could not be loaded; the operator's log says why") from exc
 
     def sampling(self, runner: object) -> SamplingDefaults:
         """The sampling defaults of a loaded chat ``runner`` (see ``models/sampling.py``);

@@ -42,10 +42,11 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from appliance.crypto.data_keys import SYSTEM, DataKeyService, wrap_context
 from appliance.crypto.records import DATA_PURPOSE, TenantCipher
 from appliance.db.base import utcnow
-from appliance.db.engine import transaction
+from appliance.db.engine import is_busy, transaction
 from appliance.db.models import AuditCheckpoint, AuditEntry, DataKey, Tenant
 from appliance.errors import (
     ApplianceError,
+    AuditBusy,
     AuditOutcomeUnknown,
     AuditUnavailable,
     IntegrityError,
@@ -459,6 +460,8 @@ class AuditLog:
                 log.error("audit write failed", extra={"audit_action": action, "error": type(exc).__name__})
             if isinstance(exc, AuditOutcomeUnknown):
                 raise
+            if is_busy(exc):
+                raise AuditBusy("the database was busy, so the action was not carried out; retry it") from exc
             raise AuditUnavailable("the audit trail could not be written, so the action was not carried out") from exc
 
     def _append_all(self, s: Session, entries: Sequence[PreparedEntry]) -> _Appended:
@@ -600,6 +603,8 @@ class AuditLog:
                 assert latest is not None
                 return self._checkpoint_view(latest)
         except SQLAlchemyError as exc:
+            if is_busy(exc):
+                raise AuditBusy("the database was busy, so no checkpoint was written; retry it") from exc
             raise AuditUnavailable("the audit trail could not be written") from exc
 
     def _checkpoint_view(self, row: AuditCheckpoint) -> CheckpointView:

@@ -57,7 +57,10 @@ class Services:
         detector: Detector | None = None,
     ) -> None:
         self.settings = settings
-        self.engine = make_engine(settings.database_url, echo=settings.database.echo)
+        db = settings.database
+        self.engine = make_engine(
+            settings.database_url, echo=db.echo, lock_timeout_s=db.lock_timeout_s, pool_timeout_s=db.pool_timeout_s
+        )
         self.sessions = make_sessionmaker(self.engine)
         self.schema = DatabaseSchema(self.engine)
         self.keyring = keyring or load_keyring(settings)

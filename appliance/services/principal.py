@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from appliance.db.tenancy import bind_tenant
 from appliance.errors import NotFound, PermissionDenied
 from appliance.roles import Role
 
@@ -28,3 +29,10 @@ class Principal:
         """Global roles see every tenant; tenant roles only their own (others look absent)."""
         if not self.role.is_global and self.tenant_id != tenant_id:
             raise NotFound("no such tenant")
+
+
+def scope_database_to(principal: Principal) -> None:
+    """The rest of this request's database work is scoped to the principal's tenant (global for
+    operator and compliance): on PostgreSQL with row-level security on, the database itself then
+    hides every other tenant's rows (``appliance/db/tenancy.py``)."""
+    bind_tenant(None if principal.role.is_global else principal.tenant_id)

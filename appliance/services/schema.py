@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import URL, Engine, text
 
 from appliance.config import Settings
-from appliance.db import migrate
+from appliance.db import migrate, tenancy
 from appliance.db.engine import make_engine
 
 
@@ -58,6 +58,12 @@ class DatabaseSchema:
         url = self._engine.url
         bare = URL.create(url.drivername, host=url.host, port=url.port, database=url.database)
         return bare.render_as_string(hide_password=False)
+
+    def enable_row_level_security(self, app_role: str | None = None) -> list[str]:
+        """PostgreSQL: switch on the tenant walls (``db/tenancy.py``); with ``app_role``, grant
+        the application's role its table rights. Run as the tables' owner. -> the tables walled."""
+        with self._engine.begin() as conn:
+            return tenancy.enable_row_level_security(conn, app_role)
 
     def close(self) -> None:
         self._engine.dispose()

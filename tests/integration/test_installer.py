@@ -166,10 +166,17 @@ def test_bundle_holds_every_wheel_hash_pinned_and_a_manifest_of_every_file(bundl
         "installer/uninstall.sh",
         "docs/operations.md",
         "bundle.json",
+        "sbom.cdx.json",
+        "installer/bundle_lock.py",
     ):
         assert needed in listed
     check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, check=False)
     assert check.returncode == 0
+    # The wheels, both locks and the SBOM agree, checked with the copy the bundle carries.
+    agree = subprocess.run(
+        [sys.executable, "installer/bundle_lock.py", "check", "."], cwd=bundle, capture_output=True, text=True
+    )
+    assert agree.returncode == 0, agree.stderr
 
 
 def test_the_same_commit_builds_the_same_manifest_and_tarball(bundle: Path, tmp_path: Path) -> None:

@@ -101,7 +101,11 @@ ADMIN_ENDPOINTS = [
     ("GET", "/admin/v1/tenants/{tenant}/datasets", None),
     ("GET", "/admin/v1/tenants/{tenant}/datasets/{dataset}", None),
     ("DELETE", "/admin/v1/tenants/{tenant}/datasets/{dataset}", None),
-    ("POST", "/admin/v1/tenants/{tenant}/finetune/jobs", {"dataset": "x", "task": "classifier"}),
+    (
+        "POST",
+        "/admin/v1/tenants/{tenant}/finetune/jobs",
+        {"dataset": "d", "task": "classifier", "output_model": "m", "target_epsilon": 1.0},
+    ),
     ("GET", "/admin/v1/tenants/{tenant}/finetune/jobs", None),
     ("GET", "/admin/v1/tenants/{tenant}/finetune/jobs/{job_id}", None),
     ("POST", "/admin/v1/tenants/{tenant}/finetune/jobs/{job_id}/cancel", None),
@@ -109,16 +113,16 @@ ADMIN_ENDPOINTS = [
     ("GET", "/admin/v1/tenants/{tenant}/models/{name}/versions", None),
     ("GET", "/admin/v1/tenants/{tenant}/models/{name}/card", None),
     ("GET", "/admin/v1/tenants/{tenant}/models/{name}/versions/{version}", None),
-    ("DELETE", "/admin/v1/tenants/{tenant}/models/{name}/versions/{version}", None),
     ("POST", "/admin/v1/tenants/{tenant}/models/{name}/rollback", {"to": 1}),
+    ("DELETE", "/admin/v1/tenants/{tenant}/models/{name}/versions/{version}", None),
 ]
 _PLACEHOLDERS = {
     "key_id": "0000000000000000",
     "version": "1",
     "name": "default",
     "entry_id": "1",
-    "dataset": "ds_0000",
-    "job_id": "job_0000",
+    "dataset": "00000000-0000-0000-0000-000000000000",
+    "job_id": "00000000-0000-0000-0000-000000000000",
 }
 
 

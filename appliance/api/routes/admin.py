@@ -67,6 +67,10 @@ def _issued(k: IssuedKey) -> IssuedKeyOut:
 
 TenantRef = Annotated[str, PathParameter(max_length=63, description="Tenant name or id")]
 KeyRef = Annotated[str, PathParameter(max_length=24)]
+INT32_MAX = 2**31 - 1
+"""The largest version number a database column holds; a larger one is refused as invalid
+(it could never exist), not passed down to fail as an overflow in the driver."""
+VersionNumber = Annotated[int, PathParameter(ge=1, le=INT32_MAX)]
 
 
 class TenantController(Controller):

@@ -12,6 +12,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
+from appliance.api.openapi_contract import RESPONSE_MEDIA_TYPES
 from appliance.roles import Role
 from appliance.services.audit import MAX_PAGE, AuditFilter, AuditView, audit_log_of
 from appliance.services.audit_chain import VerifyResult
@@ -94,7 +95,7 @@ class ExportBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     until: datetime | None = None
 
 
-EntryId = Annotated[int, PathParameter(ge=1, description="Audit entry id")]
+EntryId = Annotated[int, PathParameter(ge=1, le=2**53 - 1, description="Audit entry id")]
 
 
 class AuditController(Controller):
@@ -131,7 +132,13 @@ class AuditController(Controller):
         """Walk the whole chain; names the first edited, reordered or deleted entry, or a truncation."""
         return _verify(audit_log_of(services).verify(request.user))
 
-    @post("/export", guards=[roles(Role.COMPLIANCE, Role.OPERATOR)], sync_to_thread=True, status_code=200)
+    @post(
+        "/export",
+        guards=[roles(Role.COMPLIANCE, Role.OPERATOR)],
+        sync_to_thread=True,
+        status_code=200,
+        opt={RESPONSE_MEDIA_TYPES: sorted(_EXPORT_MEDIA.values())},
+    )
     def export_audit(self, request: AuthedRequest, services: Svc, data: JSONBody[ExportBody]) -> Response[str]:
         """Download a contiguous slice of the chain (JSONL or CSV) that verifies offline with
         ``appliance audit verify-export``. Without ``until`` it ends at a fresh signed checkpoint

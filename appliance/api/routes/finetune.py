@@ -20,7 +20,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
-from appliance.api.routes.admin import AuthedRequest, TenantRef
+from appliance.api.routes.admin import INT32_MAX, AuthedRequest, TenantRef, VersionNumber
 from appliance.errors import InvalidInput
 from appliance.models.registry import VersionInfo
 from appliance.roles import Role
@@ -37,7 +37,7 @@ enforced while the body streams in."""
 
 Ref = Annotated[str, PathParameter(max_length=128)]
 ModelName = Annotated[str, PathParameter(max_length=128)]
-Version = Annotated[int, PathParameter(ge=1)]
+Version = VersionNumber
 
 
 class JobCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -59,7 +59,7 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class RollbackBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    to: Annotated[int, msgspec.Meta(ge=1, description="The version to serve.")]
+    to: Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX, description="The version to serve.")]
 
 
 class DatasetController(Controller):
@@ -141,7 +141,10 @@ class JobController(Controller):
         request: AuthedRequest,
         services: Svc,
         tenant: TenantRef,
-        job_state: Annotated[str | None, QueryParameter(name="state", max_length=16)] = None,
+        job_state: Annotated[
+            Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] | None,
+            QueryParameter(name="state"),
+        ] = None,
     ) -> list[JobView]:
         return services.finetune.list(request.user, tenant, state=job_state)
 

@@ -11,14 +11,14 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
-from appliance.api.routes.admin import AuthedRequest, TenantRef
+from appliance.api.routes.admin import INT32_MAX, AuthedRequest, TenantRef, VersionNumber
 from appliance.errors import NotFound
 from appliance.policy.loader import PolicyError, load_policy_text, preset_names, preset_text
 from appliance.policy.schema import json_schema
 from appliance.roles import Role
 from appliance.services.policies import VersionView
 
-Version = Annotated[int, PathParameter(ge=1)]
+Version = VersionNumber
 READERS = roles(Role.COMPLIANCE, Role.OPERATOR, Role.TENANT_ADMIN)
 WRITERS = roles(Role.COMPLIANCE)
 Document = Annotated[str, msgspec.Meta(min_length=1, max_length=256 * 1024, description="Policy YAML.")]
@@ -30,7 +30,7 @@ class ApplyBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class RollbackBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    version: Annotated[int, msgspec.Meta(ge=1)]
+    version: Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)]
     comment: Annotated[str, msgspec.Meta(max_length=2000)] = ""
 
 
@@ -131,8 +131,8 @@ class PolicyController(Controller):
         request: AuthedRequest,
         services: Svc,
         tenant: TenantRef,
-        from_version: Annotated[int, QueryParameter(name="from", ge=1)],
-        to_version: Annotated[int, QueryParameter(name="to", ge=1)],
+        from_version: Annotated[int, QueryParameter(name="from", ge=1, le=INT32_MAX)],
+        to_version: Annotated[int, QueryParameter(name="to", ge=1, le=INT32_MAX)],
     ) -> dict[str, Any]:
         d = services.policies.diff(request.user, tenant, from_version, to_version)
         return {

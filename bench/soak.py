@@ -1,0 +1,303 @@
+"""Soak: many clients mixing chat, embeddings and admin calls against one live appliance, for
+minutes, to show that nothing fails that should not and that memory stays flat.
+
+    .venv/bin/python -m bench.soak                          # 50 clients, 600 s
+    .venv/bin/python -m bench.soak --clients 20 --duration 180
+    .venv/bin/python -m bench.soak --json                   # the figures as JSON too
+
+The script starts the appliance itself on its embedded defaults (``appliance init
+--demo-tenant soak`` in a temporary data directory: SQLite, a development master key, the
+default offline models; then ``appliance serve``, which loads the models before it listens)
+on 127.0.0.1, and stops it afterwards. One change to the defaults: the soak tenant's policy
+lifts the per-minute request limit (600), or the soak would measure the limiter. Each client
+loops until the time is up, choosing per call:
+
+    45 %  POST /v1/embeddings             one short sentence with a name and an e-mail address
+    15 %  POST /v1/chat/completions       a short prompt, max_tokens 8 (SmolLM2 on the CPU)
+    40 %  admin (tenant admin and operator keys): list keys, read the audit trail, read the
+          policy and the tenant, create and revoke an app key
+
+Printed at the end: requests and errors per kind, p50/p95 latency per kind, requests/s, and
+the server's RSS (from /proc) at the start, the middle and the end, with the peak. An
+"error" is any answer that is not 2xx, except 429/503 carrying Retry-After (the appliance
+shedding load as documented), which are counted apart as "shed"; a transport failure
+(connection refused or reset, timeout) is an error too. The exit status is 1 when there was
+any error, so a CI job can run a short soak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TENANT = "soak"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Server:
+    base_url: str
+    pid: int
+    operator_key: str
+    app_key: str
+    admin_key: str
+    log: Path
+
+
+def _policy() -> str:
+    text = (REPO / "policies" / "default.yaml").read_text()
+    if "requests_per_minute: 600" not in text:
+        raise RuntimeError("policies/default.yaml changed; update bench.soak._policy")
+    return text.replace("requests_per_minute: 600", "requests_per_minute: 1000000")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def live_server(store: Path, start_timeout_s: float = 300.0) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory(prefix="appliance-soak-") as tmp_name:
+        tmp = Path(tmp_name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+        env.update(
+            APPLIANCE_DATA_DIR=str(tmp / "data"),
+            APPLIANCE_CONFIG=str(tmp / "appliance.toml"),
+            APPLIANCE_MODELS__STORE_DIR=str(store.resolve()),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS="",
+        )
+        (tmp / "appliance.toml").write_text("")
+        (tmp / "policy.yaml").write_text(_policy())
+        cli = [sys.executable, "-m", "appliance.cli"]
+
+        def run_cli(*args: str) -> str:
+            done = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=180, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"appliance {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+            return done.stdout
+
+        info = json.loads(run_cli("init", "--demo-tenant", TENANT, "--json"))
+        run_cli("policy", "apply", TENANT, str(tmp / "policy.yaml"), "-m", "soak: no per-minute limit")
+        admin = json.loads(run_cli("apikey", "create", "--role", "tenant_admin", "--tenant", TENANT, "--json"))
+        port = _free_port()
+        log = tmp / "server.log"
+        with log.open("w") as fh:
+            proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + start_timeout_s
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the appliance did not become ready:\n" + log.read_text()[-4000:])
+                time.sleep(0.25)
+            yield Server(base, proc.pid, info["operator_api_key"], info["demo"]["app_api_key"], admin["api_key"], log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def server_errors(log: Path, limit: int = 20) -> list[str]:
+    """The server's ERROR and WARNING log lines (JSON; they name the error type and where, never
+    content), less the development-mode warning every start prints."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if ('"level": "ERROR"' in line or '"level": "WARNING"' in line) and "DEV MODE" not in line:
+            out.append(line[:1500])
+    return out[:limit]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Tally:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    shed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    samples: list[str] = field(default_factory=list)
+
+    def record(self, kind: str, started: float, r: httpx.Response | None, what: str = "") -> None:
+        self.latencies[kind].append(time.monotonic() - started)
+        if r is not None and r.is_success:
+            return
+        if r is not None and r.status_code in (429, 503) and "retry-after" in r.headers:
+            self.shed[kind] += 1
+            if len(self.samples) < 10:
+                self.samples.append(f"{kind} (shed): {r.status_code} {r.text[:200]}")
+            return
+        self.errors[kind] += 1
+        if len(self.samples) < 10:
+            detail = f"{r.status_code} {r.text[:200]}" if r is not None else what
+            self.samples.append(f"{kind}: {detail}")
+
+
+SENTENCES = [
+    "Please send the invoice to anna.berg@example.com before Friday.",
+    "Jonas Meier called about his refund for order 4471.",
+    "The meeting with Sara Lind moved to Tuesday at 10.",
+    "My card was charged twice, reach me at +46 70 123 45 67.",
+]
+
+
+async def _call(http: httpx.AsyncClient, kind: str, server: Server, rng: random.Random) -> httpx.Response:
+    app = {"Authorization": f"Bearer {server.app_key}"}
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+    op = {"Authorization": f"Bearer {server.operator_key}"}
+    if kind == "embeddings":
+        body = {"model": "all-minilm-l6-v2", "input": rng.choice(SENTENCES)}
+        return await http.post("/v1/embeddings", json=body, headers=app)
+    if kind == "chat":
+        body = {"messages": [{"role": "user", "content": rng.choice(SENTENCES)}], "max_tokens": 8}
+        return await http.post("/v1/chat/completions", json={"model": "smollm2-135m-instruct", **body}, headers=app)
+    pick = rng.random()
+    if pick < 0.3:
+        return await http.get(f"/admin/v1/tenants/{TENANT}/keys", headers=admin)
+    if pick < 0.55:
+        return await http.get("/admin/v1/audit", params={"limit": 20}, headers=op)
+    if pick < 0.75:
+        return await http.get(f"/admin/v1/tenants/{TENANT}/policy", headers=admin)
+    if pick < 0.85:
+        return await http.get(f"/admin/v1/tenants/{TENANT}", headers=admin)
+    r = await http.post(f"/admin/v1/tenants/{TENANT}/keys", json={"role": "app", "name": "soak"}, headers=admin)
+    if r.status_code == 201:
+        return await http.delete(f"/admin/v1/tenants/{TENANT}/keys/{r.json()['key']['id']}", headers=admin)
+    return r
+
+
+def _kind(rng: random.Random) -> str:
+    x = rng.random()
+    return "embeddings" if x < 0.45 else "chat" if x < 0.60 else "admin"
+
+
+async def _client(n: int, server: Server, until: float, tally: Tally) -> None:
+    rng = random.Random(n)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as http:
+        while time.monotonic() < until:
+            kind = _kind(rng)
+            started = time.monotonic()
+            try:
+                r = await _call(http, kind, server, rng)
+            except httpx.HTTPError as exc:
+                tally.record(kind, started, None, type(exc).__name__)
+                await asyncio.sleep(0.1)
+                continue
+            tally.record(kind, started, r)
+            if r.status_code in (429, 503):
+                await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+
+
+async def _watch(pid: int, started: float, duration: float, rss: dict[str, float]) -> None:
+    rss["start"] = rss["peak"] = rss_mib(pid)
+    middle_done = False
+    while time.monotonic() < started + duration:
+        await asyncio.sleep(1)
+        now = rss_mib(pid)
+        rss["peak"] = max(rss["peak"], now)
+        if not middle_done and time.monotonic() >= started + duration / 2:
+            rss["middle"] = now
+            middle_done = True
+    rss["end"] = rss_mib(pid)
+
+
+async def soak(server: Server, clients: int, duration: float) -> dict[str, Any]:
+    tally = Tally()
+    rss: dict[str, float] = {}
+    started = time.monotonic()
+    until = started + duration
+    await asyncio.gather(
+        _watch(server.pid, started, duration, rss), *(_client(n, server, until, tally) for n in range(clients))
+    )
+    wall = time.monotonic() - started
+    kinds: dict[str, Any] = {}
+    for kind, lat in sorted(tally.latencies.items()):
+        ordered = sorted(lat)
+        kinds[kind] = {
+            "requests": len(lat),
+            "errors": tally.errors[kind],
+            "shed": tally.shed[kind],
+            "p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
+            "p95_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 1),
+        }
+    total = sum(k["requests"] for k in kinds.values())
+    return {
+        "clients": clients,
+        "duration_s": round(wall, 1),
+        "requests": total,
+        "requests_per_s": round(total / wall, 1),
+        "errors": sum(k["errors"] for k in kinds.values()),
+        "shed": sum(k["shed"] for k in kinds.values()),
+        "kinds": kinds,
+        "rss_mib": {k: round(v, 1) for k, v in rss.items()},
+        "error_samples": tally.samples,
+    }
+
+
+def print_report(result: dict[str, Any]) -> None:
+    print(
+        f"soak: {result['clients']} clients for {result['duration_s']} s: {result['requests']} requests "
+        f"({result['requests_per_s']}/s), {result['errors']} errors, {result['shed']} shed (429/503 + Retry-After)"
+    )
+    print(f"{'kind':<12}{'requests':>10}{'errors':>8}{'shed':>6}{'p50 ms':>10}{'p95 ms':>10}")
+    for kind, k in result["kinds"].items():
+        print(f"{kind:<12}{k['requests']:>10}{k['errors']:>8}{k['shed']:>6}{k['p50_ms']:>10}{k['p95_ms']:>10}")
+    r = result["rss_mib"]
+    print(f"server RSS MiB: start {r.get('start')}, middle {r.get('middle')}, end {r.get('end')}, peak {r.get('peak')}")
+    for line in result["error_samples"]:
+        print("  sample:", line)
+    for line in result.get("server_errors", []):
+        print("  server log:", line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
+    parser.add_argument("--store", type=Path, default=REPO / ".bench-data" / "models", help="model store directory")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    args.store.mkdir(parents=True, exist_ok=True)
+    with live_server(args.store) as server:
+        result = asyncio.run(soak(server, args.clients, args.duration))
+        result["server_errors"] = server_errors(server.log)
+    print_report(result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    sys.exit(1 if result["errors"] else 0)
+
+
+if __name__ == "__main__":
+    main()
