@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 
-import httpx
+
+from bench.live import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = Path(os.environ.get("APPLIANCE_BENCH_MODEL_STORE", ROOT / ".bench-data" / "models"))
@@ -51,12 +51,6 @@ SEEN_BY_MODEL = "Complete the sentence: Thank you, <PERSON_1>! We will send the 
 def readme_code() -> str:
     (code,) = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
     return code
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -77,21 +71,15 @@ def quickstart() -> Iterator[tuple[str, str]]:
         if init.returncode != 0:
             raise SystemExit(init.stderr)
         key = json.loads(init.stdout)["demo"]["app_api_key"]
-        port = _free_port()
+        port = free_port()
         with Path(f"{tmp}/server.log").open("w") as log:
             proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("the quickstart server did not start:\n" + Path(f"{tmp}/server.log").read_text())
-                time.sleep(0.25)
+            try:
+                wait_until_ready(base, proc, Path(f"{tmp}/server.log"), 300)
+            except RuntimeError as e:
+                raise SystemExit(f"the quickstart server did not start: {e}") from None
             yield base, key
         finally:
             proc.terminate()

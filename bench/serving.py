@@ -48,7 +48,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -74,6 +73,7 @@ from appliance.models.generation import StepBatchedChatRunner
 from appliance.models.llamacpp import LlamaCppChatRunner
 from appliance.models.manager import configure_torch_threads
 from appliance.models.store import PACKAGE_SCHEME, SMOLLM2_PACKAGE, ModelStore, minilm_directory
+from bench.live import free_port, wait_until_ready
 
 DEFAULT_STORE = Path(".bench-data/models")
 CHAT_MODEL = "smollm2-135m-instruct"
@@ -498,12 +498,6 @@ def _patterns_policy() -> str:
     return text.replace("\n  allow_list: []", f"\n  detect: {PATTERN_TYPES}\n  allow_list: []")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def live_appliance(
     store: Path, start_timeout_s: float = 240.0, server_threads: int = 0, llamacpp_threads: int = 0
@@ -537,7 +531,7 @@ def live_appliance(
         run_cli("tenant", "create", PATTERNS_TENANT)
         run_cli("policy", "apply", PATTERNS_TENANT, str(tmp / "patterns.yaml"), "-m", "bench: pattern types only")
         patterns_key = json.loads(run_cli("apikey", "create", "--role", "app", "--tenant", PATTERNS_TENANT, "--json"))
-        port = _free_port()
+        port = free_port()
         log = tmp / "server.log"
         with log.open("w") as fh:
             proc = subprocess.Popen(
@@ -545,16 +539,7 @@ def live_appliance(
             )  # with warm-up: the default models are loaded before the port opens
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + start_timeout_s
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the appliance did not become ready:\n" + log.read_text()[-4000:])
-                time.sleep(0.25)
+            wait_until_ready(base, proc, log, start_timeout_s)
             yield LiveAppliance(base, info["demo"]["app_api_key"], log, patterns_key["api_key"], proc.pid)
         finally:
             proc.terminate()

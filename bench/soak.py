@@ -45,6 +45,8 @@ from typing import Any
 
 import httpx
 
+from bench.live import free_port, wait_until_ready
+
 TENANT = "soak"
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,14 +66,6 @@ def _policy() -> str:
     if "requests_per_minute: 600" not in text:
         raise RuntimeError("policies/default.yaml changed; update bench.soak._policy")
     return text.replace("requests_per_minute: 600", "requests_per_minute: 1000000")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -100,22 +94,13 @@ def live_server(store: Path, start_timeout_s: float = 300.0) -> Iterator[Server]
         info = json.loads(run_cli("init", "--demo-tenant", TENANT, "--json"))
         run_cli("policy", "apply", TENANT, str(tmp / "policy.yaml"), "-m", "soak: no per-minute limit")
         admin = json.loads(run_cli("apikey", "create", "--role", "tenant_admin", "--tenant", TENANT, "--json"))
-        port = _free_port()
+        port = free_port()
         log = tmp / "server.log"
         with log.open("w") as fh:
             proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + start_timeout_s
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the appliance did not become ready:\n" + log.read_text()[-4000:])
-                time.sleep(0.25)
+            wait_until_ready(base, proc, log, start_timeout_s)
             yield Server(base, proc.pid, info["operator_api_key"], info["demo"]["app_api_key"], admin["api_key"], log)
         finally:
             proc.terminate()
