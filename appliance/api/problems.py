@@ -154,9 +154,31 @@ _FULL_CODES = frozenset({"SQLITE_FULL", "SQLITE_IOERR_WRITE", "53100"})
 """The database had no room for a write (where ``transaction()`` did not already say so)."""
 
 
+_GONE_CODES = frozenset({"57P01", "57P02", "57P03"})
+"""PostgreSQL shut the connection down (admin shutdown, crash shutdown, cannot connect now):
+a restart or failover; class 08 (connection exceptions) means the same."""
+
+
+def _connection_lost(exc: Exception) -> bool:
+    code = _driver_code(exc) or ""
+    return bool(getattr(exc, "connection_invalidated", False)) or code in _GONE_CODES or code.startswith("08")
+
+
 def _database_busy(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     if isinstance(exc, OperationalError) and _driver_code(exc) in _FULL_CODES:
         return _appliance_error(request, StorageFull("the database has no room for this write; nothing was stored"))
+    if isinstance(exc, OperationalError) and _connection_lost(exc):
+        # The transaction died with its connection, so nothing of it was committed; the pool
+        # checks connections before use, so the next request gets a fresh one.
+        log.warning("database connection lost", extra={"driver_code": _driver_code(exc)})
+        return problem(
+            request,
+            503,
+            "database-unavailable",
+            "Database unavailable",
+            "the connection to the database was lost and nothing was changed; retry after Retry-After seconds",
+            headers={"Retry-After": "1"},
+        )
     if isinstance(exc, OperationalError) and _driver_code(exc) not in _BUSY_CODES:
         return _unexpected(request, exc)
     log.warning("database busy", extra={"error_type": type(exc).__name__, "driver_code": _driver_code(exc)})

@@ -38,7 +38,17 @@ from appliance.roles import Role
 from appliance.services.audit import audit_log_of
 from appliance.services.principal import Principal
 from tests.finetune_support import OP, add_tickets, finetune_tenant, tickets_jsonl
-from tests.support import MODEL_STORE, Stack, free_port, live_stack, make_services, make_settings, renamed_audit_table
+from tests.support import (
+    MODEL_STORE,
+    Stack,
+    _pg_admin,
+    free_port,
+    live_stack,
+    make_services,
+    make_settings,
+    postgres_database,
+    renamed_audit_table,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -362,3 +372,66 @@ def test_when_the_disk_fills_and_the_server_is_killed_mid_write_then_a_restart_f
         svc.api_keys.create(OP, role=Role.APP, name="after", tenant=tenant)  # and it writes again
     finally:
         svc.close()
+
+
+# -- PostgreSQL drops every connection mid-traffic (what a restart or failover does) ------------
+
+
+@pytest.mark.postgres
+def test_when_postgresql_drops_every_connection_mid_traffic_then_requests_fail_clearly_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """Every server-side connection of the appliance's database is terminated, three times,
+    while eight clients create keys: each call answers 201 or a clear 503 problem (never a
+    500), the pool reconnects on its own, and exactly the acknowledged keys are stored under
+    a verifiable audit chain. Terminating the backends is what a PostgreSQL restart or a
+    failover does to the appliance; the shared test server itself keeps running."""
+    with postgres_database() as url:
+        name = url.rsplit("/", 1)[1]
+        with live_stack(make_services(make_settings(tmp_path / "data", url))) as s:
+            tenant = s.tenant("pgdrop")
+            admin_key = s.key(Role.TENANT_ADMIN, tenant)
+            keys = f"/admin/v1/tenants/{tenant}/keys"
+            answers: list[httpx.Response] = []
+            lock = threading.Lock()
+            stop = threading.Event()
+
+            def client(n: int) -> None:
+                with s.client(admin_key) as c:
+                    i = 0
+                    while not stop.is_set():
+                        r = c.post(keys, json={"role": "app", "name": f"c{n}-{i}"})
+                        with lock:
+                            answers.append(r)
+                        i += 1
+
+            workers = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+            for w in workers:
+                w.start()
+            try:
+                for _ in range(3):
+                    time.sleep(0.7)
+                    with _pg_admin() as pg:
+                        pg.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (name,),
+                        )
+                time.sleep(0.7)
+            finally:
+                stop.set()
+                for w in workers:
+                    w.join(timeout=60)
+            statuses = {r.status_code for r in answers}
+            assert statuses <= {201, 503}, sorted(statuses)
+            assert 201 in statuses
+            for r in answers:
+                if r.status_code == 503:
+                    assert r.headers["content-type"].startswith(PROBLEM)
+                    assert "Traceback" not in r.text and "psycopg" not in r.text
+            acknowledged = {r.json()["key"]["name"] for r in answers if r.status_code == 201}
+            admin = s.client(admin_key)
+            assert admin.post(keys, json={"role": "app", "name": "after"}).status_code == 201
+            stored = {k["name"] for k in admin.get(keys).json()} - {"test", "after"}
+            assert acknowledged <= stored
+            assert audit_log_of(s.services).verify(Principal.local_operator()).ok
