@@ -134,6 +134,7 @@ class Tally:
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     shed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     samples: list[str] = field(default_factory=list)
+    shed_samples: list[str] = field(default_factory=list)
 
     def record(self, kind: str, started: float, r: httpx.Response | None, what: str = "") -> None:
         self.latencies[kind].append(time.monotonic() - started)
@@ -141,8 +142,8 @@ class Tally:
             return
         if r is not None and r.status_code in (429, 503) and "retry-after" in r.headers:
             self.shed[kind] += 1
-            if len(self.samples) < 10:
-                self.samples.append(f"{kind} (shed): {r.status_code} {r.text[:200]}")
+            if len(self.shed_samples) < 5:  # kept apart, so shed answers never crowd out the errors
+                self.shed_samples.append(f"{kind} (shed): {r.status_code} {r.text[:200]}")
             return
         self.errors[kind] += 1
         if len(self.samples) < 10:
@@ -248,6 +249,7 @@ async def soak(server: Server, clients: int, duration: float) -> dict[str, Any]:
         "kinds": kinds,
         "rss_mib": {k: round(v, 1) for k, v in rss.items()},
         "error_samples": tally.samples,
+        "shed_samples": tally.shed_samples,
     }
 
 
@@ -261,7 +263,7 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"{kind:<12}{k['requests']:>10}{k['errors']:>8}{k['shed']:>6}{k['p50_ms']:>10}{k['p95_ms']:>10}")
     r = result["rss_mib"]
     print(f"server RSS MiB: start {r.get('start')}, middle {r.get('middle')}, end {r.get('end')}, peak {r.get('peak')}")
-    for line in result["error_samples"]:
+    for line in [*result["error_samples"], *result["shed_samples"]]:
         print("  sample:", line)
     for line in result.get("server_errors", []):
         print("  server log:", line)
