@@ -49,13 +49,13 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ from appliance.models.generation import StepBatchedChatRunner
 from appliance.models.llamacpp import LlamaCppChatRunner
 from appliance.models.manager import configure_torch_threads
 from appliance.models.store import PACKAGE_SCHEME, SMOLLM2_PACKAGE, ModelStore, minilm_directory
-from bench.live import free_port, wait_until_ready
+from bench.live import CLI, appliance_env, free_port, run_cli, wait_until_ready
 
 DEFAULT_STORE = Path(".bench-data/models")
 CHAT_MODEL = "smollm2-135m-instruct"
@@ -505,37 +505,26 @@ def live_appliance(
     """``appliance init`` + ``policy apply`` + ``appliance serve`` in a subprocess on loopback."""
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-        env.update(
-            APPLIANCE_DATA_DIR=str(tmp / "data"),
-            APPLIANCE_CONFIG=str(tmp / "appliance.toml"),
-            APPLIANCE_MODELS__STORE_DIR=str(store.resolve()),
+        env = appliance_env(
+            tmp,
+            store,
             APPLIANCE_MODELS__TORCH_THREADS=str(server_threads),
             APPLIANCE_MODELS__LLAMACPP_THREADS=str(llamacpp_threads),
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
         )
-        (tmp / "appliance.toml").write_text("")
         (tmp / "policy.yaml").write_text(_bench_policy())
         (tmp / "patterns.yaml").write_text(_patterns_policy())
-        cli = [sys.executable, "-m", "appliance.cli"]
+        cli = partial(run_cli, env, timeout_s=120)
 
-        def run_cli(*args: str) -> str:
-            done = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=120)
-            if done.returncode != 0:
-                raise RuntimeError(f"appliance {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-            return done.stdout
-
-        info = json.loads(run_cli("init", "--demo-tenant", BENCH_TENANT, "--json"))
-        run_cli("policy", "apply", BENCH_TENANT, str(tmp / "policy.yaml"), "-m", "bench: no rate limit")
-        run_cli("tenant", "create", PATTERNS_TENANT)
-        run_cli("policy", "apply", PATTERNS_TENANT, str(tmp / "patterns.yaml"), "-m", "bench: pattern types only")
-        patterns_key = json.loads(run_cli("apikey", "create", "--role", "app", "--tenant", PATTERNS_TENANT, "--json"))
+        info = json.loads(cli("init", "--demo-tenant", BENCH_TENANT, "--json"))
+        cli("policy", "apply", BENCH_TENANT, str(tmp / "policy.yaml"), "-m", "bench: no rate limit")
+        cli("tenant", "create", PATTERNS_TENANT)
+        cli("policy", "apply", PATTERNS_TENANT, str(tmp / "patterns.yaml"), "-m", "bench: pattern types only")
+        patterns_key = json.loads(cli("apikey", "create", "--role", "app", "--tenant", PATTERNS_TENANT, "--json"))
         port = free_port()
         log = tmp / "server.log"
         with log.open("w") as fh:
             proc = subprocess.Popen(
-                [*cli, "serve", "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT
+                [*CLI, "serve", "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT
             )  # with warm-up: the default models are loaded before the port opens
         base = f"http://127.0.0.1:{port}"
         try:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from typing import Any
 
 import httpx
 
-from bench.live import free_port, wait_until_ready
+from bench.live import CLI, appliance_env, free_port, run_cli, wait_until_ready
 
 TENANT = "soak"
 REPO = Path(__file__).resolve().parent.parent
@@ -72,32 +71,15 @@ def _policy() -> str:
 def live_server(store: Path, start_timeout_s: float = 300.0) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="appliance-soak-") as tmp_name:
         tmp = Path(tmp_name)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-        env.update(
-            APPLIANCE_DATA_DIR=str(tmp / "data"),
-            APPLIANCE_CONFIG=str(tmp / "appliance.toml"),
-            APPLIANCE_MODELS__STORE_DIR=str(store.resolve()),
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
-            TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS="",
-        )
-        (tmp / "appliance.toml").write_text("")
+        env = appliance_env(tmp, store)
         (tmp / "policy.yaml").write_text(_policy())
-        cli = [sys.executable, "-m", "appliance.cli"]
-
-        def run_cli(*args: str) -> str:
-            done = subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=180, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"appliance {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-            return done.stdout
-
-        info = json.loads(run_cli("init", "--demo-tenant", TENANT, "--json"))
-        run_cli("policy", "apply", TENANT, str(tmp / "policy.yaml"), "-m", "soak: no per-minute limit")
-        admin = json.loads(run_cli("apikey", "create", "--role", "tenant_admin", "--tenant", TENANT, "--json"))
+        info = json.loads(run_cli(env, "init", "--demo-tenant", TENANT, "--json"))
+        run_cli(env, "policy", "apply", TENANT, str(tmp / "policy.yaml"), "-m", "soak: no per-minute limit")
+        admin = json.loads(run_cli(env, "apikey", "create", "--role", "tenant_admin", "--tenant", TENANT, "--json"))
         port = free_port()
         log = tmp / "server.log"
         with log.open("w") as fh:
-            proc = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until_ready(base, proc, log, start_timeout_s)
