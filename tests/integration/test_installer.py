@@ -137,6 +137,9 @@ def installed(bundle: Path) -> Iterator[Installed]:
             shutil.rmtree(root, ignore_errors=True)
         for kept in ("etc", "var"):  # a fresh installation, software aside
             shutil.rmtree(root / kept, ignore_errors=True)
+        # A rebuilt bundle can be byte-identical to the cached root's (same tree): forget the
+        # stamp so this run always installs, and checks, the bundle it just built.
+        (root / "opt/appliance/installed-bundle").unlink(missing_ok=True)
         first = _install(root, "--bundle", str(bundle))
         if first.returncode != 0 and full:
             shutil.rmtree(root, ignore_errors=True)  # never cache a half-made virtualenv
