@@ -14,9 +14,10 @@ key lookups during authentication, background batchers) is global. The applicati
 must own no table and not have ``BYPASSRLS`` (a superuser or the owner without FORCE would
 pass every policy).
 
-Left out on purpose: ``audit_entries`` and ``audit_checkpoints`` (the chain links every
-entry to the one before it, whatever its tenant; the audit service filters reads by tenant)
-and ``worker_leases`` (no tenant).
+The audit trail is walled for reads: a tenant-scoped transaction sees its own tenant's
+entries and no checkpoint. Its chain links every entry to the one before it, whatever the
+tenant, so the audit writer alone steps out of the tenant scope for an append
+(:func:`as_global`) and back in after it. ``worker_leases`` holds no tenant and has no wall.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from sqlalchemy import Connection, Engine, event, text
 
 from appliance.errors import ConfigError
 
-__all__ = ["TENANT_TABLES", "bind_tenant", "enable_row_level_security", "install", "tenant_scope"]
+__all__ = [
+    "TENANT_TABLES",
+    "as_global",
+    "bind_tenant",
+    "enable_row_level_security",
+    "install",
+    "tenant_scope",
+    "walls_enabled",
+]
 
 _TENANT: ContextVar[str | None] = ContextVar("appliance_db_tenant", default=None)
 
@@ -49,6 +58,8 @@ TENANT_TABLES: dict[str, str] = {
     "finetune_jobs": f"tenant_id = {_MINE}",
     "privacy_charges": f"tenant_id = {_MINE}",
     "model_versions": f"tenant_id = {_MINE}",
+    "audit_entries": f"tenant_id = {_MINE}",  # appends step out of the scope: as_global
+    "audit_checkpoints": "false",  # signed chain anchors: operators and compliance only
 }
 """Table -> the rows a tenant-scoped transaction may see and write."""
 
@@ -75,6 +86,22 @@ def _declare(conn: Connection) -> None:
     )
 
 
+@contextmanager
+def as_global(conn: Connection) -> Iterator[None]:
+    """Within the current transaction, act globally for the block, then return to the scope
+    the transaction declared. Only for the audit chain's append, which must read the trail's
+    head whatever its tenant; a no-op off PostgreSQL."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql("SELECT set_config('app.scope', 'global', true)")
+    try:
+        yield
+    finally:
+        if not conn.invalidated and conn.in_transaction():
+            _declare(conn)
+
+
 def install(engine: Engine) -> None:
     """PostgreSQL: every transaction on ``engine`` declares its scope first (harmless until
     :func:`enable_row_level_security` has run). SQLite has no row-level security: a no-op."""
@@ -98,7 +125,27 @@ def enable_row_level_security(conn: Connection, app_role: str | None = None) -> 
         role = _quoted_role(conn, app_role)
         conn.execute(text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"))
         conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+        # Tables and sequences a later migration creates (as this owner) get the same rights.
+        conn.execute(
+            text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}")
+        )
+        conn.execute(text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {role}"))
     return list(TENANT_TABLES)
+
+
+def walls_enabled(conn: Connection) -> bool:
+    """Whether :func:`enable_row_level_security` has run on this database (any table forced)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    forced = conn.execute(
+        text(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relforcerowsecurity "
+            "AND c.relname = ANY(:tables)"
+        ),
+        {"tables": list(TENANT_TABLES)},
+    ).scalar()
+    return bool(forced)
 
 
 def _quoted_role(conn: Connection, name: str) -> str:

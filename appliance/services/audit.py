@@ -44,6 +44,7 @@ from appliance.crypto.records import DATA_PURPOSE, TenantCipher
 from appliance.db.base import utcnow
 from appliance.db.engine import is_busy, transaction
 from appliance.db.models import AuditCheckpoint, AuditEntry, DataKey, Tenant
+from appliance.db.tenancy import as_global
 from appliance.errors import (
     ApplianceError,
     AuditBusy,
@@ -436,7 +437,7 @@ class AuditLog:
         database cannot say. The chain lock waits out that transaction if it is still
         finishing on the server, so the answer is final."""
         try:
-            with transaction(self._sessions) as s:
+            with transaction(self._sessions) as s, as_global(s.connection()):
                 if s.get_bind().dialect.name == "postgresql":
                     s.execute(text("SET LOCAL lock_timeout = '10s'"))
                 self._lock(s)
@@ -467,7 +468,14 @@ class AuditLog:
     def _append_all(self, s: Session, entries: Sequence[PreparedEntry]) -> _Appended:
         """Insert each entry (its id comes back), chain the MACs in memory, then write every
         MAC (and sealed payload) in one bulk update: Core statements, not one ORM flush per row.
-        Returns the ids and the last MAC, which recognise the group if its COMMIT answer is lost."""
+        Returns the ids and the last MAC, which recognise the group if its COMMIT answer is lost.
+
+        The chain is one across tenants: behind row-level security the append steps out of a
+        tenant's scope to read the head, and back in after."""
+        with as_global(s.connection()):
+            return self._append_chained(s, entries)
+
+    def _append_chained(self, s: Session, entries: Sequence[PreparedEntry]) -> _Appended:
         self._lock(s)
         version, key = self._mac_key(s)
         prev_mac, prev_time = self._head(s)

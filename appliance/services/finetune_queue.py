@@ -14,6 +14,11 @@ naming the budget) and opens the job's charge. Progress raises the charge as ste
 the end settles it. Checkpoints are sealed with the tenant's key into the blob store
 (kind ``checkpoint``), one per job, replaced as the run goes, deleted when the job ends.
 A trained model is registered (sealed, a new version) only in :meth:`DbJobStore.complete`.
+
+Claiming looks at every tenant's queue; everything done afterwards for a claimed job runs in
+its tenant's scope (``db/tenancy.py``), so behind PostgreSQL's row-level security the database
+itself keeps a job to its own tenant's rows (a job row pointing at another tenant's dataset
+finds nothing).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
@@ -34,6 +39,7 @@ from appliance.crypto.blobs import BlobStore
 from appliance.db.base import utcnow
 from appliance.db.engine import transaction
 from appliance.db.models import FinetuneJob, WorkerLease
+from appliance.db.tenancy import tenant_scope
 from appliance.errors import BudgetExceeded, IntegrityError, InvalidInput, KeyUnavailable, NotFound
 from appliance.services.audit import SYSTEM_ACTOR, AuditLog
 from appliance.services.datasets import CHECKPOINT_KIND, DatasetService, StoredDataset
@@ -63,6 +69,23 @@ SQLITE_LEASE = "sqlite"
 RUNNING = ("running", "cancelling")
 PROGRESS_EVERY_S = 1.0
 """Progress is written at most this often (and always for the first and the last step)."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _in_jobs_tenant(
+    method: Callable[Concatenate[DbJobStore, ClaimedJob, _P], _R],
+) -> Callable[Concatenate[DbJobStore, ClaimedJob, _P], _R]:
+    """Run a store method for a claimed job in the job's tenant scope (the heartbeat calls
+    from a thread of its own, which starts global)."""
+
+    def scoped(self: DbJobStore, job: ClaimedJob, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with tenant_scope(job.tenant_id):
+            return method(self, job, *args, **kwargs)
+
+    scoped.__doc__, scoped.__name__ = method.__doc__, method.__name__
+    return scoped
 
 
 def examples_of(dataset: StoredDataset) -> list[Example]:
@@ -253,6 +276,7 @@ class DbJobStore:
     def _mine(self, job: ClaimedJob) -> Any:
         return (FinetuneJob.id == job.id) & (FinetuneJob.worker_id == job.worker_id) & FinetuneJob.state.in_(RUNNING)
 
+    @_in_jobs_tenant
     def renew(self, job: ClaimedJob) -> bool:
         now = self._clock()
         with transaction(self._sessions) as session:
@@ -267,6 +291,7 @@ class DbJobStore:
                 )
             return bool(renewed.rowcount)  # type: ignore[attr-defined]
 
+    @_in_jobs_tenant
     def cancel_requested(self, job: ClaimedJob) -> bool:
         with self._sessions() as session:
             row = session.execute(
@@ -276,6 +301,10 @@ class DbJobStore:
 
     @contextlib.contextmanager
     def prepare(self, job: ClaimedJob) -> Iterator[PreparedJob]:
+        with tenant_scope(job.tenant_id):
+            yield from self._prepared(job)
+
+    def _prepared(self, job: ClaimedJob) -> Iterator[PreparedJob]:
         with self._sessions() as session:
             row = session.get(FinetuneJob, job.id)
             if row is None:
@@ -308,6 +337,7 @@ class DbJobStore:
         else:
             yield self._store().resolve(info.source)
 
+    @_in_jobs_tenant
     def progress(self, job: ClaimedJob, progress: Progress) -> None:
         now = time.monotonic()
         last = progress.step >= progress.total_steps
@@ -327,6 +357,7 @@ class DbJobStore:
             row.eta_s = progress.eta_s
             self._budget.raise_to(session, row, progress.step, progress.epsilon_spent)
 
+    @_in_jobs_tenant
     def checkpoint(self, job: ClaimedJob, step: int, state: bytes) -> None:
         blob = self._blobs.put(job.tenant_id, CHECKPOINT_KIND, state)
         old: str | None = None
@@ -343,6 +374,7 @@ class DbJobStore:
 
     # -- endings ---------------------------------------------------------------------------
 
+    @_in_jobs_tenant
     def complete(self, job: ClaimedJob, result: TrainingResult) -> None:
         """Register the trained model as the next version of the job's model name, then
         end the job succeeded and settle its charge."""
@@ -380,6 +412,7 @@ class DbJobStore:
                 facts={"model": output, "version": version.version, "epsilon": result.card.epsilon},
             )
 
+    @_in_jobs_tenant
     def cancelled(self, job: ClaimedJob, exc: TrainingCancelled) -> None:
         with self._tx() as session:
             row = session.scalar(select(FinetuneJob).where(self._mine(job)).with_for_update())
@@ -390,6 +423,7 @@ class DbJobStore:
             row.epsilon_spent = max(row.epsilon_spent, exc.epsilon_spent)
             self._end(session, row, "cancelled", exc.history, None, None)
 
+    @_in_jobs_tenant
     def failed(self, job: ClaimedJob, reason: str) -> None:
         with self._tx() as session:
             row = session.scalar(select(FinetuneJob).where(self._mine(job)).with_for_update())
@@ -398,6 +432,7 @@ class DbJobStore:
             lock_tenant(session, row.tenant_id)
             self._end(session, row, "failed", None, reason, reason)
 
+    @_in_jobs_tenant
     def release(self, job: ClaimedJob) -> None:
         with transaction(self._sessions) as session:
             row = session.scalar(select(FinetuneJob).where(self._mine(job)))

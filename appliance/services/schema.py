@@ -31,8 +31,14 @@ class DatabaseSchema:
         self._engine = engine
 
     def upgrade(self, revision: str = "head") -> SchemaStatus:
-        """Apply the shipped migrations up to ``revision``; safe to repeat."""
+        """Apply the shipped migrations up to ``revision``; safe to repeat. On a PostgreSQL
+        database whose tenant walls are on, the walls are applied again afterwards, so a table
+        a migration adds is walled before the application uses it."""
+        with self._engine.connect() as conn:
+            walled = tenancy.walls_enabled(conn)
         migrate.upgrade(self._engine, revision)
+        if walled:
+            self.enable_row_level_security()
         return self.status()
 
     def status(self) -> SchemaStatus:

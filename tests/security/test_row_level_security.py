@@ -10,26 +10,33 @@ connection carries no tenant into its next transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import DBAPIError
 
-from appliance.db.engine import make_engine
-from appliance.db.models import ApiKey, Dataset, Tenant
+from appliance.db.engine import make_engine, transaction
+from appliance.db.models import ApiKey, AuditCheckpoint, AuditEntry, Dataset, Tenant
 from appliance.db.tenancy import TENANT_TABLES, enable_row_level_security, tenant_scope
 from appliance.errors import ConfigError
 from appliance.roles import Role
-from tests.finetune_support import OP, add_tickets, finetune_tenant, tickets_jsonl
+from appliance.services.audit import audit_log_of
+from appliance.services.principal import Principal
+from appliance.services.schema import DatabaseSchema
+from appliance.training import Example, TrainingResult, TrainingSpec, train
+from appliance.training.worker import Worker
+from tests.finetune_support import OP, add_tickets, finetune_tenant, queue_job, tickets_jsonl
 from tests.support import Stack, live_stack, make_services, make_settings, walled_postgres
 
 pytestmark = pytest.mark.postgres
 
-NOT_WALLED = {"audit_entries": "the chain links entries across tenants; reads are filtered by the audit service"}
+NOT_WALLED: dict[str, str] = {}
+"""Tables with tenant rows and no wall, and why (none today: the audit trail is walled too)."""
 
 
 @dataclass
@@ -92,7 +99,11 @@ def test_every_tenant_table_is_walled_and_forced_and_the_app_role_owns_nothing_a
     assert owned == (0,)
 
 
-TENANT_ROWS = {"data_keys": "tenant_id IS NOT NULL", "registered_models": "owner_tenant_id IS NOT NULL"}
+TENANT_ROWS = {
+    "data_keys": "tenant_id IS NOT NULL",
+    "registered_models": "owner_tenant_id IS NOT NULL",
+    "audit_entries": "tenant_id IS NOT NULL",
+}
 """Where a walled table also holds rows of no tenant (system keys, shared models), which stay visible."""
 
 
@@ -173,6 +184,68 @@ def test_the_api_works_through_the_wall_and_another_tenants_object_is_still_404(
     assert {walled.a, walled.b} <= names
     verified = stack.client(stack.operator_key).get("/admin/v1/audit/verify").json()
     assert verified["ok"], verified
+
+
+def test_a_tenant_sees_only_its_own_audit_entries_and_no_checkpoint_and_its_appends_still_chain(
+    walled: Walled,
+) -> None:
+    svc = walled.stack.services
+    audit = audit_log_of(svc)
+    audit.checkpoint()  # the trail's signed anchor, for operators and compliance only
+    with tenant_scope(walled.b_id), transaction(svc.sessions) as s:
+        # The append reads the head of the whole trail (another tenant's entry, most likely)...
+        appended = audit.record("test.walled.append", actor="t", tenant_id=walled.b_id, session=s)
+        # ...and the transaction is back in B's scope afterwards.
+        assert {e.tenant_id for e in s.scalars(select(AuditEntry))} == {walled.b_id}
+        assert s.get(AuditEntry, appended) is not None
+        assert s.scalars(select(AuditCheckpoint)).all() == []
+    with svc.sessions() as s:  # global: every tenant's entries, the operator's, the checkpoint
+        tenants = {e.tenant_id for e in s.scalars(select(AuditEntry))}
+        assert {None, walled.a_id, walled.b_id} <= tenants
+        assert s.scalars(select(AuditCheckpoint)).all() != []
+    assert audit.verify(Principal.local_operator()).ok
+
+
+def test_the_worker_runs_a_job_in_its_tenants_scope_behind_the_wall(walled: Walled) -> None:
+    svc = walled.stack.services
+    job = queue_job(svc, walled.a, "tickets")
+    seen: list[tuple[object, set[str]]] = []
+
+    def watched(spec: TrainingSpec, examples: Sequence[Example], output_dir: Path, **kw: Any) -> TrainingResult:
+        with svc.sessions() as s:  # what any query made during the job is allowed to see
+            scope = s.execute(text("SELECT current_setting('app.tenant_id', true)")).scalar()
+            seen.append((scope, {d.tenant_id for d in s.scalars(select(Dataset))}))
+        return train(spec, examples, output_dir, **kw)
+
+    t = svc.settings.training
+    worker = Worker(svc.job_store(), watched, lease_s=t.lease_s, poll_s=0.1, scratch=t.scratch_dir)
+    assert worker.run(once=True) == 1
+    assert seen == [(walled.a_id, {walled.a_id})]
+    done = svc.finetune.get(OP, walled.a, job.id)
+    assert (done.state, done.model_version) == ("succeeded", 1), done
+    assert audit_log_of(svc).verify(Principal.local_operator()).ok
+
+
+def test_an_upgrade_walls_the_tables_again_and_tables_made_later_are_granted_to_the_app_role(
+    walled: Walled,
+) -> None:
+    with walled.raw(walled.owner_url) as owner:
+        owner.execute("ALTER TABLE datasets NO FORCE ROW LEVEL SECURITY")  # as a new table would be
+        owner.execute("CREATE TABLE made_later (id integer)")
+    try:
+        engine = make_engine(walled.owner_url)
+        try:
+            DatabaseSchema(engine).upgrade()  # what `appliance db upgrade` runs
+        finally:
+            engine.dispose()
+        with walled.raw(walled.owner_url) as owner:
+            forced = owner.execute("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'datasets'").fetchone()
+        assert forced == (True,)
+        with walled.raw(walled.app_url) as app:
+            assert app.execute("SELECT count(*) FROM made_later").fetchone() == (0,)
+    finally:
+        with walled.raw(walled.owner_url) as owner:
+            owner.execute("DROP TABLE IF EXISTS made_later")
 
 
 def test_the_wall_is_unused_on_sqlite(tmp_path: Path) -> None:
