@@ -161,7 +161,11 @@ a restart or failover; class 08 (connection exceptions) means the same."""
 
 def _connection_lost(exc: Exception) -> bool:
     code = _driver_code(exc) or ""
-    return bool(getattr(exc, "connection_invalidated", False)) or code in _GONE_CODES or code.startswith("08")
+    # psycopg's errors without a SQLSTATE are the client's own: the server could not be reached
+    # (down, restarting) or the socket broke; sqlite3's errors have no ``sqlstate`` at all.
+    unreached = getattr(getattr(exc, "orig", None), "sqlstate", "") is None
+    invalidated = bool(getattr(exc, "connection_invalidated", False))
+    return invalidated or unreached or code in _GONE_CODES or code.startswith("08")
 
 
 def _database_busy(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
