@@ -27,7 +27,7 @@ Three corpora, none of them used to train the name model:
   styles (legal, medical, logistics, JSON, markdown...), written independently of both the
   model and the other corpora and measured only for the final figures.
 
-Usage: ``python -m bench.pii_quality [--stock] [--corpus own|heldout|unseen|both|all] [--misses N]``
+Usage: ``python -m bench.pii_quality [--stock] [--corpus own|heldout|unseen|fresh|both|all] [--misses N]``
 (``--stock``: Presidio's stock ``AnalyzerEngine`` with the same spaCy model, side by side;
 ``--misses``: print up to N leaked names with their text, for debugging: synthetic data).
 """
@@ -161,6 +161,10 @@ def load_corpus(name: str) -> list[Sample]:
         from bench.pii_heldout import build_heldout_corpus
 
         return build_heldout_corpus()
+    if name == "fresh":
+        from bench.pii_fresh import build_fresh_corpus
+
+        return build_fresh_corpus()
     return build_corpus()
 
 
@@ -216,7 +220,9 @@ def _option(name: str, default: str) -> str:
 
 def main() -> None:
     which = _option("--corpus", "both")
-    corpora = ["own", "heldout", "unseen"] if which == "all" else ["own", "heldout"] if which == "both" else [which]
+    corpora = (
+        ["own", "heldout", "unseen", "fresh"] if which == "all" else ["own", "heldout"] if which == "both" else [which]
+    )
     pipelines = {"appliance": appliance_predictor()}
     if "--stock" in sys.argv:
         pipelines["stock"] = stock_predictor()

@@ -1,0 +1,143 @@
+"""The third held-out corpus (bench/pii_fresh.py): deterministic, exact, valid and new."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections import Counter
+
+import phonenumbers
+
+from bench.pii_corpus import Sample
+from bench.pii_fresh import (
+    EXPECTED_SPANS,
+    N_TEXTS,
+    PHONE_FORMATS,
+    TYPES,
+    _build,
+    _initials,
+    build_fresh_corpus,
+    check_sample,
+    full_name,
+    iban_ok,
+    load_people,
+    load_templates,
+    luhn_ok,
+    phone_ok,
+    ssn_ok,
+)
+
+
+@functools.cache
+def _fresh() -> list[Sample]:
+    return build_fresh_corpus()
+
+
+def _person_strings(samples: list[Sample]) -> set[str]:
+    return {s.text[g.start : g.end] for s in samples for g in s.spans if g.entity_type == "PERSON"}
+
+
+def test_the_corpus_is_deterministic_and_the_seed_matters() -> None:
+    first = _fresh()
+    assert first == build_fresh_corpus()
+    assert [s.text for s in build_fresh_corpus(1)] != [s.text for s in first]
+
+
+def test_every_span_is_exact_typed_valid_and_alone() -> None:
+    samples, stats = _build()
+    assert len(samples) == N_TEXTS
+    seen = set()
+    for sample in samples:
+        check_sample(sample)  # in range, trimmed, known type, no overlaps
+        assert sample.source.startswith("fresh/")
+        for span in sample.spans:
+            value = sample.text[span.start : span.end]
+            seen.add(span.entity_type)
+            if span.entity_type == "CREDIT_CARD":
+                assert luhn_ok(value), value
+            elif span.entity_type == "IBAN_CODE":
+                assert iban_ok(value), value
+            elif span.entity_type == "US_SSN":
+                assert ssn_ok(value), value
+            elif span.entity_type == "IP_ADDRESS":
+                ipaddress.ip_address(value)
+            elif span.entity_type == "PHONE_NUMBER":
+                assert phone_ok(value, stats.phones[value]), value
+                if value.startswith("+") and " " not in value:  # E.164 parses without a region
+                    assert phonenumbers.is_valid_number(phonenumbers.parse(value)), value
+            elif span.entity_type == "PERSON":
+                assert not value.endswith(("'s", "\u2019s")), value
+                assert not value.startswith("@"), value
+            elif span.entity_type == "EMAIL_ADDRESS":
+                assert value.count("@") == 1 and " " not in value, value
+    assert seen == set(TYPES)
+
+
+def test_pattern_checks_reject_bad_values() -> None:
+    assert not luhn_ok("4111 1111 1111 1112")
+    assert not iban_ok("DE00 1234 5678 9012 3456 78")
+    assert not ssn_ok("666-12-3456") and not ssn_ok("123-00-4567") and not ssn_ok("912-34-5678")
+
+
+def test_counts_match_the_docstring() -> None:
+    samples, stats = _build()
+    spans = Counter(g.entity_type for s in samples for g in s.spans)
+    assert dict(spans) == EXPECTED_SPANS
+    people = load_people()
+    assert len(people) == 1050
+    assert len({p.culture for p in people}) == 207
+    assert len(stats.people) == len(people)  # everyone is used
+    templates = load_templates()
+    assert len([t for t in templates if t.style not in ("filler", "late")]) == 240
+    assert len({t.style for t in templates} - {"filler", "late"}) == 16
+    assert stats.paragraphs == 180
+    assert stats.trap_texts >= 0.2 * len(samples)
+    assert 0 < stats.no_pii_texts < 0.25 * len(samples)
+    assert len(stats.phone_regions) >= 50
+    assert set(stats.phone_formats) == set(PHONE_FORMATS)
+
+
+def test_people_are_unique_and_varied() -> None:
+    people = load_people()
+    assert len({(p.given, p.family) for p in people}) == len(people)
+    assert {p.order for p in people} == {"gf", "fg", "mono"}
+    assert len({p.group for p in people}) >= 15
+    text = " ".join(full_name(p) for p in people)
+    for particle in (" van ", " de la ", " bin ", " Ó ", " ter ", " zu ", " al-", "Mac", "O'", "N'", "-"):
+        assert particle.lower() in text.lower(), particle
+
+
+def test_paragraphs_are_long_and_name_the_person_late() -> None:
+    paragraphs = [s for s in _fresh() if s.source == "fresh/paragraph"]
+    assert paragraphs
+    for s in paragraphs:
+        assert 100 <= len(s.text.split()) <= 250, len(s.text.split())
+        names = [g for g in s.spans if g.entity_type == "PERSON"]
+        assert names and names[0].start > len(s.text) // 2
+
+
+def test_people_are_disjoint_from_the_other_held_out_corpora() -> None:
+    """No fresh person's name is in heldout or unseen; only lone name parts may recur.
+
+    A given name or a family name on its own ("Nadia", "Ms Diallo") is shared by many
+    people, so such strings may occur in the other corpora too; anything longer may not.
+    """
+    from bench.pii_heldout import build_heldout_corpus
+    from bench.pii_unseen import build_unseen_corpus
+
+    other = {v.casefold() for v in _person_strings(build_unseen_corpus()) | _person_strings(build_heldout_corpus())}
+    people = load_people()
+    lone_parts: set[str] = set()
+    for p in people:
+        for part in (p.given, p.family):
+            if part:
+                lone_parts |= {part.casefold(), f"{part}-san".casefold()}
+                lone_parts |= {f"{t} {part}".casefold() for t in p.titles}
+        whole = {full_name(p)}
+        if p.family:
+            whole |= {f"{p.given} {p.family}", f"{p.family} {p.given}", f"{p.family}, {p.given}"}
+            whole |= {f"{_initials(p.given)} {p.family}", f"{p.given[0]}. {p.family}"}
+        whole |= {f"{t} {w}" for w in list(whole) for t in p.titles}
+        assert not {w.casefold() for w in whole} & other, full_name(p)
+    shared = {v for v in _person_strings(_fresh()) if v.casefold() in other}
+    assert all(v.casefold() in lone_parts for v in shared), sorted(v for v in shared if v.casefold() not in lone_parts)
