@@ -29,6 +29,7 @@ from appliance.config import PrivacySettings
 from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer, load_ner_pipeline, make_nlp_engine
 from appliance.privacy.name_bounds import bare_name, widen_names
+from appliance.privacy.name_lexicon import judge_names
 from appliance.privacy.name_model import NAME_MODEL_DIR, NameModel, NameReading
 from appliance.privacy.names import (
     drop_non_names,
@@ -230,6 +231,7 @@ class Detector:
             drop_non_names(text, found)
             names_near_emails(text, found, allowed)
             names_from_cues(text, doc, found, allowed)
+            judge_names(text, found, locations="LOCATION" in wanted)
             found[:] = [d for d in found if d.entity_type != "PERSON" or _credible_name(text, d, reading)]
         # After the gate: only credible names spread, and a further mention of one is masked
         # however ordinary its words look where they stand ("the marta zyxkowski report").

@@ -1,0 +1,212 @@
+"""What the words of a PERSON guess say about it: an ordinary word, a place, an eponym.
+
+The name model reads casing and context; it has no dictionary. So it sometimes calls a
+person what any reader knows is not one: a lone English word ("Housekeeping", "payslip",
+"thyroiditis"), a street or an airport named after someone ("Samora Machel Avenue",
+"Avenida Benito Juárez", "Jomo Kenyatta International Airport"), or the person in an eponym
+("Hashimoto's thyroiditis", "Ohm's law"). :func:`judge_names` settles those cases with
+knowledge of English, not with a list of the names it saw:
+
+* **Ordinary words.** A guess made only of common English words that are not also given or
+  family names (the shipped lexicon: WordNet's lemmas minus every name Faker knows; see
+  ``name_training/lexicon.py``) is dropped unless a title stands before it ("Mr Head"). A
+  word that is both ("Hope", "Mark", "Lee") is never dropped for this. Lower-case ordinary
+  words at the edges of a longer guess are trimmed ("flaky Grafana" -> "Grafana").
+* **Places.** A guess followed by a place word ("Road", "Airport") or preceded by a street
+  word in any of several languages ("Avenida", "Jalan", "Rue") becomes a LOCATION over the
+  whole place (still replaced when the policy replaces places).
+* **Eponyms and organisations.** A guess followed by an eponym's head ("'s disease",
+  "syndrome", "'s law") or ending in an organisation word ("Umoja Solar", "Kestrel
+  Freight") is not a person.
+
+Mentions of a name the request confirmed elsewhere are not judged here: the gate runs
+before names spread to their other mentions.
+"""
+
+# ruff: noqa: RUF001  (Turkish street words are spelled with the dotless i)
+from __future__ import annotations
+
+import functools
+import gzip
+
+import regex
+from spacy.lang.en.stop_words import STOP_WORDS
+
+from appliance.privacy.name_model import NAME_MODEL_DIR
+from appliance.privacy.spans import Detection
+
+__all__ = ["LEXICON_FILE", "common_words", "is_ordinary", "judge_names"]
+
+LEXICON_FILE = "common_words.txt.gz"
+
+_TOKEN = regex.compile(r"\p{L}[\p{L}\p{M}'\u2019]*(?:-\p{L}[\p{L}\p{M}'\u2019]*)*")
+_TITLE_BEFORE = regex.compile(
+    r"(?<![\p{L}\d])(?i:mr|mrs|ms|mx|miss|mister|dr|doctor|prof|professor|sir|dame|lady|lord|rev|fr|herr|frau|mme"
+    r"|madame|monsieur|señor|señora|sra|sr|dhr|mevr|sheikh|chief|captain|capt|judge|justice|pastor|imam|rabbi"
+    r"|uncle|auntie|aunt|coach|nurse|officer|agent|detective|inspector|sergeant|sgt)\.?[ \t]+$"
+)
+# Particles inside a name are ordinary words too ("van", "bin", "de"): never judged alone.
+_PARTICLES = frozenset(
+    """van von der den de da das do dos du del della la le lo di bin binti ibn ben bat al el ul ter ten y e mac
+    nic ap ab abu abd abdel abdul""".split()  # noqa: SIM905 - a word list reads best as words
+)
+
+# Words after a name that make it a place. Words that are also common surnames ("Park",
+# "Hill", "Hall", "Lane", "Church", "Temple") are left out: "Anna Park" is a person.
+_PLACE_AFTER = frozenset(
+    """road rd street avenue ave boulevard blvd highway hwy expressway freeway parkway crescent terrace
+    embankment quay wharf airport aerodrome station terminal harbour harbor stadium arena cathedral mosque
+    masjid synagogue monastery abbey palace museum memorial monument mausoleum university hospital airfield
+    bazaar marg bulvar bulvarı caddesi sokak sokağı utca körút weg laan gatan gata vej gade""".split()  # noqa: SIM905 - a word list reads best as words
+)
+# Street names written as one word: "Friedrich-Ebert-Straße", "Kalverstraat", "Drottninggatan".
+_PLACE_SUFFIX = regex.compile(r"(?i:straße|strasse|gasse|platz|allee|straat|gatan|gaten|vegen|vej|gade|utca)$")
+# Words before a name that make it a street or a place, in several languages.
+_PLACE_BEFORE = frozenset(
+    """avenida av avda rua calle carrera calzada paseo plaza praça praca largo travessa alameda rambla jalan jl
+    lorong lebuh lebuhraya rue boulevard bd avenue allée chemin quai via viale piazza corso strada calea
+    bulevardul strasse straße ulitsa ulica ul utca prospekt shosse sokak sokağı cadde caddesi đường phố
+    thanon soi mount mt""".split()  # noqa: SIM905 - a word list reads best as words
+)
+# The head of an eponym: "Parkinson's disease", "Down syndrome", "Ohm's law", "Nobel Prize".
+# Only a one-word guess is judged so ("Maria Lopez's disease" is a patient's).
+_EPONYM_HEADS = frozenset(
+    """disease diseases syndrome palsy thyroiditis encephalopathy lymphoma sarcoma anomaly phenomenon law
+    theorem lemma conjecture constant equation principle paradox algorithm prize scholarship fellowship
+    medal""".split()  # noqa: SIM905 - a word list reads best as words
+)
+_EPONYM_AFTER = regex.compile(
+    r"^(?:['\u2019]s?)?[ \t]+(\p{L}+)(?![\p{L}\d-])(?![ \t]+(?:firm|office|school|practice|degree|student|clerk))"
+)
+# The last word of an organisation's name: "Umoja Solar", "Kestrel Freight", "Tamarind Foods".
+_ORG_LAST = frozenset(
+    """inc ltd llc llp plc gmbh corp co group bank holdings partners solutions systems technologies industries
+    international airlines airways foods food solar energy analytics digital dental freight couriers courier
+    logistics shipping insurance assurance mutual media consulting consultants capital ventures investments
+    labs laboratories pharma pharmaceuticals motors studio studios trading resorts veterinary realty
+    properties construction telecom networks software services enterprises associates agency foundation
+    trust bakery restaurant cafe café pharmacy""".split()  # noqa: SIM905 - a word list reads best as words
+)
+_ADDRESSED_BEFORE = regex.compile(
+    r"(?<![\p{L}\d-])(?i:hi|hello|hey|dear|thanks|thank[ \t]+you|cheers|congrats|congratulations|welcome|bye"
+    r"|morning|evening|happy[ \t]+birthday|cc|ping|ask|asked|tell|told|thank|call|called|met|meet|meeting[ \t]+with"
+    r"|talk[ \t]+to|talked[ \t]+to|spoke[ \t]+(?:to|with)|email|emailed|message|messaged|@)[ \t,]*$"
+)
+_POSSESSIVE = regex.compile(r"['\u2019]s(?![\p{L}\d])")
+_NEXT = regex.compile(r"^[ \t]+(\p{L}[\p{L}.]*)")
+_PREV = regex.compile(r"(\p{L}[\p{L}.]*)[ \t]+$")
+
+
+@functools.cache
+def common_words() -> frozenset[str]:
+    """English words that are not names (lower case), from the shipped lexicon."""
+    with gzip.open(NAME_MODEL_DIR / LEXICON_FILE, "rt", encoding="utf-8") as fh:
+        return frozenset(line.strip() for line in fh if line.strip())
+
+
+def is_ordinary(word: str) -> bool:
+    """A common English word (or a noun's plural: "payslips") that is not also a name."""
+    w = word.casefold().replace("\u2019", "'")
+    return (w[:-2] if w.endswith("'s") else w) in common_words()
+
+
+def _ordinary(token: str) -> bool:
+    return token.casefold() not in _PARTICLES and (
+        is_ordinary(token) or all(is_ordinary(p) for p in token.split("-") if p)
+    )
+
+
+def judge_names(text: str, found: list[Detection], *, locations: bool) -> None:
+    """Drops, trims or relabels PERSON guesses as the module docstring says. ``locations``:
+    whether the policy detects LOCATION (else a place found this way is simply no person)."""
+    kept: list[Detection] = []
+    for d in found:
+        if d.entity_type != "PERSON":
+            kept.append(d)
+            continue
+        judged = _judge(text, d, locations)
+        if judged is not None:
+            kept.append(judged)
+    found[:] = kept
+
+
+def _judge(text: str, d: Detection, locations: bool) -> Detection | None:
+    tokens = list(_TOKEN.finditer(text, d.start, d.end))
+    if not tokens:
+        return d
+    place = _place(text, d, tokens)
+    if place is not None:
+        return Detection(place[0], place[1], "LOCATION", d.score, d.recognizer) if locations else None
+    if _TITLE_BEFORE.search(text[max(0, d.start - 20) : d.start]):
+        return d
+    if (len(tokens) == 1 and _is_eponym(text, d.end)) or _names_an_org(text, d.end, tokens[-1].group()):
+        return None
+    if all(_ordinary(t.group()) for t in tokens) and not _person_cue(text, d.start, d.end):
+        return None
+    # Lower-case ordinary words at the edges of a longer guess are not part of the name.
+    while len(tokens) > 1 and tokens[0].group()[0].islower() and _ordinary(tokens[0].group()):
+        tokens.pop(0)
+    while len(tokens) > 1 and tokens[-1].group()[0].islower() and _ordinary(tokens[-1].group()):
+        tokens.pop()
+    return Detection(tokens[0].start(), tokens[-1].end(), d.entity_type, d.score, d.recognizer)
+
+
+def _person_cue(text: str, start: int, end: int) -> bool:
+    """What makes even an ordinary word a name here: a greeting or a verb addressed to a
+    person before it ("Hi Yaw", "ask Gift"), a capitalized possessive ("Mere's handling"),
+    or a capitalized word that is no ordinary word beside it (the rest of the name the
+    model did not mark: "Will Sutherland", "Inês Marques")."""
+    if _ADDRESSED_BEFORE.search(text[max(0, start - 30) : start]):
+        return True
+    if _POSSESSIVE.match(text, end) and text[start].isupper() and not _sentence_start(text, start):
+        return True
+    before = _PREV.search(text[max(0, start - 40) : start])
+    after = _NEXT.match(text[end : end + 40])
+    return any(m is not None and _name_like(m.group(1).strip(".")) for m in (before, after))
+
+
+def _name_like(word: str) -> bool:
+    return len(word) > 1 and word[0].isupper() and word.casefold() not in STOP_WORDS and not _ordinary(word)
+
+
+def _sentence_start(text: str, start: int) -> bool:
+    head = text[:start].rstrip(" \t")
+    return not head or head[-1] in ".!?\n"
+
+
+def _place(text: str, d: Detection, tokens: list[regex.Match[str]]) -> tuple[int, int] | None:
+    """The whole place when the guess names one: "Samora Machel Avenue", "Jalan Tun Razak"."""
+    first = tokens[0].group()
+    if first[0].isupper() and first.casefold().strip(".") in _PLACE_BEFORE | _PLACE_AFTER:
+        return d.start, d.end  # "Avenida Pedro de Valdivia", or a lone "Avenue" or "Airport"
+    if any(
+        t.group()[0].isupper() and (t.group().casefold() in _PLACE_AFTER or _PLACE_SUFFIX.search(t.group()))
+        for t in tokens
+    ):
+        return d.start, d.end  # the place word is inside the guess
+    after = _NEXT.match(text[d.end : d.end + 40])
+    if after is not None and after.group(1)[0].isupper():
+        word = after.group(1).casefold().strip(".")
+        if word == "international":  # "Jomo Kenyatta International Airport"
+            more = _NEXT.match(text[d.end + after.end() : d.end + after.end() + 40])
+            if more is not None and more.group(1).casefold().strip(".") in _PLACE_AFTER:
+                return d.start, d.end + after.end() + more.end()
+        elif word in _PLACE_AFTER:
+            return d.start, d.end + after.end()
+    before = _PREV.search(text[max(0, d.start - 30) : d.start])
+    if before is not None and before.group(1)[0].isupper() and before.group(1).casefold().strip(".") in _PLACE_BEFORE:
+        return d.start - (len(before.group(0))), d.end
+    return None
+
+
+def _names_an_org(text: str, end: int, last: str) -> bool:
+    """The guess ends in, or is followed by, an organisation word: "Umoja Solar", "Tamarind Foods"."""
+    if last.casefold().strip(".") in _ORG_LAST:
+        return True
+    after = _NEXT.match(text[end : end + 40])
+    return after is not None and after.group(1)[0].isupper() and after.group(1).casefold().strip(".") in _ORG_LAST
+
+
+def _is_eponym(text: str, end: int) -> bool:
+    m = _EPONYM_AFTER.match(text[end : end + 40])
+    return m is not None and m.group(1).casefold() in _EPONYM_HEADS

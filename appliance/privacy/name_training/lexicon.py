@@ -1,0 +1,108 @@
+"""Builds the common-word lexicon the detector ships (``privacy/name_model/common_words.txt.gz``).
+
+The name model reads casing and context, not a dictionary, so it sometimes takes a lone
+English word for a name: a heading ("Housekeeping"), a form label ("Payslip"), a term
+("thyroiditis"), a chat word ("rota"). The lexicon lists English words that are not also
+given or family names: every lemma of the packaged spaCy model's English word index (nouns,
+verbs, adjectives, adverbs; WordNet's) and the nouns' plurals, minus every name Faker knows
+in any of its locales (transliterated and ASCII-folded too). A word that is both ("Hope",
+"Mark", "Rose", "Lee", "James") is not listed: context must decide for those.
+
+Run with the training extras: ``python -m appliance.privacy.name_training.lexicon [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import pkgutil
+import re
+import sys
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+from appliance.privacy.name_model import NAME_MODEL_DIR
+from appliance.privacy.name_training.people import HELD_OUT_LOCALES
+
+LEXICON_FILE = "common_words.txt.gz"
+_WORD = re.compile(r"[a-z]{3,}")
+_NAME_LISTS = re.compile(r"(first|last)_(names?|romanized_names)(_(male|female|nonbinary))?$|^(prefixes|suffixes)$")
+
+
+def _fold(value: str) -> str:
+    from anyascii import anyascii
+
+    plain = "".join(c for c in unicodedata.normalize("NFKD", value) if not unicodedata.combining(c))
+    return anyascii(plain).casefold()
+
+
+def _name_words(values: Iterable[object]) -> set[str]:
+    words: set[str] = set()
+    for value in values:
+        for part in re.split(r"[\s\-'\u2019.]+", str(value)):
+            if part:
+                words.add(part.casefold())
+                words.add(_fold(part))
+    return words
+
+
+def faker_names() -> set[str]:
+    """Every given and family name word of every Faker person provider (the bench's held-out
+    locales aside, as for training)."""
+    from faker.providers import person
+
+    names: set[str] = set()
+    for module in pkgutil.iter_modules(person.__path__):
+        if module.name in HELD_OUT_LOCALES:
+            continue
+        provider = importlib.import_module(f"faker.providers.person.{module.name}").Provider
+        for attr in dir(provider):
+            if not _NAME_LISTS.search(attr) or attr.startswith(("prefixes", "suffixes")):
+                continue
+            value = getattr(provider, attr, None)
+            if isinstance(value, dict | list | tuple):
+                names |= _name_words(value)
+    return names
+
+
+def english_words() -> set[str]:
+    """The lemmas of the packaged spaCy model's English word index (WordNet's)."""
+    import spacy
+
+    from appliance.config import PrivacySettings
+
+    nlp = spacy.load(PrivacySettings().nlp_model, exclude=["ner", "parser", "tagger"])
+    index = nlp.get_pipe("lemmatizer").lookups.get_table("lemma_index")  # type: ignore[attr-defined]
+    words: set[str] = set()
+    for pos in ("noun", "verb", "adj", "adv"):
+        lemmas = [w for w in index.get(pos, []) if _WORD.fullmatch(w)]
+        words.update(lemmas)
+        if pos == "noun":
+            words.update(_plural(w) for w in lemmas)
+    return words
+
+
+def _plural(noun: str) -> str:
+    if noun.endswith(("s", "x", "z", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def build() -> list[str]:
+    return sorted(english_words() - faker_names())
+
+
+def main() -> None:
+    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else NAME_MODEL_DIR / LEXICON_FILE
+    words = build()
+    # mtime=0: the same words give the same bytes (the bundle's manifest stays reproducible).
+    with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+        fh.write("\n".join(words).encode() + b"\n")
+    print(f"{len(words)} common English words that are not names -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""What English tells about a PERSON guess (appliance/privacy/name_lexicon.py): ordinary
+words, places and eponyms are no people; names that are also words, and any word addressed
+like a person, still are. Sentences written for these tests."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from appliance.privacy.detection import Detector
+from appliance.privacy.name_lexicon import LEXICON_FILE, common_words, is_ordinary, judge_names
+from appliance.privacy.name_model import NAME_MODEL_DIR
+from appliance.privacy.rules import PrivacyRules
+from appliance.privacy.spans import Detection
+
+
+def judged(text: str, guess: str, *, locations: bool = True) -> list[tuple[str, str]]:
+    """Judge one PERSON guess over the first occurrence of ``guess``: what is left of it."""
+    start = text.index(guess)
+    found = [Detection(start, start + len(guess), "PERSON", 0.9, "NameModel")]
+    judge_names(text, found, locations=locations)
+    return [(text[d.start : d.end], d.entity_type) for d in found]
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        ("Housekeeping will restock the minibar at noon.", "Housekeeping"),
+        ("Payslips for October are attached.", "Payslips"),
+        ("the on-call rota is in the wiki", "rota"),
+        ("AFFIDAVIT OF SERVICE", "AFFIDAVIT"),
+        ("Diagnosis: autoimmune thyroiditis, stable.", "thyroiditis"),
+        ("Guest Relations will call you back.", "Guest Relations"),
+    ],
+)
+def test_a_guess_of_only_ordinary_words_is_dropped(text: str, guess: str) -> None:
+    assert judged(text, guess) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        ("Please ask Mr Head to sign the lease.", "Head"),  # a title before it
+        ("Hi Gift, the contract is ready.", "Gift"),  # a greeting
+        ("We owe the win to Tamer's patience.", "Tamer"),  # a capitalized possessive
+        ("who approved Will Sutherland's trip?", "Sutherland"),  # the rest of the name beside it
+        ("Hope Mensah joined the board.", "Hope Mensah"),  # a name that is also a word
+        ("James will present the roadmap.", "James"),  # not "jam" + "es"
+    ],
+)
+def test_an_ordinary_word_addressed_or_written_like_a_person_is_kept(text: str, guess: str) -> None:
+    assert judged(text, guess) == [(guess, "PERSON")]
+
+
+def test_lower_case_ordinary_words_at_the_edges_are_trimmed_off() -> None:
+    assert judged("the flaky Grafana panel again", "flaky Grafana") == [("Grafana", "PERSON")]
+    assert judged("thanks van der Merwe", "van der Merwe") == [("van der Merwe", "PERSON")]  # particles stay
+
+
+@pytest.mark.parametrize(
+    ("text", "guess", "place"),
+    [
+        ("Deliver to 14 Samora Machel Avenue, Harare.", "Samora Machel", "Samora Machel Avenue"),
+        ("Office: 210 Avenida Benito Juárez, Oaxaca", "Benito Juárez", "Avenida Benito Juárez"),
+        ("Flights into Jomo Kenyatta International Airport are late.", "Jomo Kenyatta", None),
+        ("Büro: Friedrich-Ebert-Straße 12, Bonn", "Friedrich-Ebert-Straße", "Friedrich-Ebert-Straße"),
+        ("Meet at the Airport at six.", "Airport", "Airport"),
+    ],
+)
+def test_a_guess_that_names_a_place_becomes_a_location(text: str, guess: str, place: str | None) -> None:
+    expected = place or "Jomo Kenyatta International Airport"
+    assert judged(text, guess) == [(expected, "LOCATION")]
+    assert judged(text, guess, locations=False) == []  # a policy without places: simply no person
+
+
+def test_a_surname_that_is_also_a_place_word_stays_a_person() -> None:
+    assert judged("Anna Park will join the call.", "Anna Park") == [("Anna Park", "PERSON")]
+    assert judged("Ask Peter Hall about the invoice.", "Peter Hall") == [("Peter Hall", "PERSON")]
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        ("History of Hashimoto's thyroiditis.", "Hashimoto"),
+        ("By Ohm's law the current doubles.", "Ohm"),
+        ("She won a Fulbright scholarship.", "Fulbright"),
+        ("Order panels from Umoja Solar this week.", "Umoja Solar"),
+        ("Tamarind Foods confirmed the order.", "Tamarind"),
+    ],
+)
+def test_eponyms_and_organisations_are_no_people(text: str, guess: str) -> None:
+    assert judged(text, guess) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        ("Maria Lopez's disease is in remission.", "Maria Lopez"),  # two words: a patient
+        ("Call Okonkwo's law firm tomorrow.", "Okonkwo"),  # a firm, not a law
+    ],
+)
+def test_a_person_before_an_eponym_head_is_kept(text: str, guess: str) -> None:
+    assert judged(text, guess) == [(guess, "PERSON")]
+
+
+def test_the_shipped_lexicon_holds_english_words_and_no_names() -> None:
+    words = common_words()
+    assert {"payslip", "payslips", "thyroiditis", "housekeeping", "rota"} <= words
+    assert not {"james", "hope", "lee", "mark", "rose", "maria", "okafor", "nguyen"} & words
+    assert is_ordinary("Payslip's") and not is_ordinary("Charles")
+    with gzip.open(NAME_MODEL_DIR / LEXICON_FILE, "rt", encoding="utf-8") as fh:
+        listed = fh.read().split()
+    assert listed == sorted(set(listed)) and all(w.islower() and w.isascii() for w in listed)
+
+
+@pytest.mark.slow
+def test_the_shipped_lexicon_is_what_the_builder_makes() -> None:
+    pytest.importorskip("faker")
+    from appliance.privacy.name_training.lexicon import build
+
+    assert build() == sorted(common_words())
+
+
+def people(detector: Detector, text: str) -> list[tuple[str, str]]:
+    return [
+        (text[d.start : d.end], d.entity_type)
+        for d in detector.analyze([text], PrivacyRules())[0]
+        if d.entity_type in ("PERSON", "LOCATION")
+    ]
+
+
+def test_the_detector_keeps_people_and_drops_headings_and_eponyms(detector: Detector) -> None:
+    text = (
+        "Housekeeping\n\nDear Ms Wanjiru Kamau, your Hashimoto's thyroiditis review with Dr. Tendai Moyo is on Monday."
+    )
+    found = people(detector, text)
+    persons = [v for v, t in found if t == "PERSON"]
+    assert any("Wanjiru Kamau" in v for v in persons) and any("Tendai Moyo" in v for v in persons)
+    assert not any(v in ("Housekeeping", "Hashimoto", "thyroiditis") for v in persons)
