@@ -18,7 +18,8 @@ loops until the time is up, choosing per call:
           policy and the tenant, create and revoke an app key
 
 Printed at the end: requests and errors per kind, p50/p95 latency per kind, requests/s, and
-the server's RSS (from /proc) at the start, the middle and the end, with the peak. An
+the server's RSS (from /proc) at the start, the middle and the end, with the peak, every 30 s,
+and its least-squares growth over the second half in MiB per minute. An
 "error" is any answer that is not 2xx, except 429/503 carrying Retry-After (the appliance
 shedding load as documented), which are counted apart as "shed"; a transport failure
 (connection refused or reset, timeout) is an error too. The exit status is 1 when there was
@@ -188,26 +189,50 @@ async def _client(n: int, server: Server, until: float, tally: Tally) -> None:
                 await asyncio.sleep(float(r.headers.get("retry-after", "1")))
 
 
-async def _watch(pid: int, started: float, duration: float, rss: dict[str, float]) -> None:
+SERIES_EVERY_S = 30.0
+
+
+async def _watch(
+    pid: int, started: float, duration: float, rss: dict[str, float], series: list[tuple[float, float]]
+) -> None:
     rss["start"] = rss["peak"] = rss_mib(pid)
+    series.append((0.0, rss["start"]))
     middle_done = False
     while time.monotonic() < started + duration:
         await asyncio.sleep(1)
         now = rss_mib(pid)
         rss["peak"] = max(rss["peak"], now)
-        if not middle_done and time.monotonic() >= started + duration / 2:
+        elapsed = time.monotonic() - started
+        if elapsed - series[-1][0] >= SERIES_EVERY_S:
+            series.append((round(elapsed), now))
+        if not middle_done and elapsed >= duration / 2:
             rss["middle"] = now
             middle_done = True
     rss["end"] = rss_mib(pid)
+    rss["second_half_slope_mib_per_min"] = _slope([p for p in series if p[0] >= duration / 2])
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares growth in MiB per minute (0 with fewer than 3 points): flat memory is
+    a slope near 0 once the caches have filled, whatever the start-up growth was."""
+    if len(points) < 3:
+        return 0.0
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_m = sum(m for _, m in points) / len(points)
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    cov = sum((t - mean_t) * (m - mean_m) for t, m in points)
+    return 60 * cov / var if var else 0.0
 
 
 async def soak(server: Server, clients: int, duration: float) -> dict[str, Any]:
     tally = Tally()
     rss: dict[str, float] = {}
+    series: list[tuple[float, float]] = []
     started = time.monotonic()
     until = started + duration
     await asyncio.gather(
-        _watch(server.pid, started, duration, rss), *(_client(n, server, until, tally) for n in range(clients))
+        _watch(server.pid, started, duration, rss, series),
+        *(_client(n, server, until, tally) for n in range(clients)),
     )
     wall = time.monotonic() - started
     kinds: dict[str, Any] = {}
@@ -230,6 +255,7 @@ async def soak(server: Server, clients: int, duration: float) -> dict[str, Any]:
         "shed": sum(k["shed"] for k in kinds.values()),
         "kinds": kinds,
         "rss_mib": {k: round(v, 1) for k, v in rss.items()},
+        "rss_series_mib": [[t, round(m, 1)] for t, m in series],
         "error_samples": tally.samples,
         "shed_samples": tally.shed_samples,
     }
@@ -245,6 +271,8 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"{kind:<12}{k['requests']:>10}{k['errors']:>8}{k['shed']:>6}{k['p50_ms']:>10}{k['p95_ms']:>10}")
     r = result["rss_mib"]
     print(f"server RSS MiB: start {r.get('start')}, middle {r.get('middle')}, end {r.get('end')}, peak {r.get('peak')}")
+    print(f"  growth over the second half: {r.get('second_half_slope_mib_per_min')} MiB/min")
+    print("  every 30 s:", " ".join(f"{int(t)}s:{m}" for t, m in result["rss_series_mib"]))
     for line in [*result["error_samples"], *result["shed_samples"]]:
         print("  sample:", line)
     for line in result.get("server_errors", []):
