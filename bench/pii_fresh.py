@@ -794,23 +794,28 @@ def check_sample(sample: Sample) -> None:
         end = span.end
 
 
+def check_value(entity_type: str, value: str, stats: Stats) -> None:
+    """A pattern value passes its type's own check (Luhn, mod-97, SSN ranges, IP syntax, a
+    valid number in the region it was made for)."""
+    if entity_type == "CREDIT_CARD":
+        assert luhn_ok(value), value
+    elif entity_type == "IBAN_CODE":
+        assert iban_ok(value), value
+    elif entity_type == "US_SSN":
+        assert ssn_ok(value), value
+    elif entity_type == "IP_ADDRESS":
+        ipaddress.ip_address(value)
+    elif entity_type == "PHONE_NUMBER":
+        assert phone_ok(value, stats.phones[value]), value
+
+
 def main() -> None:
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SEED
     samples, stats = _build(seed)
     for s in samples:
         check_sample(s)
         for span in s.spans:
-            value = s.text[span.start : span.end]
-            if span.entity_type == "CREDIT_CARD":
-                assert luhn_ok(value), value
-            elif span.entity_type == "IBAN_CODE":
-                assert iban_ok(value), value
-            elif span.entity_type == "US_SSN":
-                assert ssn_ok(value), value
-            elif span.entity_type == "IP_ADDRESS":
-                ipaddress.ip_address(value)
-            elif span.entity_type == "PHONE_NUMBER":
-                assert phone_ok(value, stats.phones[value]), value
+            check_value(span.entity_type, s.text[span.start : span.end], stats)
     people = load_people()
     used = [people[i] for i in stats.people]
     spans = Counter(span.entity_type for s in samples for span in s.spans)
