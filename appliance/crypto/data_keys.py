@@ -110,29 +110,56 @@ class DataKeyService:
         return key
 
     def active(self, scope: str, purpose: str, *, tenant_id: str | None = None) -> ActiveKey:
-        """The version new encryptions use, reserving nonce budget and rotating at the limit."""
-        with self._lock:
-            now = time.monotonic()
-            version, left, expires = self._budget.get((scope, purpose), (0, 0, 0.0))
-            # Past the TTL, a read confirms the version is still active (no write lock needed).
-            if left > 0 and (now < expires or self._active_version(scope, purpose) == version):
-                expires = expires if now < expires else now + self._budget_ttl_s
-                self._budget[(scope, purpose)] = (version, left - 1, expires)
-                return ActiveKey(version, self.key(scope, purpose, version))
+        """The version new encryptions use, reserving nonce budget and rotating at the limit.
+
+        The lock guards the in-memory budget only and is never held across database work: a
+        thread that holds the database's write lock (an audit append) may need a key from this
+        service meanwhile, and a reservation waiting for that write lock under this lock starved
+        it (a soak stalled for two minutes on SQLite). Two threads may reserve at once; the
+        later block wins and the other's unused nonces are simply never used (the database
+        counts them as spent, which only errs on the safe side)."""
+        version = self._take(scope, purpose)
+        if version is None:
+            version = self._still_active(scope, purpose)
+        if version is None:
             version = self._reserve(scope, purpose, tenant_id)
-            self._budget[(scope, purpose)] = (version, _RESERVE_BLOCK - 1, now + self._budget_ttl_s)
-            return ActiveKey(version, self.key(scope, purpose, version))
+            with self._lock:
+                self._budget[(scope, purpose)] = (version, _RESERVE_BLOCK - 1, time.monotonic() + self._budget_ttl_s)
+        return ActiveKey(version, self.key(scope, purpose, version))
+
+    def _take(self, scope: str, purpose: str) -> int | None:
+        """One nonce of the reserved budget while it is fresh, else None."""
+        with self._lock:
+            version, left, expires = self._budget.get((scope, purpose), (0, 0, 0.0))
+            if left > 0 and time.monotonic() < expires:
+                self._budget[(scope, purpose)] = (version, left - 1, expires)
+                return version
+        return None
+
+    def _still_active(self, scope: str, purpose: str) -> int | None:
+        """Past the budget's TTL, a read (no write lock) confirms the version is still active."""
+        with self._lock:
+            version, left, _ = self._budget.get((scope, purpose), (0, 0, 0.0))
+        if left <= 0 or self._active_version(scope, purpose) != version:
+            return None
+        with self._lock:
+            current = self._budget.get((scope, purpose))
+            if current is None or current[0] != version or current[1] <= 0:
+                return None
+            self._budget[(scope, purpose)] = (version, current[1] - 1, time.monotonic() + self._budget_ttl_s)
+        return version
 
     def prepare(self, scope: str, purpose: str, n: int = 1, *, tenant_id: str | None = None) -> None:
         """Make sure the next ``n`` calls to :meth:`active` need no reservation (and, for a while,
         no database access at all). Call it before a SQLite write transaction that seals."""
         with self._lock:
-            version, left, expires = self._budget.get((scope, purpose), (0, 0, 0.0))
+            _, left, expires = self._budget.get((scope, purpose), (0, 0, 0.0))
             if left >= n and time.monotonic() < expires:
                 return
-            version = self._reserve(scope, purpose, tenant_id, blocks=max(1, -(-n // _RESERVE_BLOCK)))
-            left = max(1, -(-n // _RESERVE_BLOCK)) * _RESERVE_BLOCK
-            self._budget[(scope, purpose)] = (version, left, time.monotonic() + self._budget_ttl_s)
+        blocks = max(1, -(-n // _RESERVE_BLOCK))
+        version = self._reserve(scope, purpose, tenant_id, blocks=blocks)  # outside the lock, as in active()
+        with self._lock:
+            self._budget[(scope, purpose)] = (version, blocks * _RESERVE_BLOCK, time.monotonic() + self._budget_ttl_s)
 
     def _active_version(self, scope: str, purpose: str) -> int | None:
         with self._sessions() as session:
