@@ -4,6 +4,7 @@ minutes, to show that nothing fails that should not and that memory stays flat.
     .venv/bin/python -m bench.soak                          # 50 clients, 600 s
     .venv/bin/python -m bench.soak --clients 20 --duration 180
     .venv/bin/python -m bench.soak --json                   # the figures as JSON too
+    .venv/bin/python -m bench.soak --keep-log soak.log      # keep the server's log
 
 The script starts the appliance itself on its embedded defaults (``appliance init
 --demo-tenant soak`` in a temporary data directory: SQLite, a development master key, the
@@ -19,7 +20,10 @@ loops until the time is up, choosing per call:
 
 Printed at the end: requests and errors per kind, p50/p95 latency per kind, requests/s, and
 the server's RSS (from /proc) at the start, the middle and the end, with the peak, every 30 s,
-and its least-squares growth over the second half in MiB per minute. An
+and its least-squares growth over the second half in MiB per minute, and the answers and
+errors per 30 s. When fewer than 10 answers arrive in 30 s while the clients wait, the script
+sends the server SIGUSR1 once (``appliance serve`` then writes every thread's stack to its
+log) so a stuck server shows where it waits. An
 "error" is any answer that is not 2xx, except 429/503 carrying Retry-After (the appliance
 shedding load as documented), which are counted apart as "shed"; a transport failure
 (connection refused or reset, timeout) is an error too. The exit status is 1 when there was
@@ -31,12 +35,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -118,9 +125,22 @@ class Tally:
     shed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     samples: list[str] = field(default_factory=list)
     shed_samples: list[str] = field(default_factory=list)
+    origin: float = field(default_factory=time.monotonic)
+    last_answer: float = field(default_factory=time.monotonic)
+    recent: deque[float] = field(default_factory=deque)
+    answers_per_30s: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    errors_per_30s: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
     def record(self, kind: str, started: float, r: httpx.Response | None, what: str = "") -> None:
-        self.latencies[kind].append(time.monotonic() - started)
+        now = time.monotonic()
+        self.latencies[kind].append(now - started)
+        bucket = int((now - self.origin) // 30) * 30
+        if r is not None:
+            self.last_answer = now
+            self.answers_per_30s[bucket] += 1
+            self.recent.append(now)
+            while self.recent and self.recent[0] < now - STALL_S:
+                self.recent.popleft()
         if r is not None and r.is_success:
             return
         if r is not None and r.status_code in (429, 503) and "retry-after" in r.headers:
@@ -129,6 +149,7 @@ class Tally:
                 self.shed_samples.append(f"{kind} (shed): {r.status_code} {r.text[:200]}")
             return
         self.errors[kind] += 1
+        self.errors_per_30s[bucket] += 1
         if len(self.samples) < 10:
             detail = f"{r.status_code} {r.text[:200]}" if r is not None else what
             self.samples.append(f"{kind}: {detail}")
@@ -192,9 +213,21 @@ async def _client(n: int, server: Server, until: float, tally: Tally) -> None:
 SERIES_EVERY_S = 30.0
 
 
+STALL_S = 30.0
+STALL_ANSWERS = 10
+"""Fewer answers than this in the last STALL_S seconds while 50 clients wait: the server is stuck
+(a few requests may still trickle out, each after a 10 s lock timeout)."""
+
+
 async def _watch(
-    pid: int, started: float, duration: float, rss: dict[str, float], series: list[tuple[float, float]]
+    pid: int,
+    started: float,
+    duration: float,
+    rss: dict[str, float],
+    series: list[tuple[float, float]],
+    tally: Tally,
 ) -> None:
+    dumped = False
     rss["start"] = rss["peak"] = rss_mib(pid)
     series.append((0.0, rss["start"]))
     middle_done = False
@@ -205,6 +238,12 @@ async def _watch(
         elapsed = time.monotonic() - started
         if elapsed - series[-1][0] >= SERIES_EVERY_S:
             series.append((round(elapsed), now))
+        stuck = sum(1 for t in tally.recent if t >= time.monotonic() - STALL_S) < STALL_ANSWERS
+        if not dumped and elapsed > 2 * STALL_S and stuck:
+            # Every thread's stack into the server's log (faulthandler on SIGUSR1, see serve).
+            os.kill(pid, signal.SIGUSR1)
+            rss["stall_dumped_at_s"] = round(elapsed)
+            dumped = True
         if not middle_done and elapsed >= duration / 2:
             rss["middle"] = now
             middle_done = True
@@ -228,10 +267,10 @@ async def soak(server: Server, clients: int, duration: float) -> dict[str, Any]:
     tally = Tally()
     rss: dict[str, float] = {}
     series: list[tuple[float, float]] = []
-    started = time.monotonic()
+    started = tally.origin = tally.last_answer = time.monotonic()
     until = started + duration
     await asyncio.gather(
-        _watch(server.pid, started, duration, rss, series),
+        _watch(server.pid, started, duration, rss, series, tally),
         *(_client(n, server, until, tally) for n in range(clients)),
     )
     wall = time.monotonic() - started
@@ -256,6 +295,8 @@ async def soak(server: Server, clients: int, duration: float) -> dict[str, Any]:
         "kinds": kinds,
         "rss_mib": {k: round(v, 1) for k, v in rss.items()},
         "rss_series_mib": [[t, round(m, 1)] for t, m in series],
+        "answers_per_30s": dict(sorted(tally.answers_per_30s.items())),
+        "errors_per_30s": dict(sorted(tally.errors_per_30s.items())),
         "error_samples": tally.samples,
         "shed_samples": tally.shed_samples,
     }
@@ -273,6 +314,12 @@ def print_report(result: dict[str, Any]) -> None:
     print(f"server RSS MiB: start {r.get('start')}, middle {r.get('middle')}, end {r.get('end')}, peak {r.get('peak')}")
     print(f"  growth over the second half: {r.get('second_half_slope_mib_per_min')} MiB/min")
     print("  every 30 s:", " ".join(f"{int(t)}s:{m}" for t, m in result["rss_series_mib"]))
+    print("answers per 30 s:", " ".join(f"{t}s:{n}" for t, n in result["answers_per_30s"].items()))
+    if result["errors_per_30s"]:
+        print("errors per 30 s:", " ".join(f"{t}s:{n}" for t, n in result["errors_per_30s"].items()))
+    if "stall_dumped_at_s" in r:
+        at = r["stall_dumped_at_s"]
+        print(f"under {STALL_ANSWERS} answers in {STALL_S:.0f} s at {at} s: thread stacks are in the server log")
     for line in [*result["error_samples"], *result["shed_samples"]]:
         print("  sample:", line)
     for line in result.get("server_errors", []):
@@ -285,11 +332,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
     parser.add_argument("--store", type=Path, default=REPO / ".bench-data" / "models", help="model store directory")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep-log", type=Path, help="copy the server's log here (it holds no request content)")
     args = parser.parse_args()
     args.store.mkdir(parents=True, exist_ok=True)
     with live_server(args.store) as server:
         result = asyncio.run(soak(server, args.clients, args.duration))
         result["server_errors"] = server_errors(server.log)
+        if args.keep_log is not None:
+            shutil.copyfile(server.log, args.keep_log)
     print_report(result)
     if args.json:
         print(json.dumps(result, indent=2))

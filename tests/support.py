@@ -243,6 +243,7 @@ class ServedProcess:
     init: dict[str, Any]
     data_dir: Path
     log: Path
+    pid: int
 
 
 @contextmanager
@@ -291,7 +292,7 @@ def appliance_process(tmp: Path, *, ready_within_s: float = 90, warmup: bool = F
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("appliance did not become ready:\n" + log.read_text()[-3000:])
             time.sleep(0.2)
-        yield ServedProcess(base, json.loads(init.stdout), tmp / "data", log)
+        yield ServedProcess(base, json.loads(init.stdout), tmp / "data", log, proc.pid)
     finally:
         proc.terminate()
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 
 import click
 
@@ -88,6 +90,9 @@ def serve(state: CliState, host: str | None, port: int | None, no_warmup: bool) 
 
     s = state.settings
     configure_logging(s.log.level, s.log.format)
+    # `kill -USR1 <pid>` writes every thread's stack (code locations only, no data) to stderr:
+    # the operator's way to see where a stuck server waits (docs/operations.md).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     services = state.services
     if not services.schema.is_current():
         raise ConfigError("database schema is not current; run `appliance init` or `appliance db upgrade`")

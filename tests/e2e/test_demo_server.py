@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -28,12 +29,13 @@ class Served:
     app_key: str
     operator_key: str
     log: Path
+    pid: int
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with appliance_process(tmp_path_factory.mktemp("served"), ready_within_s=120, warmup=True) as proc:
-        yield Served(proc.base_url, proc.init["demo"]["app_api_key"], proc.init["operator_api_key"], proc.log)
+        yield Served(proc.base_url, proc.init["demo"]["app_api_key"], proc.init["operator_api_key"], proc.log, proc.pid)
 
 
 def test_official_openai_client_lists_models_with_the_demo_key(served: Served) -> None:
@@ -97,3 +99,16 @@ def test_a_fresh_start_warns_of_nothing_and_says_where_it_listens(served: Served
     assert banner["database"].startswith("sqlite:///") and banner["database"].endswith("appliance.db")
     assert any(m.startswith("smollm2-135m-instruct (chat, loaded)") for m in banner["models"])
     assert banner["data_dir"] and banner["pii_model"]
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_server_keeps_serving(served: Served) -> None:
+    """Kept last in the module: the dump is the one output of the server that is not JSON."""
+    os.kill(served.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "most recent call first" not in served.log.read_text():
+        assert time.monotonic() < deadline, "no stack dump in the log"
+        time.sleep(0.1)
+    dump = served.log.read_text()
+    assert dump.count("most recent call first") >= 2  # every thread, not only the main one
+    assert 'File "' in dump and "uvicorn" in dump  # code locations, which is all it holds
+    assert httpx.get(f"{served.base_url}/healthz", timeout=5).status_code == 200
