@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.crypto.aead import context
@@ -32,6 +33,7 @@ from appliance.errors import KeyUnavailable
 SYSTEM = "system"
 GCM_MESSAGE_LIMIT = 2**31  # half the NIST SP 800-38D bound for random nonces
 _RESERVE_BLOCK = 4096
+_RESERVE_ATTEMPTS = 3
 BUDGET_TTL_S = 30.0
 
 
@@ -60,7 +62,8 @@ class DataKeyService:
         self._budget_ttl_s = budget_ttl_s
         self._cache: dict[tuple[str, str, int], bytes] = {}
         self._budget: dict[tuple[str, str], tuple[int, int, float]] = {}  # -> (version, left, expires)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the dictionaries above; never held across database work
+        self._reserving: dict[tuple[str, str], threading.Lock] = {}  # one reservation at a time per key
 
     @property
     def budget_ttl_s(self) -> float:
@@ -122,10 +125,20 @@ class DataKeyService:
         if version is None:
             version = self._still_active(scope, purpose)
         if version is None:
-            version = self._reserve(scope, purpose, tenant_id)
-            with self._lock:
-                self._budget[(scope, purpose)] = (version, _RESERVE_BLOCK - 1, time.monotonic() + self._budget_ttl_s)
+            with self._reservation(scope, purpose):
+                version = self._take(scope, purpose)  # another thread may have just reserved
+                if version is None:
+                    version = self._reserve(scope, purpose, tenant_id)
+                    with self._lock:
+                        expires = time.monotonic() + self._budget_ttl_s
+                        self._budget[(scope, purpose)] = (version, _RESERVE_BLOCK - 1, expires)
         return ActiveKey(version, self.key(scope, purpose, version))
+
+    def _reservation(self, scope: str, purpose: str) -> threading.Lock:
+        """The lock that lets one thread at a time reserve for (scope, purpose). Key lookups
+        never take it, so a thread waiting in a reservation holds up no lookup."""
+        with self._lock:
+            return self._reserving.setdefault((scope, purpose), threading.Lock())
 
     def _take(self, scope: str, purpose: str) -> int | None:
         """One nonce of the reserved budget while it is fresh, else None."""
@@ -157,9 +170,15 @@ class DataKeyService:
             if left >= n and time.monotonic() < expires:
                 return
         blocks = max(1, -(-n // _RESERVE_BLOCK))
-        version = self._reserve(scope, purpose, tenant_id, blocks=blocks)  # outside the lock, as in active()
-        with self._lock:
-            self._budget[(scope, purpose)] = (version, blocks * _RESERVE_BLOCK, time.monotonic() + self._budget_ttl_s)
+        with self._reservation(scope, purpose):  # not under self._lock, as in active()
+            with self._lock:
+                _, left, expires = self._budget.get((scope, purpose), (0, 0, 0.0))
+                if left >= n and time.monotonic() < expires:
+                    return
+            version = self._reserve(scope, purpose, tenant_id, blocks=blocks)
+            with self._lock:
+                expires = time.monotonic() + self._budget_ttl_s
+                self._budget[(scope, purpose)] = (version, blocks * _RESERVE_BLOCK, expires)
 
     def _active_version(self, scope: str, purpose: str) -> int | None:
         with self._sessions() as session:
@@ -170,6 +189,18 @@ class DataKeyService:
             )
 
     def _reserve(self, scope: str, purpose: str, tenant_id: str | None, blocks: int = 1) -> int:
+        """Count ``blocks`` nonce blocks against the active version (a new one at the limit).
+        Another process creating the same first version at the same moment wins the unique
+        constraint; the reservation then counts against the version it created."""
+        for attempt in range(_RESERVE_ATTEMPTS):
+            try:
+                return self._reserve_once(scope, purpose, tenant_id, blocks)
+            except DbIntegrityError:
+                if attempt == _RESERVE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _reserve_once(self, scope: str, purpose: str, tenant_id: str | None, blocks: int) -> int:
         with self._sessions() as session, session.begin():
             row = session.scalar(
                 select(DataKey)
