@@ -118,9 +118,8 @@ class DataKeyService:
         The lock guards the in-memory budget only and is never held across database work: a
         thread that holds the database's write lock (an audit append) may need a key from this
         service meanwhile, and a reservation waiting for that write lock under this lock starved
-        it (a soak stalled for two minutes on SQLite). Two threads may reserve at once; the
-        later block wins and the other's unused nonces are simply never used (the database
-        counts them as spent, which only errs on the safe side)."""
+        it (a soak stalled for two minutes on SQLite). Reservations for one key take turns on a
+        lock of their own, which no key lookup takes."""
         version = self._take(scope, purpose)
         if version is None:
             version = self._still_active(scope, purpose)
