@@ -5,9 +5,13 @@
 
 One run measures:
 
+- the fresh server's first answer (one chat with other words, over HTTP): what the first
+  caller after a start waits, and what warms the server up as a running one would be;
 - the README's Python block exactly as written (only the port changed), as a fresh
-  ``python -c`` process each time: wall seconds including the interpreter and the ``openai``
-  import, whether the answer holds the restored name and address, and its length;
+  ``python -c`` process each time, against the warm server: wall seconds including the
+  interpreter and the ``openai`` import, how many runs stayed within issue 18's 10 s on 2
+  cores (``tests/e2e/test_demo_server.py`` asserts the same limit), whether the answer holds
+  the restored name and address, and its length;
 - the same call from this process through the official ``openai`` client (the request alone);
 - baseline, in process: the local SmolLM2 runner on the anonymized prompt the model sees,
   with the built-in sampling defaults (what the server adds on top is the difference), and
@@ -46,6 +50,8 @@ from bench.live import free_port, wait_until_ready
 ROOT = Path(__file__).resolve().parents[1]
 STORE = Path(os.environ.get("APPLIANCE_BENCH_MODEL_STORE", ROOT / ".bench-data" / "models"))
 SEEN_BY_MODEL = "Complete the sentence: Thank you, <PERSON_1>! We will send the invoice to <EMAIL_ADDRESS_1>"
+WARM_UP = "Complete the sentence: Hello, Maria Lopez! Your order"
+LIMIT_S = 10.0
 
 
 def readme_code() -> str:
@@ -86,6 +92,21 @@ def quickstart() -> Iterator[tuple[str, str]]:
             proc.wait(30)
 
 
+def first_answer(base: str, key: str) -> dict[str, Any]:
+    """The fresh server's first chat (other words than the README's), timed."""
+    import httpx
+
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{base}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": WARM_UP}]},
+        timeout=120,
+    )
+    response.raise_for_status()
+    return {"seconds": round(time.perf_counter() - started, 2)}
+
+
 def as_written(base: str, key: str, runs: int) -> dict[str, Any]:
     code = readme_code().replace("http://127.0.0.1:8080", base)
     seconds, answers = [], []
@@ -101,6 +122,7 @@ def as_written(base: str, key: str, runs: int) -> dict[str, Any]:
         "runs": runs,
         "p50_s": round(statistics.median(seconds), 2),
         "max_s": round(max(seconds), 2),
+        "within_limit": f"{sum(s < LIMIT_S for s in seconds)}/{runs} under {LIMIT_S:.0f} s",
         "restored": f"{restored}/{runs}",
         "longest_answer_chars": max(len(a) for a in answers),
         "answer": answers[0],
@@ -172,6 +194,7 @@ def main() -> None:
 
     results: dict[str, Any] = {}
     with quickstart() as (base, key):
+        results["first_answer_of_a_fresh_server"] = first_answer(base, key)
         results["readme_example_as_written"] = as_written(base, key, args.runs)
         results["openai_client_in_process"] = in_process_client(base, key, args.runs)
     results["runner_with_builtin_defaults"] = runner_baseline(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -72,21 +73,115 @@ def _readme_python_example() -> str:
     return blocks[0]
 
 
-@pytest.mark.slow
-def test_the_readme_python_example_answers_briefly_with_the_name_and_address_restored(served: Served) -> None:
+README_BUDGET_S = 10.0
+"""Issue 18: the README's Python example answers "within 10 s on 2 cores"."""
+
+DISTURBED_CORES = 0.5
+"""An attempt counts as disturbed when processes other than the server, the example and this
+test used more than this many cores on average while it ran (a quarter of a 2-core box)."""
+
+
+@dataclass(frozen=True)
+class CpuSeconds:
+    """CPU seconds used so far by the machine (busy time, including what the hypervisor stole),
+    by the server process (all its threads), by this process's finished children and by this
+    process; the difference between two readings says who used the machine in between."""
+
+    machine: float
+    server: float
+    children: float
+    own: float
+
+    @classmethod
+    def now(cls, server_pid: int) -> CpuSeconds:
+        tick = os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (
+            int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        )
+        # /proc/PID/stat: after the ")" closing the command name, utime and stime are the 12th and 13th fields.
+        utime, stime = (int(x) for x in Path(f"/proc/{server_pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(
+            machine=(user + nice + system + irq + softirq + steal) / tick,
+            server=(utime + stime) / tick,
+            children=children.ru_utime + children.ru_stime,
+            own=own.ru_utime + own.ru_stime,
+        )
+
+    def others_since(self, before: CpuSeconds) -> float:
+        """CPU seconds that neither the server, nor a child of this process, nor this process used."""
+        ours = (self.server - before.server) + (self.children - before.children) + (self.own - before.own)
+        return max(0.0, (self.machine - before.machine) - ours)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    seconds: float
+    others_cores: float  # what other processes used meanwhile, on average
+    answer: str
+
+    @property
+    def disturbed(self) -> bool:
+        return self.others_cores > DISTURBED_CORES
+
+    def __str__(self) -> str:
+        return f"{self.seconds:.1f} s while other processes used {self.others_cores:.2f} cores"
+
+
+def _run_readme_example(served: Served) -> Attempt:
     code = _readme_python_example().replace("http://127.0.0.1:8080", served.base_url)  # the test's free port
     env = {**os.environ, "KEY": served.app_key}
+    before = CpuSeconds.now(served.pid)
     started = time.monotonic()
     run = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
     )
     seconds = time.monotonic() - started
+    others = CpuSeconds.now(served.pid).others_since(before)
     assert run.returncode == 0, run.stderr
     answer = run.stdout.strip()
     assert "Anna Berg" in answer and "anna.berg@example.com" in answer, answer
     assert "<PERSON" not in answer and "<EMAIL_ADDRESS" not in answer
     assert len(answer) < 400, answer  # brief: the model's defaults keep it from rambling
-    print(f"README example: {seconds:.1f} s including the interpreter and openai import")
+    return Attempt(seconds, others / seconds, answer)
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_answers_briefly_with_the_name_and_address_restored_within_10_s(
+    served: Served,
+) -> None:
+    """Issue 18's acceptance, measured as an operator meets it: a running server is warm, so
+    one chat with other words goes first; then the README's block runs as written (only the
+    port changed) in a fresh interpreter, whose start and ``openai`` import count too.
+
+    The limit is fixed at 10 s. The suite shares a 2-core box between two pytest workers, so
+    one retry is allowed, and only when the first attempt was slow *and* provably disturbed:
+    processes other than the server, the example and this test used more than half a core on
+    average while it ran (busy time from /proc/stat less the server's /proc/PID/stat and this
+    process's rusage). A slow attempt on a quiet machine fails at once; the retry must pass the
+    same limit.
+    """
+    warm = httpx.post(
+        f"{served.base_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {served.app_key}"},
+        json={
+            "model": "smollm2-135m-instruct",
+            "messages": [{"role": "user", "content": "Complete the sentence: Hello, Maria Lopez! Your order"}],
+        },
+        timeout=60,
+    )
+    assert warm.status_code == 200, warm.text
+    first = _run_readme_example(served)
+    print(f"README example: {first}, including the interpreter and the openai import")
+    if first.seconds < README_BUDGET_S:
+        return
+    assert first.disturbed, f"the README example took {first} on a quiet machine (limit {README_BUDGET_S:.0f} s)"
+    second = _run_readme_example(served)
+    print(f"README example, retried after a disturbed first attempt: {second}")
+    assert second.seconds < README_BUDGET_S, (
+        f"the README example took {first}, then {second} (limit {README_BUDGET_S:.0f} s)"
+    )
 
 
 def test_a_fresh_start_warns_of_nothing_and_says_where_it_listens(served: Served) -> None:
