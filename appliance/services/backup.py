@@ -16,6 +16,9 @@ it with the loaded master keys: an archive that verifies restores.
 that holds data unless forced; then it rebuilds the schema at the archive's revision, loads
 every row in one transaction, puts the blob files in place, migrates to the latest schema,
 and finally checks that every sealed record and blob decrypts and the audit chain verifies.
+On PostgreSQL it runs as the role that owns the tables (the recreated tables keep that owner,
+and with it the application role's default grants), and a database whose row-level security
+was on gets its tenant walls back (dropping the tables dropped them).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Connection, Engine, Integer, MetaData, Table, event, func, inspect, select
+from sqlalchemy import Connection, Engine, Integer, MetaData, Table, event, func, inspect, select, text
 from sqlalchemy.orm import sessionmaker
 
 from appliance.crypto.archive import SealedWriter, open_archive, read_prefix
@@ -41,7 +44,7 @@ from appliance.crypto.data_keys import DataKeyService, wrap_context
 from appliance.crypto.keyring import MasterKeyring
 from appliance.crypto.records import DATA_PURPOSE, TenantCipher
 from appliance.crypto.sealed_columns import SEALED_COLUMNS
-from appliance.db import migrate
+from appliance.db import migrate, tenancy
 from appliance.db.base import Base, utcnow
 from appliance.db.engine import make_engine
 from appliance.db.models import ApiKey, Blob, DataKey, Tenant
@@ -396,6 +399,7 @@ class BackupService:
         return bool(tenants or blobs or keys > 1)
 
     def restore(self, path: Path, *, force: bool = False, progress: Progress = _no_progress) -> RestoreReport:
+        walled = self._check_may_recreate()
         replaced = self.holds_data()
         if replaced and not force:
             raise Conflict(
@@ -412,6 +416,9 @@ class BackupService:
                 self._read(path, progress, loader)
                 _reset_sequences(conn)
             migrate.upgrade(self._engine)
+            if walled:  # the dropped tables took their walls with them
+                with self._engine.begin() as conn:
+                    tenancy.enable_row_level_security(conn)
             self._swap_blob_dir(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -427,6 +434,29 @@ class BackupService:
         )
         self._give_to_owner()
         return RestoreReport(info, replaced, check)
+
+    def _check_may_recreate(self) -> bool:
+        """PostgreSQL: refuse (before anything is read or written) unless this connection's role
+        owns every table it will drop and recreate: the application role of a walled database
+        may not drop them, and a superuser's tables would lose the owner's default grants to the
+        application role. -> whether the tenant walls are on now."""
+        if self._engine.dialect.name != "postgresql":
+            return False
+        with self._engine.connect() as conn:
+            others = conn.execute(
+                text(
+                    "SELECT DISTINCT tableowner FROM pg_tables "
+                    "WHERE schemaname = current_schema() AND tableowner <> current_user ORDER BY 1"
+                )
+            ).scalars()
+            owners = sorted(str(o) for o in others)
+            if owners:
+                raise InvalidInput(
+                    f"restore as the role that owns the tables ({', '.join(owners)}): point database.url "
+                    "at it for this command (the application role of a walled database cannot drop and "
+                    "recreate them, and tables recreated by another role lose the application's grants)"
+                )
+            return tenancy.walls_enabled(conn)
 
     def _swap_blob_dir(self, staging: Path) -> None:
         old = self._blob_dir.with_name(f".{self._blob_dir.name}.old-{secrets.token_hex(4)}")

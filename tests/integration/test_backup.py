@@ -1,7 +1,9 @@
 """Backups on SQLite and PostgreSQL: backup -> wipe -> restore gives back every record and blob,
 decryptable, with an audit chain that verifies; a backup taken while the HTTP API is writing
 restores to one consistent moment; a damaged, truncated or foreign archive is refused before
-anything is written; a populated installation is replaced only with ``force``."""
+anything is written; a populated installation is replaced only with ``force``; on PostgreSQL
+with row-level security, a restore by the tables' owner puts the tenant walls back and one by
+the application role is refused."""
 
 from __future__ import annotations
 
@@ -14,22 +16,25 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from appliance.config import Settings
 from appliance.crypto.archive import PREFIX_BYTES
 from appliance.crypto.blobs import HEADER_BYTES
 from appliance.crypto.keyring import MasterKeyring, new_key
 from appliance.db.base import utcnow
+from appliance.db.engine import make_engine
 from appliance.db.models import ApiKey, AuditEntry, DataKey, Tenant
-from appliance.errors import Conflict, IntegrityError, KeyUnavailable
+from appliance.db.tenancy import TENANT_TABLES, tenant_scope, walls_enabled
+from appliance.errors import Conflict, IntegrityError, InvalidInput, KeyUnavailable
 from appliance.privacy.vault import PseudonymVault
 from appliance.roles import Role
 from appliance.services.backup import BackupService, check_installation
 from appliance.services.container import Services
 from appliance.services.principal import Principal
-from tests.support import database_url, live_stack, make_services, make_settings
+from tests.support import database_url, live_stack, make_services, make_settings, walled_postgres
 
 OP = Principal.local_operator()
 CANARY = "Canary Quillfeather"
@@ -261,3 +266,46 @@ def test_a_backup_taken_while_the_api_writes_restores_to_one_consistent_moment(b
                 assert len(tenants) - 1 <= (tenant_keys or 0) <= len(tenants)
         finally:
             target.close()
+
+
+@pytest.mark.postgres
+def test_a_restore_by_the_tables_owner_puts_the_tenant_walls_back_and_the_app_role_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Restore drops and recreates every table, and the walls (``appliance db enable-rls``) went
+    with them; the owner's default grants give the recreated tables back to the app role."""
+    with walled_postgres() as (app_url, owner_url, _role):
+        app = make_services(make_settings(tmp_path / "data", app_url))
+        owner = make_engine(owner_url)
+        try:
+            made = _populate(app)
+            archive = tmp_path / "walled.apbak"
+            _backup_service(app).create(archive)
+
+            with pytest.raises(InvalidInput, match="restore as the role that owns the tables"):
+                BackupService(app.engine, app.keyring, app.settings.blob_dir).restore(archive, force=True)
+            report = BackupService(owner, app.keyring, app.settings.blob_dir).restore(archive, force=True)
+            assert report.check.ok, report.check
+
+            with owner.connect() as conn:
+                assert walls_enabled(conn)
+                forced = set(conn.scalars(text("SELECT relname FROM pg_class WHERE relforcerowsecurity")))
+            assert set(TENANT_TABLES) <= forced
+            with psycopg.connect(app_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as raw:
+                cur = raw.execute("SELECT count(*) FROM tenants")  # no scope declared: the wall shows nothing
+                assert cur.fetchone() == (0,)
+            fresh = Services(app.settings, app.keyring)  # the app role, global as the services run
+            try:
+                assert fresh.blobs.read_bytes(made.tenant_id, made.blob_id) == CANARY.encode() * 5000
+                vault = PseudonymVault(fresh.sessions, fresh.data_keys, fresh.cipher)
+                assert vault.originals(made.tenant_id, "conv-1", [made.token]) == {made.token: CANARY}
+                fresh.tenants.create(OP, "after-walled-restore")  # the app role may write the new tables
+                with tenant_scope(made.tenant_id), fresh.sessions() as s:
+                    slugs = set(s.scalars(select(Tenant.slug)))
+                assert slugs == {made.slug}
+                assert fresh.audit.verify().ok
+            finally:
+                fresh.close()
+        finally:
+            owner.dispose()
+            app.close()
