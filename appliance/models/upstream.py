@@ -9,6 +9,9 @@ The engine only ever receives what the pipeline already transformed.
   byte of an answer has been passed on (a half-streamed answer is never replayed).
 - Back-pressure: more than ``max_inflight`` calls at once get ``Overloaded`` at once.
 - Error messages never quote the engine's body: it may echo request content.
+- Sampling: a ``temperature`` or ``top_p`` left to the engine (:class:`UpstreamChatRequest`)
+  stays out of the body, so the engine applies its own defaults, as vLLM does from the
+  model's generation config, instead of being told OpenAI's temperature 1.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
 from typing import Any
 
 import httpx
@@ -51,6 +55,30 @@ class UpstreamUnavailable(Overloaded):
 
 class _Retryable(Exception):
     pass
+
+
+ENGINE_SAMPLING = frozenset({"temperature", "top_p"})
+"""The sampling fields an engine may choose itself. ``max_tokens`` is not one: the policy's
+limit must hold on every engine, so a length is always sent."""
+
+
+@dataclass(frozen=True)
+class UpstreamChatRequest(ChatRequest):
+    """A chat request whose fields named in ``left_to_engine`` (of :data:`ENGINE_SAMPLING`)
+    neither the caller nor the model's registration set: they are not sent, and their values
+    here are unused."""
+
+    left_to_engine: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.left_to_engine <= ENGINE_SAMPLING:
+            raise ValueError(
+                f"only {sorted(ENGINE_SAMPLING)} can be left to the engine, not {sorted(self.left_to_engine)}"
+            )
+
+    @classmethod
+    def of(cls, request: ChatRequest, left_to_engine: frozenset[str]) -> UpstreamChatRequest:
+        return cls(**{f.name: getattr(request, f.name) for f in fields(ChatRequest)}, left_to_engine=left_to_engine)
 
 
 def _finish(reason: Any) -> FinishReason:
@@ -113,11 +141,14 @@ class UpstreamRunner:
         body: dict[str, Any] = {
             "model": self._remote_model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "temperature": request.temperature,
-            "top_p": request.top_p,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        left = request.left_to_engine if isinstance(request, UpstreamChatRequest) else frozenset()
+        if "temperature" not in left:
+            body["temperature"] = request.temperature
+        if "top_p" not in left:
+            body["top_p"] = request.top_p
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
         if request.stop:

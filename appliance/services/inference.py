@@ -33,6 +33,7 @@ from appliance.models.base import (
 )
 from appliance.models.registry import ModelInfo
 from appliance.models.sampling import SamplingDefaults
+from appliance.models.upstream import ENGINE_SAMPLING, UpstreamChatRequest, UpstreamRunner
 from appliance.policy.schema import Policy
 from appliance.privacy.rules import Action, PrivacyRules
 from appliance.services import metrics
@@ -317,7 +318,20 @@ class InferenceService:
             stop=call.stop,
             seed=call.seed,
         )
+        if isinstance(runner, UpstreamRunner):
+            request = UpstreamChatRequest.of(request, await self._left_to_engine(tenant_id, call))
         return tenant_id, active, runner, request, anonymized
+
+    async def _left_to_engine(self, tenant_id: str, call: ChatCall) -> frozenset[str]:
+        """The sampling fields an upstream engine chooses itself: those neither the call nor the
+        model's registration (``default_temperature``, ``default_top_p``) sets. Its built-in
+        fallback (OpenAI's temperature 1) would override the engine's generation config."""
+        models = self._visible.get(tenant_id)
+        if models is None:  # a cache that keeps nothing: read the registry off the event loop
+            models = await anyio.to_thread.run_sync(self._registered, tenant_id)
+        options = next((m.options for m in reversed(models) if m.name == call.model), {})  # the last wins
+        sent = {"temperature": call.temperature, "top_p": call.top_p}
+        return frozenset(f for f in ENGINE_SAMPLING if sent[f] is None and f"default_{f}" not in options)
 
     def _egress(self, tenant_id: str, policy: Policy, scope: str | None, text: str) -> str:
         text = self._scrub(tenant_id, policy, text)

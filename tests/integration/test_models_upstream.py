@@ -26,7 +26,7 @@ from appliance.errors import InvalidInput
 from appliance.models.base import ChatMessage, ChatRequest, ModelInput
 from appliance.models.chat import LocalChatRunner
 from appliance.models.embeddings import LocalEmbeddingRunner
-from appliance.models.upstream import UpstreamRunner, UpstreamUnavailable
+from appliance.models.upstream import UpstreamChatRequest, UpstreamRunner, UpstreamUnavailable
 from tests.support import free_port
 from tests.unit.models import support
 
@@ -36,6 +36,8 @@ class Engine:
     base_url: str
     failures_left: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(route, request body) of each chat call, as the engine received it."""
 
 
 def _engine_app(chat: LocalChatRunner, embeddings: LocalEmbeddingRunner, engine: Engine) -> Litestar:
@@ -48,6 +50,7 @@ def _engine_app(chat: LocalChatRunner, embeddings: LocalEmbeddingRunner, engine:
 
     @post("/{route:str}/v1/chat/completions", status_code=200)
     async def completions(route: FromPath[str], data: JSONBody[dict[str, Any]]) -> Any:
+        engine.bodies.append((route, data))
         if route == "bad":
             return Response({"error": {"message": "nope"}}, status_code=400)
         if count(route):
@@ -134,6 +137,34 @@ def test_chat_through_the_engine_answers_and_streams_like_the_local_model(engine
     assert "".join(deltas) == whole
     assert len([d for d in deltas if d]) > 2  # passed through as deltas, not one blob
     assert seen[0] == ModelInput("remote-smol", "chat", ("What is the capital of France?",))
+
+
+@pytest.mark.slow
+def test_sampling_fields_left_to_the_engine_stay_out_of_the_body_and_the_others_are_sent(engine: Engine) -> None:
+    """What neither the caller nor the registration set is left out, so the engine applies its
+    own defaults (vLLM: the model's generation config) instead of being told temperature 1."""
+    runner = _runner(engine, "sampling")
+
+    def sent(request: ChatRequest) -> dict[str, Any]:
+        asyncio.run(runner.complete(request))
+        route, body = engine.bodies[-1]
+        assert route == "sampling"
+        return body
+
+    short = FRANCE.messages
+    both = frozenset({"temperature", "top_p"})
+    body = sent(UpstreamChatRequest(short, max_tokens=4, left_to_engine=both))
+    assert "temperature" not in body and "top_p" not in body
+    assert body["max_tokens"] == 4 and body["messages"] == [{"role": "user", "content": FRANCE.messages[0].content}]
+    body = sent(UpstreamChatRequest(short, max_tokens=4, temperature=0.0, left_to_engine=frozenset({"top_p"})))
+    assert body["temperature"] == 0.0 and "top_p" not in body
+    body = sent(ChatRequest(short, max_tokens=4, temperature=1.0, top_p=1.0))  # set values, even OpenAI's
+    assert (body["temperature"], body["top_p"]) == (1.0, 1.0)
+
+
+def test_only_sampling_fields_can_be_left_to_the_engine() -> None:
+    with pytest.raises(ValueError, match="max_tokens"):
+        UpstreamChatRequest(FRANCE.messages, left_to_engine=frozenset({"max_tokens"}))
 
 
 @pytest.mark.slow

@@ -1,6 +1,9 @@
 """A chat request that omits temperature, top_p or max_tokens gets the model's defaults,
-the policy's limit caps the default length, and whatever the request sends wins. Observed at
-a real OpenAI-compatible engine on loopback that records what it was asked."""
+the policy's limit caps the default length, and whatever the request sends wins. For an
+upstream engine, a temperature or top_p that neither the request nor the registration sets
+is left out, so the engine applies its own defaults (as vLLM does from the model's
+generation config). Observed at a real OpenAI-compatible engine on loopback that records
+what it was asked."""
 
 from __future__ import annotations
 
@@ -89,7 +92,8 @@ def test_omitted_fields_take_the_models_defaults_and_sent_fields_win(
     )
     app = _app(services, "sampling-a")
     body = _asked(services, seen, app)
-    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.3, 1.0, 40)
+    assert (body["temperature"], body["max_tokens"]) == (0.3, 40)
+    assert "top_p" not in body  # neither the request nor the registration set it: the engine's own
     body = _asked(services, seen, app, temperature=0.9, top_p=0.5, max_tokens=7)
     assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.9, 0.5, 7)
     body = _asked(services, seen, app, temperature=0.0)
@@ -101,3 +105,28 @@ def test_omitted_fields_take_the_models_defaults_and_sent_fields_win(
     assert body["max_tokens"] == 25
     with pytest.raises(InvalidInput, match="at most 25"):
         _asked(services, seen, app, max_tokens=30)
+
+
+def test_an_upstream_engine_keeps_its_own_temperature_and_top_p_unless_someone_sets_them(
+    services: Services, engine: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, seen = engine
+    services.model_registry.add("plain", "upstream", url)
+    services.model_registry.add("pinned", "upstream", url, options={"default_temperature": "1", "default_top_p": "1"})
+    app = _app(services, "sampling-b")
+
+    def asked(model: str, **fields: Any) -> dict[str, Any]:
+        call = ChatCall(model=model, messages=[ChatMessage("user", "hi")], **fields)
+        asyncio.run(services.inference.chat(app, call))
+        return seen[-1]
+
+    body = asked("plain")
+    assert "temperature" not in body and "top_p" not in body
+    # The length is the appliance's to bound (the policy's limit holds on any engine): always sent.
+    assert body["max_tokens"] == 512
+    body = asked("plain", temperature=1.0, top_p=1.0)  # OpenAI's values, sent on purpose
+    assert (body["temperature"], body["top_p"]) == (1.0, 1.0)
+    body = asked("plain", top_p=0.8)
+    assert body["top_p"] == 0.8 and "temperature" not in body
+    body = asked("pinned")  # the registration's 1 is a choice too
+    assert (body["temperature"], body["top_p"]) == (1.0, 1.0)
