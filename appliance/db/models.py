@@ -269,14 +269,22 @@ class PrivacyCharge(Base):
     (JSON ``[[noise_multiplier, sample_rate, steps], ...]``, numbers only) and the epsilon
     that alone spent. Opened when a worker starts the job, raised as steps run, settled when
     it ends (also cancelled or failed). ``dataset_id`` is not a foreign key: what a deleted
-    dataset spent stays spent."""
+    dataset spent stays spent. ``dataset_hash`` is the dataset's ``content_hash`` when the
+    charge opened: the per-dataset budget is kept by it, so a re-upload of the same rows
+    (another name, or after a delete) shares what they spent. NULL only on charges whose
+    dataset was deleted before the column existed."""
 
     __tablename__ = "privacy_charges"
-    __table_args__ = (Index(None, "tenant_id", "dataset_id"), Index(None, "tenant_id", "charged_at"))
+    __table_args__ = (
+        Index(None, "tenant_id", "dataset_id"),
+        Index(None, "tenant_id", "charged_at"),
+        Index(None, "tenant_id", "dataset_hash"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     dataset_id: Mapped[str] = mapped_column(String(36))
+    dataset_hash: Mapped[str | None] = mapped_column(String(64))
     job_id: Mapped[str] = mapped_column(String(36), unique=True)
     history: Mapped[str] = mapped_column(Text, default="[]")
     steps: Mapped[int] = mapped_column(Integer, default=0)

@@ -8,6 +8,14 @@ nothing from a dataset. The anonymized rows are stored only in one sealed blob (
 tenant's data key); the row in ``datasets`` holds counts, a keyed digest of the stored rows
 and the sealed label counts. Deleting a dataset deletes its blob; what its jobs spent stays
 in the privacy-budget ledger.
+
+The digest (``content_hash``) is what the privacy-budget ledger keeps a dataset's budget by,
+so it names the data, not the upload: it covers the rows as stored (anonymized, in their
+canonical form, whatever the file's format) as a multiset, in any order. Two uploads of the
+same rows have the same hash and share one per-dataset budget, also when the first was
+deleted before the second came. Rows that differ in any way (one edited, added or dropped)
+make another hash: recognising near-duplicates is not attempted, and the tenant's period
+total is what bounds datasets that overlap.
 """
 
 from __future__ import annotations
@@ -273,11 +281,8 @@ class DatasetService:
         source_bytes: int,
         policy: ActivePolicy,
     ) -> DatasetView:
-        digest = hmac.new(self._cipher.derived_key(tenant_id, DIGEST_PURPOSE), digestmod=hashlib.sha256)
-        encoded = []
-        for line in encode_rows(rows):
-            digest.update(line)
-            encoded.append(line)
+        encoded = list(encode_rows(rows))
+        digest = _content_digest(self._cipher.derived_key(tenant_id, DIGEST_PURPOSE), encoded)
         blob = self._blobs.put(tenant_id, BLOB_KIND, iter(encoded))
         labels = parsed.label_counts() if parsed.task == "classification" else None
         stats = {"shape": parsed.shape, "label_counts": labels, "entities": facts}
@@ -292,7 +297,7 @@ class DatasetService:
                     blob_id=blob.id,
                     rows=len(rows),
                     source_bytes=source_bytes,
-                    content_hash=digest.hexdigest(),
+                    content_hash=digest,
                     stats_sealed=b"",
                     created_by=principal.key_id or "local-operator",
                 )
@@ -361,7 +366,8 @@ class DatasetService:
 
     def delete(self, principal: Principal, tenant: str, ref: str) -> DatasetView:
         """Delete the row, then the sealed blob. Refused while a job that has not finished
-        uses the dataset (cancel it first)."""
+        uses the dataset (cancel it first). What its jobs spent stays charged to its content
+        hash: uploading the same rows again does not start a fresh budget."""
         principal.require(*WRITERS)
         with transaction(self._sessions) as session:
             t = find_tenant(session, principal, tenant)
@@ -457,6 +463,15 @@ class DatasetService:
             created_by=row.created_by,
             created_at=row.created_at,
         )
+
+
+def _content_digest(key: bytes, lines: Sequence[bytes]) -> str:
+    """Keyed digest of the stored rows as a multiset: the canonical lines in sorted order (each
+    ends in its only newline, so the concatenation is unambiguous)."""
+    digest = hmac.new(key, digestmod=hashlib.sha256)
+    for line in sorted(lines):
+        digest.update(line)
+    return digest.hexdigest()
 
 
 def _is_block(exc: InvalidRows) -> bool:

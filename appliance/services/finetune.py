@@ -5,7 +5,9 @@ A job is a row in ``finetune_jobs``; ``appliance worker`` runs it (see
 :mod:`appliance.services.finetune_queue`). Creating one plans its privacy cost the way the
 engine will run it (Poisson sample rate ``1 / ceil(n / batch_size)``, Opacus's noise for the
 target epsilon over the epochs) and refuses it when that plan does not fit the budget. The
-settings are stored as numbers; nothing of the dataset's content reaches this table.
+settings are stored as numbers; nothing of the dataset's content reaches this table. The
+per-dataset budget is the budget of the dataset's content (its content hash): a job on a
+re-upload of rows that were trained on already is charged against what they spent.
 
 Job states::
 
@@ -44,7 +46,7 @@ from appliance.services.privacy_budget import PrivacyBudgetService, lock_tenant
 from appliance.services.tenants import find_tenant
 from appliance.training.accounting import noise_multiplier_for, sample_rate_for, steps_per_epoch
 from appliance.training.budget import Plan
-from appliance.training.spec import TrainingSpec
+from appliance.training.spec import TrainingSpec, holdout_rows
 
 if TYPE_CHECKING:
     from appliance.models.registry import ModelRegistry
@@ -159,15 +161,6 @@ def job_view(row: FinetuneJob, slug: str) -> JobView:
     )
 
 
-def holdout_rows(rows: int, fraction: float) -> int:
-    """Rows the engine keeps out of training for the card's metrics: as
-    ``appliance.training.tasks.split_holdout`` counts them (without importing torch)."""
-    held = int(rows * fraction)
-    if fraction > 0 and rows >= 10:
-        held = max(held, 1)
-    return held
-
-
 def spec_for(
     row: FinetuneJob, base_model_dir: Path, training: TrainingSettings, *, dataset_hash: str = ""
 ) -> TrainingSpec:
@@ -276,7 +269,9 @@ class FinetuneService:
         sample_rate = sample_rate_for(train_rows, spec.batch_size)
         steps = spec.epochs * steps_per_epoch(train_rows, spec.batch_size)
         noise = noise_multiplier_for(spec.target_epsilon, delta, sample_rate, epochs=spec.epochs)
-        plan = Plan(dataset.id, dataset.name, ((noise, sample_rate, steps),), delta, spec.target_epsilon)
+        plan = Plan(
+            dataset.id, dataset.name, ((noise, sample_rate, steps),), delta, spec.target_epsilon, dataset.content_hash
+        )
         with transaction(self._sessions) as session:
             lock_tenant(session, tenant_id)
             self._budget.check(session, tenant_id, plan)

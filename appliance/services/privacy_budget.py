@@ -8,10 +8,15 @@ steps run (so a crash still leaves the steps charged) and settles it when the jo
 also when it was cancelled or failed. Opening and settling are audit entries
 (``privacy_budget.charge``). Checks and charges of one tenant are serialized by a lock on
 its tenant row, so two jobs created at once cannot both take the last of a budget.
+
+The per-dataset budget is kept by the dataset's content hash, which each charge copies when
+it opens (``privacy_charges.dataset_hash``): the same rows uploaded again, under another name
+or after the first upload was deleted, find what was spent on them already.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,9 +44,17 @@ AUDIT_ACTION = "privacy_budget.charge"
 
 @dataclass(frozen=True)
 class DatasetBudget:
+    """One dataset's budget, kept by its content: every upload of the same rows shares it."""
+
     dataset_id: str
+    """The newest upload with this content (or, when all were deleted, the first charged)."""
     name: str | None
-    """None once the dataset was deleted (what it spent stays)."""
+    """That upload's name; None once every upload of this content was deleted (what they
+    spent stays spent, and counts against a later upload of the same content)."""
+    content_hash: str | None
+    """The content hash the budget is kept by (None: a charge older than content hashes)."""
+    dataset_ids: list[str]
+    """Every upload with this content: charged, or stored now."""
     jobs: int
     epsilon_spent: float
     epsilon_reserved: float
@@ -54,6 +67,7 @@ class DatasetBudget:
 class ChargeView:
     job_id: str
     dataset_id: str
+    content_hash: str | None
     state: str
     steps: int
     noise_multiplier: float | None
@@ -125,6 +139,7 @@ class PrivacyBudgetService:
 
     def ledger(self, session: Session, tenant_id: str) -> Ledger:
         """Every charge of the tenant plus the plans of its unfinished jobs, in ``session``."""
+        hashes = _content_hashes(session, tenant_id)
         charges = {
             c.job_id: c for c in session.scalars(select(PrivacyCharge).where(PrivacyCharge.tenant_id == tenant_id))
         }
@@ -138,25 +153,28 @@ class PrivacyBudgetService:
         for job_id, c in charges.items():
             job = unfinished.get(job_id)
             ran = history_of(c.history)
+            key = c.dataset_hash or ""
             if c.settled or job is None:
-                entries.append(Charge(job_id, c.dataset_id, ran, c.delta, c.epsilon, c.charged_at, True))
+                entries.append(Charge(job_id, c.dataset_id, ran, c.delta, c.epsilon, c.charged_at, True, key))
                 continue
             plan = _plan_history(job)
             reserved = plan if sum(n for *_, n in plan) >= c.steps else ran
-            entries.append(
-                Charge(job_id, c.dataset_id, reserved, c.delta, max(job.target_epsilon, c.epsilon), c.charged_at, False)
-            )
+            epsilon = max(job.target_epsilon, c.epsilon)
+            entries.append(Charge(job_id, c.dataset_id, reserved, c.delta, epsilon, c.charged_at, False, key))
         for job_id, job in unfinished.items():
             if job_id not in charges:
+                key = hashes.get(job.dataset_id, "")
+                plan = _plan_history(job)
                 entries.append(
-                    Charge(
-                        job_id, job.dataset_id, _plan_history(job), job.delta, job.target_epsilon, job.created_at, False
-                    )
+                    Charge(job_id, job.dataset_id, plan, job.delta, job.target_epsilon, job.created_at, False, key)
                 )
         return Ledger(entries, self.caps(tenant_id), self._clock())
 
     def check(self, session: Session, tenant_id: str, plan: Plan, *, exclude_job: str | None = None) -> None:
-        """Raise BudgetExceeded when ``plan`` does not fit; call after :func:`lock_tenant`."""
+        """Raise BudgetExceeded when ``plan`` does not fit; call after :func:`lock_tenant`. A
+        plan without a ``dataset_key`` is looked up by its dataset's content hash."""
+        if not plan.dataset_key:
+            plan = dataclasses.replace(plan, dataset_key=_content_hashes(session, tenant_id).get(plan.dataset_id, ""))
         self.ledger(session, tenant_id).check(plan, exclude_job=exclude_job)
 
     # -- charges (the worker) ------------------------------------------------------------
@@ -166,10 +184,14 @@ class PrivacyBudgetService:
         if session.scalar(select(PrivacyCharge.id).where(PrivacyCharge.job_id == job.id)) is not None:
             return
         now = self._clock()
+        content_hash = session.scalar(
+            select(Dataset.content_hash).where(Dataset.tenant_id == job.tenant_id, Dataset.id == job.dataset_id)
+        )
         session.add(
             PrivacyCharge(
                 tenant_id=job.tenant_id,
                 dataset_id=job.dataset_id,
+                dataset_hash=content_hash,
                 job_id=job.id,
                 history="[]",
                 steps=0,
@@ -188,6 +210,7 @@ class PrivacyBudgetService:
             outcome="opened",
             facts={
                 "dataset": job.dataset_id,
+                "dataset_hash": content_hash,
                 "reserved_epsilon": job.target_epsilon,
                 "delta": job.delta,
                 "planned_steps": job.planned_steps,
@@ -232,7 +255,7 @@ class PrivacyBudgetService:
         session.flush()
         caps = self.caps(job.tenant_id)
         ledger = self.ledger(session, job.tenant_id)
-        dataset = ledger.dataset(job.dataset_id)
+        dataset = ledger.dataset(row.dataset_hash or row.dataset_id)
         total = ledger.total()
         self._audit.record(
             AUDIT_ACTION,
@@ -242,6 +265,7 @@ class PrivacyBudgetService:
             outcome=outcome,
             facts={
                 "dataset": job.dataset_id,
+                "dataset_hash": row.dataset_hash,
                 "steps": row.steps,
                 "epsilon": epsilon,
                 "delta": job.delta,
@@ -261,7 +285,11 @@ class PrivacyBudgetService:
         with transaction(self._sessions) as session:
             t = find_tenant(session, principal, tenant)
             ledger = self.ledger(session, t.id)
-            names = dict(session.execute(select(Dataset.id, Dataset.name).where(Dataset.tenant_id == t.id)).all())
+            stored = session.execute(
+                select(Dataset.id, Dataset.name, Dataset.content_hash)
+                .where(Dataset.tenant_id == t.id)
+                .order_by(Dataset.created_at)
+            ).all()
             states = dict(
                 session.execute(select(FinetuneJob.id, FinetuneJob.state).where(FinetuneJob.tenant_id == t.id)).all()
             )
@@ -269,10 +297,14 @@ class PrivacyBudgetService:
         total = ledger.total()
         datasets = []
         for spend in ledger.datasets():
+            uploads = [(i, n) for i, n, h in stored if h == spend.key or i == spend.key]
+            newest_id, name = uploads[-1] if uploads else (spend.dataset_ids[0], None)
             datasets.append(
                 DatasetBudget(
-                    dataset_id=spend.dataset_id,
-                    name=names.get(spend.dataset_id),
+                    dataset_id=newest_id,
+                    name=name,
+                    content_hash=None if spend.key in spend.dataset_ids else spend.key,
+                    dataset_ids=list(dict.fromkeys([*spend.dataset_ids, *(i for i, _ in uploads)])),
                     jobs=spend.jobs,
                     epsilon_spent=spend.spent,
                     epsilon_reserved=max(0.0, spend.with_reserved - spend.spent),
@@ -285,6 +317,7 @@ class PrivacyBudgetService:
             ChargeView(
                 job_id=c.job_id,
                 dataset_id=c.dataset_id,
+                content_hash=c.dataset_key or None,
                 state=states.get(c.job_id, "deleted"),
                 steps=c.steps,
                 noise_multiplier=c.history[0][0] if c.history else None,
@@ -311,6 +344,12 @@ class PrivacyBudgetService:
             datasets=datasets,
             charges=charges,
         )
+
+
+def _content_hashes(session: Session, tenant_id: str) -> dict[str, str]:
+    """dataset id -> content hash, for the tenant's stored datasets."""
+    rows = session.execute(select(Dataset.id, Dataset.content_hash).where(Dataset.tenant_id == tenant_id))
+    return {str(i): str(h) for i, h in rows}
 
 
 def _plan_history(job: FinetuneJob) -> tuple[HistoryEntry, ...]:

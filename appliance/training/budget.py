@@ -15,6 +15,12 @@ Two budgets, composed differently on purpose:
   summed (basic composition, and their deltas add up too). Conservative: it holds even when
   the same person is in several datasets, which the appliance cannot know.
 
+A dataset here is its *content*, not its upload: charges are keyed by the dataset's content
+hash (:attr:`Charge.dataset_key`), so two uploads of the same rows share one budget, and so
+do an upload and a re-upload after the first was deleted (its charges stay). Rows that
+differ at all (an edited row, an added one) are another dataset to this ledger; the tenant's
+period total is what bounds overlapping datasets.
+
 Unfinished jobs count with their whole plan (reserved), so two jobs queued at once cannot
 together overspend; a finished, cancelled or failed job counts with the steps it ran.
 """
@@ -67,6 +73,14 @@ class Charge:
     epsilon: float
     charged_at: datetime
     settled: bool
+    dataset_key: str = ""
+    """The dataset's content hash: what the per-dataset budget is kept by. Empty only for a
+    charge recorded before content hashes were (its dataset was already gone): it then
+    counts by ``dataset_id`` alone."""
+
+    @property
+    def key(self) -> str:
+        return self.dataset_key or self.dataset_id
 
     @property
     def steps(self) -> int:
@@ -83,11 +97,20 @@ class Plan:
     history: tuple[HistoryEntry, ...]
     delta: float
     epsilon: float
+    dataset_key: str = ""
+    """The dataset's content hash (see :attr:`Charge.dataset_key`); empty: ``dataset_id``."""
+
+    @property
+    def key(self) -> str:
+        return self.dataset_key or self.dataset_id
 
 
 @dataclass(frozen=True)
 class DatasetSpend:
-    dataset_id: str
+    key: str
+    """The content hash the spend is kept by (see :attr:`Charge.dataset_key`)."""
+    dataset_ids: tuple[str, ...]
+    """Every upload with this content that a job was charged for, oldest charge first."""
     jobs: int
     spent: float
     """RDP composition of the finished jobs' histories, at the policy's delta."""
@@ -127,11 +150,13 @@ class Ledger:
     def since(self) -> datetime:
         return self.now - timedelta(days=self.caps.period_days)
 
-    def dataset(self, dataset_id: str) -> DatasetSpend:
-        mine = [c for c in self.charges if c.dataset_id == dataset_id]
+    def dataset(self, key: str) -> DatasetSpend:
+        """What the dataset with content hash ``key`` spent, over every upload of it."""
+        mine = sorted((c for c in self.charges if c.key == key), key=lambda c: c.charged_at)
         settled = [h for c in mine if c.settled for h in c.history]
         return DatasetSpend(
-            dataset_id=dataset_id,
+            key=key,
+            dataset_ids=tuple(dict.fromkeys(c.dataset_id for c in mine)),
             jobs=len(mine),
             spent=composed(settled, self.caps.delta),
             with_reserved=composed([h for c in mine for h in c.history], self.caps.delta),
@@ -139,7 +164,7 @@ class Ledger:
         )
 
     def datasets(self) -> list[DatasetSpend]:
-        return [self.dataset(d) for d in sorted({c.dataset_id for c in self.charges})]
+        return [self.dataset(k) for k in sorted({c.key for c in self.charges})]
 
     def total(self) -> TotalSpend:
         recent = [c for c in self.charges if _in_period(c, self.since) or not c.settled]
@@ -159,15 +184,15 @@ class Ledger:
         if _over(plan.delta, self.caps.delta):
             raise InvalidInput(f"delta {plan.delta:.3g} is above the policy's finetune.delta of {self.caps.delta:.3g}")
         others = Ledger([c for c in self.charges if c.job_id != exclude_job], self.caps, self.now)
-        spend = others.dataset(plan.dataset_id)
-        histories: Sequence[HistoryEntry] = [
-            h for c in others.charges if c.dataset_id == plan.dataset_id for h in c.history
-        ]
+        spend = others.dataset(plan.key)
+        histories: Sequence[HistoryEntry] = [h for c in others.charges if c.key == plan.key for h in c.history]
         # At the policy's delta the plan alone can come out a hair below its own target: never less.
         would_be = max(composed([*histories, *plan.history], self.caps.delta), plan.epsilon)
         if _over(would_be, self.caps.max_epsilon_per_dataset):
+            shared = len(set(spend.dataset_ids) - {plan.dataset_id})
+            also = f" (with {shared} other upload{'s' if shared > 1 else ''} of the same content)" if shared else ""
             raise BudgetExceeded(
-                f"dataset {plan.dataset_label}",
+                f"dataset {plan.dataset_label}{also}",
                 limit=self.caps.max_epsilon_per_dataset,
                 spent=spend.spent,
                 reserved=max(0.0, spend.with_reserved - spend.spent),

@@ -143,3 +143,23 @@ def test_a_second_dataset_with_the_same_name_conflicts_and_an_unknown_format_is_
     unknown = admin.post(f"/admin/v1/tenants/{tenant}/datasets?name=x", content=tickets_jsonl())
     assert unknown.status_code == 422
     assert "jsonl or csv" in unknown.json()["detail"]
+
+
+def test_the_content_hash_names_the_rows_whatever_their_order_or_format_and_changes_with_any_row(
+    stack: Stack,
+) -> None:
+    """The privacy-budget ledger keeps a dataset's budget by this hash: a re-upload of the same
+    rows (shuffled, or as CSV) must hash the same, and any changed row must not."""
+    tenant = finetune_tenant(stack.services)
+    admin = _admin(stack, tenant)
+    base = f"/admin/v1/tenants/{tenant}/datasets"
+    rows = [("I was charged twice", "billing"), ("The app crashes", "technical"), ("Refund me", "billing")]
+    first = admin.post(f"{base}?name=a", content=tickets_jsonl(rows), headers=JSONL).json()["content_hash"]
+    shuffled = admin.post(f"{base}?name=b", content=tickets_jsonl(rows[::-1]), headers=JSONL).json()["content_hash"]
+    csv = "text,label\n" + "".join(f"{t},{label}\n" for t, label in rows)
+    as_csv = admin.post(f"{base}?name=c", content=csv.encode(), headers={"content-type": "text/csv"})
+    assert as_csv.status_code == 201, as_csv.text
+    edited = [*rows[:2], ("Refund me now", "billing")]
+    other = admin.post(f"{base}?name=d", content=tickets_jsonl(edited), headers=JSONL).json()["content_hash"]
+    assert first == shuffled == as_csv.json()["content_hash"]
+    assert other != first

@@ -8,10 +8,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from appliance.db.models import AuditEntry
+from appliance.db.models import AuditEntry, FinetuneJob
 from appliance.roles import Role
 from appliance.training.accounting import noise_multiplier_for, sample_rate_for
-from tests.finetune_support import add_tickets, finetune_tenant
+from tests.finetune_support import OP, TICKETS, add_tickets, finetune_tenant, tickets_jsonl
 from tests.support import Stack
 
 JOB = {"dataset": "tickets", "task": "classifier", "output_model": "tickets-clf", "epochs": 1, "batch_size": 4}
@@ -102,7 +102,8 @@ def test_the_ledger_refuses_a_job_past_the_dataset_budget_naming_spent_reserved_
 def test_the_ledger_refuses_a_job_past_the_tenants_period_total(stack: Stack) -> None:
     tenant = finetune_tenant(stack.services, max_epsilon_per_dataset=1.0, max_epsilon_total=1.5)
     add_tickets(stack.services, tenant, name="one")
-    add_tickets(stack.services, tenant, name="two")
+    other_rows = [(f"{text} again", label) for text, label in TICKETS]  # other content: a budget of its own
+    stack.services.datasets.add(OP, tenant, "two", tickets_jsonl(other_rows), fmt="jsonl")
     admin = stack.client(stack.key(Role.TENANT_ADMIN, tenant))
     assert admin.post(_jobs(tenant), json={**JOB, "dataset": "one", "target_epsilon": 1.0}).status_code == 201
     r = admin.post(_jobs(tenant), json={**JOB, "dataset": "two", "target_epsilon": 1.0})
@@ -135,3 +136,54 @@ def test_compliance_reads_the_budget_and_other_tenants_see_nothing(stack: Stack)
     assert missing.status_code == nonexistent.status_code == 404
     assert missing.json()["detail"] == nonexistent.json()["detail"]
     assert outsider.post(f"{_jobs(other)}/{job['id']}/cancel").status_code == 404
+
+
+def _spend_the_whole_plan(stack: Stack, tenant: str, job_id: str) -> None:
+    """What a worker that ran every planned step and then handed the job back leaves: the
+    charge opened and raised to the plan (the budget service's own calls); cancelling the job
+    then settles it at what ran."""
+    budget = stack.services.privacy_budget
+    with stack.services.sessions.begin() as s:
+        row = s.get(FinetuneJob, job_id)
+        assert row is not None
+        budget.open(s, row)
+        budget.raise_to(s, row, row.planned_steps, row.target_epsilon)
+    assert stack.services.finetune.cancel(OP, tenant, job_id).state == "cancelled"
+
+
+def test_the_same_rows_uploaded_again_or_after_a_delete_share_one_dataset_budget(stack: Stack) -> None:
+    tenant = finetune_tenant(stack.services, max_epsilon_per_dataset=1.2, max_epsilon_total=10)
+    admin = stack.client(stack.key(Role.TENANT_ADMIN, tenant))
+    first = add_tickets(stack.services, tenant)
+    spent = admin.post(_jobs(tenant), json={**JOB, "target_epsilon": 1.0})
+    assert spent.status_code == 201, spent.text
+    _spend_the_whole_plan(stack, tenant, spent.json()["id"])
+
+    # The same rows, shuffled, under another name: the same data, so the same budget.
+    again = stack.services.datasets.add(OP, tenant, "again", tickets_jsonl(TICKETS[::-1]), fmt="jsonl")
+    assert again.content_hash == first.content_hash
+    refused = admin.post(_jobs(tenant), json={**JOB, "dataset": "again", "target_epsilon": 1.0})
+    assert refused.status_code == 409, refused.text
+    budget = refused.json()["budget"]
+    assert budget["name"] == "dataset again (with 1 other upload of the same content)"
+    assert budget["spent"] == pytest.approx(1.0, abs=0.05)
+
+    # Deleting every upload does not refund what the rows spent.
+    for name in ("tickets", "again"):
+        assert admin.delete(f"/admin/v1/tenants/{tenant}/datasets/{name}").status_code == 200
+    add_tickets(stack.services, tenant, name="fresh")
+    after_delete = admin.post(_jobs(tenant), json={**JOB, "dataset": "fresh", "target_epsilon": 1.0})
+    assert after_delete.status_code == 409, after_delete.text
+    assert after_delete.json()["budget"]["spent"] == pytest.approx(1.0, abs=0.05)
+
+    # Other rows are another dataset (near-duplicates are not recognised: the period total bounds them).
+    edited = [(f"{text}!", label) for text, label in TICKETS]
+    stack.services.datasets.add(OP, tenant, "edited", tickets_jsonl(edited), fmt="jsonl")
+    assert admin.post(_jobs(tenant), json={**JOB, "dataset": "edited", "target_epsilon": 1.0}).status_code == 201
+
+    report = admin.get(f"/admin/v1/tenants/{tenant}/privacy-budget").json()
+    shared = next(d for d in report["datasets"] if d["content_hash"] == first.content_hash)
+    assert shared["name"] == "fresh"
+    assert set(shared["dataset_ids"]) == {first.id, shared["dataset_id"]}  # charged, and stored now
+    assert shared["epsilon_spent"] == pytest.approx(1.0, abs=0.05)
+    assert report["charges"][0]["content_hash"] == first.content_hash

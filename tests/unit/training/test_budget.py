@@ -3,6 +3,7 @@ per period by summing; unfinished jobs count with their whole plan."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -99,3 +100,24 @@ def test_an_empty_ledger_spends_nothing() -> None:
     assert ledger.dataset("d1").spent == 0
     assert ledger.total().spent == 0
     ledger.check(plan(2.9))
+
+
+def test_uploads_of_the_same_content_share_one_dataset_budget() -> None:
+    """Keyed by content hash, not upload: a re-upload (or one after a delete) starts no fresh budget."""
+    first = dataclasses.replace(charge("j1", 2.5, dataset="upload-1"), dataset_key="hash-a")
+    ledger = Ledger([first], CAPS, NOW)
+    again = dataclasses.replace(plan(2.9, dataset="upload-2"), dataset_label="again", dataset_key="hash-a")
+    with pytest.raises(BudgetExceeded) as caught:
+        ledger.check(again)
+    assert caught.value.budget == "dataset again (with 1 other upload of the same content)"
+    assert caught.value.spent == pytest.approx(first.epsilon)
+    assert ledger.dataset("hash-a").dataset_ids == ("upload-1",)
+    ledger.check(dataclasses.replace(again, dataset_key="hash-b"))  # other content: its own budget
+
+
+def test_a_charge_without_a_content_hash_counts_by_its_dataset_id() -> None:
+    ledger = Ledger([charge("j1", 2.5, dataset="gone")], CAPS, NOW)
+    assert [d.key for d in ledger.datasets()] == ["gone"]
+    ledger.check(plan(2.9, dataset="new"))
+    with pytest.raises(BudgetExceeded):
+        ledger.check(plan(2.9, dataset="gone"))
