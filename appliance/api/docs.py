@@ -8,15 +8,23 @@ package ships, from ``/schema/assets/``, and every response under ``/schema`` ca
 Content-Security-Policy that lets the browser fetch nothing from anywhere else. The other
 renderers Litestar offers (Elements, RapiDoc, Scalar) are not served: they have no offline
 bundle here. ``/schema/openapi.json`` is unchanged.
+
+Two things in the bundles would still reach out at run time, and are turned off: Swagger UI's
+online validator (``validatorUrl: null`` in its start-up call) and the logo of Redoc's "API
+docs by Redocly" link, which Redoc loads from cdn.redoc.ly (the served bundle names an empty
+``data:`` image instead; Redoc hides an image that does not load, and the link text stays).
+The other URLs inside the bundles are never fetched: namespace names, sample values and
+links in error messages (``tests/integration/test_api_docs_offline.py`` lists each host).
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import openapi_ui_bundles
-from litestar import Router, get
+from litestar import Request, Response, Router, get
 from litestar.datastructures import ResponseHeader
 from litestar.exceptions import NotFoundException
 from litestar.openapi import OpenAPIConfig
@@ -60,14 +68,42 @@ _FILES: dict[str, tuple[Path, str]] = {
 
 _FAVICON = f"<link rel='icon' type='image/png' href='{ASSETS}/favicon-32x32.png'>"
 
+_REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+_SWAGGER_START = b"dom_id: '#swagger-container',"
+
+
+def _exactly_once(text: bytes, part: bytes, where: str) -> None:
+    """A vendored file changed shape (a new version): fail loudly rather than serve it unchanged."""
+    if text.count(part) != 1:
+        raise RuntimeError(f"{where} no longer holds {part.decode()!r} once; review what it loads before serving it")
+
+
+@functools.cache
+def _redoc_bundle() -> bytes:
+    """Redoc with its attribution logo pointed at an empty ``data:`` image instead of cdn.redoc.ly."""
+    bundle = _FILES["redoc.standalone.js"][0].read_bytes()
+    _exactly_once(bundle, _REDOC_LOGO, "redoc.standalone.js")
+    return bundle.replace(_REDOC_LOGO, b"data:,")
+
 
 @get("/assets/{name:str}", opt=PUBLIC, sync_to_thread=False, include_in_schema=False, cache_control=None)
-def _asset(name: Annotated[str, PathParameter(max_length=64)]) -> File:
+def _asset(name: Annotated[str, PathParameter(max_length=64)]) -> File | Response[bytes]:
     found = _FILES.get(name)
     if found is None:
         raise NotFoundException()
     path, media_type = found
+    if name == "redoc.standalone.js":
+        return Response(_redoc_bundle(), media_type=media_type)
     return File(path, media_type=media_type, content_disposition_type="inline", filename=name)
+
+
+class _OfflineSwagger(SwaggerRenderPlugin):
+    """Swagger UI's page with ``validatorUrl: null``: never ask validator.swagger.io about the spec."""
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        page = super().render(request, openapi_schema)
+        _exactly_once(page, _SWAGGER_START, "Litestar's Swagger UI page")
+        return page.replace(_SWAGGER_START, _SWAGGER_START + b"\n                  validatorUrl: null,")
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -89,7 +125,7 @@ def openapi_config() -> OpenAPIConfig:
         security=[{"bearer": []}],
         openapi_router=router,
         render_plugins=[
-            SwaggerRenderPlugin(
+            _OfflineSwagger(
                 path=["/", "/swagger"],
                 js_url=f"{ASSETS}/swagger-ui-bundle.js",
                 css_url=f"{ASSETS}/swagger-ui.css",
