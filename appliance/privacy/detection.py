@@ -38,6 +38,7 @@ from appliance.privacy.names import (
     names_near_emails,
     propagate_names,
 )
+from appliance.privacy.place_names import judge_places
 from appliance.privacy.recognizers import (
     FIVE_DIGITS,
     GATES,
@@ -232,6 +233,7 @@ class Detector:
             names_near_emails(text, found, allowed)
             names_from_cues(text, doc, found, allowed)
             judge_names(text, found, locations="LOCATION" in wanted)
+            judge_places(text, found, locations="LOCATION" in wanted)
             found[:] = [d for d in found if d.entity_type != "PERSON" or _credible_name(text, d, reading)]
         # After the gate: only credible names spread, and a further mention of one is masked
         # however ordinary its words look where they stand ("the marta zyxkowski report").

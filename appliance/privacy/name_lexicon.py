@@ -35,7 +35,7 @@ from spacy.lang.en.stop_words import STOP_WORDS
 from appliance.privacy.name_model import NAME_MODEL_DIR
 from appliance.privacy.spans import Detection
 
-__all__ = ["LEXICON_FILE", "common_words", "is_ordinary", "judge_names"]
+__all__ = ["LEXICON_FILE", "PLACE_WORDS", "addressed_or_titled", "common_words", "is_ordinary", "judge_names"]
 
 LEXICON_FILE = "common_words.txt.gz"
 
@@ -92,6 +92,8 @@ _ADDRESSED_BEFORE = regex.compile(
     r"|morning|evening|happy[ \t]+birthday|cc|ping|ask|asked|tell|told|thank|call|called|met|meet|meeting[ \t]+with"
     r"|talk[ \t]+to|talked[ \t]+to|spoke[ \t]+(?:to|with)|email|emailed|message|messaged|@)[ \t,]*$"
 )
+# Street and place words of any language, before or after a place's name.
+PLACE_WORDS = _PLACE_BEFORE | _PLACE_AFTER
 _POSSESSIVE = regex.compile(r"['\u2019]s(?![\p{L}\d])")
 _NEXT = regex.compile(r"^[ \t]+(\p{L}[\p{L}.]*)")
 _PREV = regex.compile(r"(\p{L}[\p{L}.]*)[ \t]+$")
@@ -149,6 +151,15 @@ def _judge(text: str, d: Detection, locations: bool) -> Detection | None:
     while len(tokens) > 1 and tokens[-1].group()[0].islower() and _ordinary(tokens[-1].group()):
         tokens.pop()
     return Detection(tokens[0].start(), tokens[-1].end(), d.entity_type, d.score, d.recognizer)
+
+
+def addressed_or_titled(text: str, start: int) -> bool:
+    """A title ("Dr", "Coach") or a greeting or verb addressed to a person ("Hi", "ask")
+    right before ``start``."""
+    return bool(
+        _TITLE_BEFORE.search(text[max(0, start - 20) : start])
+        or _ADDRESSED_BEFORE.search(text[max(0, start - 30) : start])
+    )
 
 
 def _person_cue(text: str, start: int, end: int) -> bool:

@@ -1,0 +1,190 @@
+"""Towns the name model takes for people: "Customers in Mysuru were down", "city: Kaohsiung".
+
+A place name looks like a personal name and stands where names stand, so the name model
+often calls it a person. :func:`judge_places` looks each PERSON guess up in the shipped
+gazetteer (GeoNames' cities of 15,000 people or more, countries and US states; built by
+``name_training/places.py``), together with the capitalized words around it ("Kota" +
+"Kinabalu"), and decides by what the text says:
+
+* a place whose words are no personal name ("Mysuru", "Luang Prabang") becomes a LOCATION
+  unless the text treats it as a person (a title, a greeting, a speaker's label, a surname
+  beside it);
+* a place that is also a name ("Florence", "Jackson", "Ho Chi Minh") becomes a LOCATION only
+  where the text treats it as a place: after "in", "from", "to" and the like, after a
+  street address ("45 Nkrumah Avenue, Houston"), before "office", "hub" or "City", before a
+  country ("Kanazawa, Lebanon"), or as the value of a "city" or "location" field.
+
+When the policy does not detect LOCATION, such a guess is simply no person. Either way the
+place is no longer a PERSON that spreads to the request's other mentions.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+
+import regex
+from spacy.lang.en.stop_words import STOP_WORDS
+
+from appliance.privacy.name_lexicon import PLACE_WORDS, addressed_or_titled, is_ordinary
+from appliance.privacy.name_model import NAME_MODEL_DIR
+from appliance.privacy.spans import Detection
+
+__all__ = ["PLACES_FILE", "is_country", "judge_places", "place_kind"]
+
+PLACES_FILE = "places.txt.gz"
+_WINDOW = 4  # "Ho Chi Minh City", "Santa Cruz de Tenerife" are longer, but rare as guesses
+
+_WORD = regex.compile(r"\p{L}[\p{L}\p{M}'\u2019.]*(?:-\p{L}[\p{L}\p{M}'\u2019.]*)*")
+_PREPOSITION_BEFORE = regex.compile(
+    r"(?<![\p{L}\d])(?i:in|from|to|at|near|via|across|around|outside|inside|into|towards?|visit|visiting|based"
+    r"|out[ \t]+of|trip[ \t]+to|flights?[ \t]+to|moved[ \t]+to|relocating[ \t]+to|city[ \t]+of"
+    r"|town[ \t]+of|region[ \t]+of|→|->)[ \t]+(?:the[ \t]+)?$"
+)
+_FIELD_BEFORE = regex.compile(
+    r"(?i:city|town|location|region|destination|origin|venue|country|state|province|hub|site|depot|port|ports"
+    r"|embark|disembark|place|birthplace|office|campus|datacenter|base|home[ \t]+town)[\"']?[ \t]*[:=][ \t]*[\"']?$"
+)
+_PLACE_AFTER = frozenset(
+    """office offices hub branch campus site plant warehouse depot team airport port harbour harbor city
+    province region area metro district county municipality headquarters hq station datacenter datacentre
+    launch rollout summit clinic store stores factory facility facilities mission embassy consulate
+    community diaspora-""".split()  # noqa: SIM905 - a word list reads best as words
+)
+_SPEAKER_AFTER = regex.compile(r"^[ \t]*(?:\[[^\]\n]{0,12}\])?[ \t]*:")
+_NEXT_WORD = regex.compile(r"^[ \t]+(\p{L}[\p{L}\p{M}'\u2019.-]*)")
+_PREV_WORD = regex.compile(r"(\p{L}[\p{L}\p{M}'\u2019.-]*)[ \t]+$")
+_COMMA_NEXT = regex.compile(
+    r"^[ \t]*,[ \t]*(?:the[ \t]+)?(\p{Lu}[\p{L}\p{M}'\u2019.-]*(?:[ \t]+\p{Lu}[\p{L}\p{M}'\u2019.-]*){0,2})"
+)
+_HOUSE_NUMBER = regex.compile(r"^[ \t]*\d+[\p{L}/-]*[ \t]+\p{L}")
+_WITH_OR_SIGN_OFF_BEFORE = regex.compile(
+    r"(?<![\p{L}\d])(?i:with|best|regards|kind[ \t]+regards|cheers|thanks|sincerely|warmly|love|yours)[ \t]*[,!]?\s*$"
+)
+_INITIAL_BEFORE = regex.compile(r"(?<![\p{L}\d])\p{Lu}\.[ \t]*$")
+
+
+@functools.cache
+def _gazetteer() -> dict[str, str]:
+    with gzip.open(NAME_MODEL_DIR / PLACES_FILE, "rt", encoding="utf-8") as fh:
+        return dict(line.rstrip("\n").split("\t") for line in fh if "\t" in line)
+
+
+def place_kind(value: str) -> str | None:
+    """``"p"`` for a place that is no personal name, ``"n"`` for one that is also a name,
+    None for no place the gazetteer knows."""
+    kind = _raw_kind(value)
+    return None if kind is None else kind.lower()
+
+
+def is_country(value: str) -> bool:
+    """A country or a US state ("Lebanon", "Georgia")."""
+    kind = _raw_kind(value)
+    return kind is not None and kind.isupper()
+
+
+def _raw_kind(value: str) -> str | None:
+    return _gazetteer().get(" ".join(value.replace("\u2019", "'").casefold().split()))
+
+
+def judge_places(text: str, found: list[Detection], *, locations: bool) -> None:
+    """Moves PERSON guesses that name a place to LOCATION (or drops them when ``locations``
+    is false), as the module docstring says."""
+    kept: list[Detection] = []
+    for d in found:
+        place = _place_of(text, d, locations) if d.entity_type == "PERSON" else None
+        if place is None:
+            kept.append(d)
+        elif locations:
+            kept.append(Detection(place[0], place[1], "LOCATION", d.score, d.recognizer))
+    found[:] = kept
+
+
+def _place_of(text: str, d: Detection, locations: bool) -> tuple[int, int] | None:
+    """The place's span, or None for a person. Without a place cue, a place that is no
+    known name still becomes a LOCATION, which hides it all the same; but it is dropped
+    (left in the clear) only on a cue, since some people bear a town's name ("Bahar")."""
+    window = _gazetteer_window(text, d)
+    if window is None:
+        return None
+    start, end, kind = window
+    if _treated_as_person(text, start, end):
+        return None
+    if (kind == "p" and locations) or _treated_as_place(text, start, end):
+        return start, end
+    return None
+
+
+def _gazetteer_window(text: str, d: Detection) -> tuple[int, int, str] | None:
+    """The longest run of words around the guess (the guess itself included, whole) that the
+    gazetteer knows, on the guess's line."""
+    line_start = text.rfind("\n", 0, d.start) + 1
+    line_end = text.find("\n", d.end)
+    line_end = len(text) if line_end < 0 else line_end
+    words = [(m.start(), m.end()) for m in _WORD.finditer(text, line_start, line_end)]
+    inside = [i for i, (s, e) in enumerate(words) if s < d.end and d.start < e]
+    if not inside or len(inside) > _WINDOW:
+        return None
+    first, last = inside[0], inside[-1]
+    best: tuple[int, int, str] | None = None
+    for lo in range(max(0, last - _WINDOW + 1), first + 1):
+        for hi in range(last, min(len(words), lo + _WINDOW)):
+            start, end = words[lo][0], words[hi][1]
+            gaps = [text[words[i][1] : words[i + 1][0]] for i in range(lo, hi)]
+            if any(g.strip(" \t-") for g in gaps):  # words of one name, not across punctuation
+                continue
+            kind = place_kind(text[start:end].rstrip("."))
+            if kind is not None and (best is None or end - start > best[1] - best[0]):
+                best = (start, end, kind)
+    return best
+
+
+def _treated_as_person(text: str, start: int, end: int) -> bool:
+    """A title or greeting before it, a speaker's label after it, or a name-like capitalized
+    word beside it that is no place word ("Florence Nightingale")."""
+    if addressed_or_titled(text, start) or _SPEAKER_AFTER.match(text[end : end + 20]):
+        return True
+    if _INITIAL_BEFORE.search(text[max(0, start - 4) : start]):
+        return True  # "K. Toyooka"
+    if _WITH_OR_SIGN_OFF_BEFORE.search(text[max(0, start - 30) : start]):
+        return True  # "a call with Bahar", "Best, Raka"
+    after = _NEXT_WORD.match(text[end : end + 40])
+    before = _PREV_WORD.search(text[max(0, start - 40) : start])
+    for m in (before, after):
+        if m is None:
+            continue
+        word = m.group(1).strip(".")
+        if (
+            len(word) > 2
+            and not (word.isupper() or word.casefold() in STOP_WORDS)
+            and (word[0].isupper() or text[start].islower())  # all lower case: chat ("cuauhtémoc ramírez")
+            and word.casefold() not in PLACE_WORDS | _PLACE_AFTER
+            and place_kind(word) is None
+            and not is_ordinary(word)
+        ):
+            return True
+    return False
+
+
+def _treated_as_place(text: str, start: int, end: int) -> bool:
+    head = text[max(0, start - 40) : start]
+    if _PREPOSITION_BEFORE.search(head) or _FIELD_BEFORE.search(head):
+        return True
+    after = _NEXT_WORD.match(text[end : end + 40])
+    if after is not None and after.group(1).casefold().strip(".") in _PLACE_AFTER:
+        return True
+    country = _COMMA_NEXT.match(text[end : end + 60])
+    if country is not None and is_country(country.group(1)):
+        return True
+    return _after_an_address(text, start)
+
+
+def _after_an_address(text: str, start: int) -> bool:
+    """Right after a street address and a comma: "45 Nkrumah Avenue, Houston", "Jalan Tun
+    Razak, Stanley" (a house number first, or a street word first or last)."""
+    head = text[text.rfind("\n", 0, start) + 1 : start].rstrip(" \t")
+    if not head.endswith(","):
+        return False
+    part = regex.split(r"[,;:|(]", head[:-1])[-1]
+    words = [w.casefold().strip(".") for w in part.split()]
+    return bool(words) and (bool(_HOUSE_NUMBER.match(part)) or words[0] in PLACE_WORDS or words[-1] in PLACE_WORDS)

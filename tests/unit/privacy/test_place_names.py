@@ -1,0 +1,112 @@
+"""Towns the name model takes for people (appliance/privacy/place_names.py): a place that is
+no name becomes a LOCATION, a place that is also a name only where the text makes it a place,
+and a person stays a person. Sentences written for these tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.privacy.detection import Detector
+from appliance.privacy.place_names import is_country, judge_places, place_kind
+from appliance.privacy.rules import PrivacyRules
+from appliance.privacy.spans import Detection
+
+
+def judged(text: str, guess: str, *, locations: bool = True) -> list[tuple[str, str]]:
+    """Judge one PERSON guess over the first occurrence of ``guess``: what is left of it."""
+    start = text.index(guess)
+    found = [Detection(start, start + len(guess), "PERSON", 0.9, "NameModel")]
+    judge_places(text, found, locations=locations)
+    return [(text[d.start : d.end], d.entity_type) for d in found]
+
+
+def test_the_gazetteer_tells_places_that_are_names_from_those_that_are_not() -> None:
+    assert place_kind("Tiruchirappalli") == "p"
+    assert place_kind("  luang   PRABANG ") == "p"
+    assert place_kind("Florence") == "n"
+    assert place_kind("Jackson") == "n"
+    assert place_kind("Anna Berg") is None
+    assert is_country("Lebanon") and is_country("georgia")
+    assert not is_country("Mitchell")
+
+
+@pytest.mark.parametrize(
+    ("text", "guess", "place"),
+    [
+        ("Customers in Tiruchirappalli were offline for an hour.", "Tiruchirappalli", "Tiruchirappalli"),
+        ("The Kaohsiung warehouse closes early on Friday.", "Kaohsiung", "Kaohsiung"),
+        # The guess is part of the town's name: the whole name becomes the place.
+        ("We flew into Kota Kinabalu late on Sunday.", "Kinabalu", "Kota Kinabalu"),
+        # A town that is also a name, where the text makes it a place.
+        ("The board met in Florence last week.", "Florence", "Florence"),
+        ("Ship it to 12 Harbour Road, Jackson by Monday.", "Jackson", "Jackson"),
+        ('{"city": "Houston", "zip": "77002"}', "Houston", "Houston"),
+        ("Our Dallas office is moving.", "Dallas", "Dallas"),
+        ("She lives in Lagos, Nigeria.", "Lagos", "Lagos"),
+    ],
+)
+def test_a_guess_that_names_a_town_becomes_a_location(text: str, guess: str, place: str) -> None:
+    assert judged(text, guess) == [(place, "LOCATION")]
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        # Names that are also towns, with nothing that makes them a place.
+        ("Florence will send the minutes tonight.", "Florence"),
+        ("PO-1187,Jackson,Okafor,j.okafor@example.org", "Jackson"),
+        # Towns' names borne by people, said of a person.
+        ("Please book a call with Bahar for Thursday.", "Bahar"),
+        ("Thanks for the slides.\nBest,\nBahar", "Bahar"),
+        ("Reviewed by: K. Mysuru", "Mysuru"),
+        ("Dr. Kaohsiung signed the form.", "Kaohsiung"),
+        ("Florence Nightingale trained nurses.", "Florence"),
+        ("[09:14] Bahar: the build is green again", "Bahar"),
+        # A list of names is no "town, country".
+        ("They had four children: Hayden, Mitchell, Stephanie and Joan.", "Mitchell"),
+    ],
+)
+def test_a_person_named_like_a_town_stays_a_person(text: str, guess: str) -> None:
+    assert judged(text, guess) == [(guess, "PERSON")]
+
+
+def test_without_location_in_the_policy_a_town_is_left_in_the_clear_only_on_a_place_cue() -> None:
+    # "in" says it is a place: no person, and the policy does not hide places.
+    assert judged("Customers in Tiruchirappalli were offline.", "Tiruchirappalli", locations=False) == []
+    # No cue: a town's name could still be someone's, so it stays hidden as a person.
+    assert judged("Tiruchirappalli was offline for an hour.", "Tiruchirappalli", locations=False) == [
+        ("Tiruchirappalli", "PERSON")
+    ]
+
+
+def test_other_types_pass_untouched() -> None:
+    text = "Customers in Mysuru were offline."
+    found = [Detection(13, 19, "LOCATION", 0.85, "SpacyRecognizer")]
+    judge_places(text, found, locations=True)
+    assert found == [Detection(13, 19, "LOCATION", 0.85, "SpacyRecognizer")]
+
+
+def test_the_shipped_gazetteer_is_what_the_builder_makes() -> None:
+    import gzip
+
+    from appliance.privacy.name_model import NAME_MODEL_DIR
+    from appliance.privacy.name_training.places import PLACES_FILE, build
+
+    with gzip.open(NAME_MODEL_DIR / PLACES_FILE, "rt", encoding="utf-8") as fh:
+        shipped = [line.rstrip("\n") for line in fh if line.strip()]
+    assert build() == shipped
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    from appliance.config import PrivacySettings
+
+    return Detector(PrivacySettings())
+
+
+def test_the_detector_hides_the_town_as_a_place_and_the_person_as_a_person(detector: Detector) -> None:
+    text = "Ngozi Adeyemi says customers in Tiruchirappalli and Mysuru were offline."
+    (found,) = detector.analyze([text], PrivacyRules())
+    by_value = {text[d.start : d.end]: d.entity_type for d in found}
+    assert by_value.get("Ngozi Adeyemi") == "PERSON"
+    assert "PERSON" not in {by_value.get("Tiruchirappalli"), by_value.get("Mysuru")}
