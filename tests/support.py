@@ -247,19 +247,25 @@ class ServedProcess:
 
 
 @contextmanager
-def appliance_process(tmp: Path, *, ready_within_s: float = 90, warmup: bool = False) -> Iterator[ServedProcess]:
+def appliance_process(
+    tmp: Path, *, ready_within_s: float = 90, warmup: bool = False, config: Path | None = None
+) -> Iterator[ServedProcess]:
     """README command 1's flow as a real process on loopback: `init --demo-tenant demo`, then
     `serve` (with `--no-warmup` unless ``warmup``, which loads the default models before
-    listening, as `serve-demo` does); yields once `/readyz` answers, stops the process afterwards."""
+    listening, as `serve-demo` does); yields once `/readyz` answers, stops the process afterwards.
+    ``config`` is the settings file (`serve-demo` uses ``scripts/dev.toml``); default: an empty
+    one, so JSON logs. The port is always a free one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    if config is None:
+        config = tmp / "a.toml"
+        config.write_text("")
     env.update(
         APPLIANCE_DATA_DIR=str(tmp / "data"),
-        APPLIANCE_CONFIG=str(tmp / "a.toml"),
+        APPLIANCE_CONFIG=str(config),
         APPLIANCE_MODELS__STORE_DIR=str(MODEL_STORE),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
     )
-    (tmp / "a.toml").write_text("")
     cli = [sys.executable, "-m", "appliance.cli"]
     init = subprocess.run(
         [*cli, "init", "--demo-tenant", "demo", "--json"],

@@ -196,6 +196,36 @@ def test_a_fresh_start_warns_of_nothing_and_says_where_it_listens(served: Served
     assert banner["data_dir"] and banner["pii_model"]
 
 
+DEV_TOML = Path(__file__).parents[2] / "scripts" / "dev.toml"
+CONSOLE_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO \[[^\]]*\] [\w.]+: \S")
+"""A console log line at INFO: time, level, [request id], logger: message."""
+
+
+@pytest.mark.slow
+def test_a_fresh_start_in_the_console_format_prints_info_lines_and_the_banner_only(tmp_path: Path) -> None:
+    """What `serve-demo` shows an operator (its settings file, models warmed up): no warning,
+    traceback or progress bar, nothing but log records and the start banner; an access line
+    carries method, route, status and duration."""
+    with appliance_process(tmp_path, ready_within_s=120, warmup=True, config=DEV_TOML) as proc:
+        deadline = time.monotonic() + 10
+        while " GET /readyz 200 " not in proc.log.read_text():  # appliance_process polled it
+            assert time.monotonic() < deadline, proc.log.read_text()
+            time.sleep(0.1)
+        text = proc.log.read_text()
+    assert "\r" not in text and "%|" not in text, "a progress bar"
+    assert "Traceback" not in text
+    lines = text.splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.startswith("appliance ") and " listening on " in line]
+    assert lines[start].endswith(f" listening on {proc.base_url}")
+    banner = start + 1
+    while banner < len(lines) and lines[banner].startswith("  "):  # models, PII NER, database, data dir
+        banner += 1
+    assert banner - start >= 4, lines[start:banner]
+    stray = [line for i, line in enumerate(lines) if not start <= i < banner and not CONSOLE_RECORD.match(line)]
+    assert not stray, stray  # a WARNING or ERROR record, a library's print, a progress bar's line
+    assert re.search(r" INFO \[[0-9a-f]{32}\] appliance\.access: GET /readyz 200 \d+(\.\d+)? ms$", text, re.M), text
+
+
 def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_server_keeps_serving(served: Served) -> None:
     """Kept last in the module: the dump is the one output of the server that is not JSON."""
     os.kill(served.pid, signal.SIGUSR1)
