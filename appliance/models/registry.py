@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -294,12 +295,20 @@ class ModelRegistry:
         job_id: str | None,
         dataset_id: str | None,
         device: str = "auto",
+        finish: Callable[[Session, VersionInfo], None] | None = None,
     ) -> VersionInfo:
         """Seal ``directory`` as the next version of the tenant's model ``name`` and serve it.
 
         All or nothing: if sealing or the registration fails, the sealed files are deleted
         again and what was served before stays served. A name the operator registered
-        directly (no versions) or of another kind is a Conflict."""
+        directly (no versions) or of another kind is a Conflict.
+
+        ``finish(session, version)`` runs inside the registration's transaction, after the
+        version row is written: what it writes commits together with the version or not at
+        all, and an exception it raises undoes the registration (the fine-tuning queue ends
+        its job there, so no crash leaves a served model on an unfinished job). A process
+        killed before the commit leaves only sealed blobs nothing references, which
+        :meth:`sweep_sealed` removes."""
         if not NAME.fullmatch(name) or any(b.name == name for b in BUILTINS):
             raise InvalidInput("model name must be 1-128 lowercase letters, digits, '.', '_' or '-', not a built-in's")
         if kind not in ("chat", "embedding", "classifier"):
@@ -352,7 +361,10 @@ class ModelRegistry:
                 else:
                     served.source, served.version, served.created_at = source, number, utcnow()
                 session.flush()
-                return _version_view(row, number)
+                view = _version_view(row, number)
+                if finish is not None:
+                    finish(session, view)
+                return view
         except BaseException:
             sealer.delete(tenant_id, source)
             raise
@@ -406,8 +418,18 @@ class ModelRegistry:
         card: dict[str, Any] = json.loads(self._card_cipher().open(tenant_id, CARD_KIND, row.id, row.card_sealed))
         return _version_view(row, active), card
 
-    def rollback(self, tenant_id: str, name: str, to: int) -> VersionInfo:
-        """Serve version ``to`` of the tenant's model from the next request on."""
+    def rollback(
+        self,
+        tenant_id: str,
+        name: str,
+        to: int,
+        *,
+        record: Callable[[Session, int], None] | None = None,
+    ) -> VersionInfo:
+        """Serve version ``to`` of the tenant's model from the next request on.
+
+        ``record(session, previous_version)`` runs in the switch's transaction (the audit
+        entry): both commit or neither does."""
         with transaction(self._sessions) as session:
             row = session.scalar(
                 select(ModelVersion).where(
@@ -419,7 +441,10 @@ class ModelRegistry:
             served = session.scalar(self._served_query(name, tenant_id))
             if served is None:
                 raise NotFound(f"no trained model named {name!r}")
+            previous = served.version
             served.source, served.version, served.created_at = row.source, row.version, utcnow()
+            if record is not None:
+                record(session, previous)
             return _version_view(row, row.version)
 
     def remove_version(self, tenant_id: str, name: str, version: int) -> VersionInfo:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import Session
+
 from appliance.models.registry import VersionInfo
 from appliance.roles import Role
 from appliance.services.audit import AuditLog
@@ -49,20 +51,22 @@ class ModelVersionService:
 
     def rollback(self, principal: Principal, tenant: str, name: str, to: int) -> VersionInfo:
         """Serve version ``to`` from the next request on (servers follow within the model
-        cache's few seconds)."""
+        cache's few seconds). The switch and its audit entry commit together: an audit trail
+        that cannot be written leaves the served version as it was."""
         principal.require(*WRITERS)
         tenant_id = self._tenant_id(principal, tenant)
-        registry = self._registry()
-        before = next((v.version for v in registry.versions(tenant_id, name) if v.active), None)
-        info = registry.rollback(tenant_id, name, to)
-        self._audit.record(
-            "model.rollback",
-            actor=principal,
-            tenant_id=tenant_id,
-            object=f"model:{name}",
-            facts={"from_version": before, "to_version": to},
-        )
-        return info
+
+        def record(session: Session, before: int) -> None:
+            self._audit.record(
+                "model.rollback",
+                actor=principal,
+                tenant_id=tenant_id,
+                object=f"model:{name}",
+                facts={"from_version": before, "to_version": to},
+                session=session,
+            )
+
+        return self._registry().rollback(tenant_id, name, to, record=record)
 
     def remove_version(self, principal: Principal, tenant: str, name: str, version: int) -> VersionInfo:
         principal.require(*WRITERS)
