@@ -10,10 +10,18 @@ until that lease expires. A candidate is a queued job, or a running one whose le
 it has been started ``training.max_attempts`` times.
 
 Every claim re-checks the policy and the privacy budget (refused: the job ends failed,
-naming the budget) and opens the job's charge. Progress raises the charge as steps run;
-the end settles it. Checkpoints are sealed with the tenant's key into the blob store
-(kind ``checkpoint``), one per job, replaced as the run goes, deleted when the job ends.
-A trained model is registered (sealed, a new version) only in :meth:`DbJobStore.complete`.
+naming the budget) and opens the job's charge. The charge is raised *before* each step runs
+(:meth:`DbJobStore.charge`), so a job that crashes, fails or is killed is charged for every
+step it ran, never fewer; the end settles it. Progress for display is written at most once
+a second. Checkpoints are sealed with the tenant's key into the blob store (kind
+``checkpoint``), one per job, replaced as the run goes, deleted when the job ends.
+
+A trained model is registered (sealed, a new version) only in :meth:`DbJobStore.complete`,
+in the same transaction that ends the job succeeded and settles its charge: a crash leaves
+either a served model on a finished job or neither (the job is then taken over and trained
+again; the sealed files the dead worker wrote are unreferenced and swept). A job that is
+taken over although a version names it (left by a release that registered in two steps)
+is finished, not retrained.
 
 Claiming looks at every tenant's queue; everything done afterwards for a claimed job runs in
 its tenant's scope (``db/tenancy.py``), so behind PostgreSQL's row-level security the database
@@ -24,6 +32,7 @@ finds nothing).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +47,7 @@ from appliance.config import TrainingSettings
 from appliance.crypto.blobs import BlobStore
 from appliance.db.base import utcnow
 from appliance.db.engine import transaction
-from appliance.db.models import FinetuneJob, WorkerLease
+from appliance.db.models import FinetuneJob, ModelVersion, WorkerLease
 from appliance.db.tenancy import tenant_scope
 from appliance.errors import BudgetExceeded, IntegrityError, InvalidInput, KeyUnavailable, NotFound
 from appliance.services.audit import SYSTEM_ACTOR, AuditLog
@@ -60,7 +69,7 @@ from appliance.training.spec import (
 from appliance.training.worker import ClaimedJob, PreparedJob
 
 if TYPE_CHECKING:
-    from appliance.models.registry import ModelRegistry
+    from appliance.models.registry import ModelRegistry, VersionInfo
     from appliance.models.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -68,7 +77,8 @@ log = logging.getLogger(__name__)
 SQLITE_LEASE = "sqlite"
 RUNNING = ("running", "cancelling")
 PROGRESS_EVERY_S = 1.0
-"""Progress is written at most this often (and always for the first and the last step)."""
+"""Progress is written at most this often (and always for the first and the last step); the
+charge does not wait for it (see :meth:`DbJobStore.charge`)."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -80,12 +90,16 @@ def _in_jobs_tenant(
     """Run a store method for a claimed job in the job's tenant scope (the heartbeat calls
     from a thread of its own, which starts global)."""
 
+    @functools.wraps(method)
     def scoped(self: DbJobStore, job: ClaimedJob, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with tenant_scope(job.tenant_id):
             return method(self, job, *args, **kwargs)
 
-    scoped.__doc__, scoped.__name__ = method.__doc__, method.__name__
     return scoped
+
+
+class _Superseded(Exception):
+    """The job is no longer this worker's (taken over, deleted): undo the registration."""
 
 
 def examples_of(dataset: StoredDataset) -> list[Example]:
@@ -115,7 +129,9 @@ class DbJobStore:
         store: Callable[[], ModelStore],
         training: TrainingSettings,
         clock: Callable[[], datetime] = utcnow,
+        progress_every_s: float = PROGRESS_EVERY_S,
     ) -> None:
+        """``progress_every_s``: how often progress (step, loss, ETA) is written at most."""
         self._sessions = sessions
         self._blobs = blobs
         self._audit = audit
@@ -127,6 +143,7 @@ class DbJobStore:
         self._training = training
         self._clock = clock
         self._lease = timedelta(seconds=training.lease_s)
+        self._progress_every_s = progress_every_s
         self._progress_at: dict[str, float] = {}
         self._drops: list[tuple[str, str]] = []
 
@@ -134,10 +151,16 @@ class DbJobStore:
     def _tx(self) -> Iterator[Session]:
         """A transaction after whose commit the checkpoints of jobs it ended are deleted
         (never before: a rolled-back ending still needs its checkpoint)."""
+        with self._dropping(), transaction(self._sessions) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _dropping(self) -> Iterator[None]:
+        """Delete the checkpoints :meth:`_end` queued once the block (whose transaction
+        commits inside it) completed; forget them if it raised."""
         self._drops.clear()
         try:
-            with transaction(self._sessions) as session:
-                yield session
+            yield
         except BaseException:
             self._drops.clear()
             raise
@@ -188,6 +211,8 @@ class DbJobStore:
                 return None, False
             lock_tenant(session, job.tenant_id)
             takeover = job.state in RUNNING
+            if takeover and self._finish_registered(session, job):
+                return None, True
             job.attempts += 1
             if takeover and job.state == "cancelling":
                 self._end(session, job, "cancelled", None, None, "the worker running it stopped; it was cancelled")
@@ -220,6 +245,26 @@ class DbJobStore:
                 session=session,
             )
             return ClaimedJob(job.id, job.tenant_id, job.attempts, worker_id), False
+
+    def _finish_registered(self, session: Session, job: FinetuneJob) -> bool:
+        """End a taken-over job succeeded when a version of its model already names it (its
+        worker died after registering, before ending the job): never train it twice. The
+        version exists only for a whole run, so the charge is the whole planned run."""
+        version = session.scalar(
+            select(ModelVersion)
+            .where(ModelVersion.tenant_id == job.tenant_id, ModelVersion.job_id == job.id)
+            .order_by(ModelVersion.version)
+            .limit(1)
+        )
+        if version is None:
+            return False
+        job.model_version = version.version
+        job.step = job.total_steps = job.planned_steps
+        job.eta_s = 0.0
+        ran = ((job.noise_multiplier, job.sample_rate, job.planned_steps),)
+        facts = {"model": version.name, "version": version.version, "recovered": True}
+        self._end(session, job, "succeeded", ran, None, None, facts=facts)
+        return True
 
     def _refusal(self, session: Session, job: FinetuneJob) -> str | None:
         """Why the job may not start now (the policy or the budget changed), or None."""
@@ -338,10 +383,22 @@ class DbJobStore:
             yield self._store().resolve(info.source)
 
     @_in_jobs_tenant
+    def charge(self, job: ClaimedJob, step: int, epsilon: float) -> bool:
+        """Raise the job's charge to ``step`` steps before that step runs (``epsilon``: the
+        last figure the engine reported; settling recomputes it from the steps). False when
+        the job is no longer this worker's: the step must not run."""
+        with transaction(self._sessions) as session:
+            row = session.scalar(select(FinetuneJob).where(self._mine(job)))
+            if row is None:
+                return False
+            self._budget.raise_to(session, row, step, epsilon)
+            return True
+
+    @_in_jobs_tenant
     def progress(self, job: ClaimedJob, progress: Progress) -> None:
         now = time.monotonic()
         last = progress.step >= progress.total_steps
-        if not last and progress.step > 1 and now - self._progress_at.get(job.id, 0.0) < PROGRESS_EVERY_S:
+        if not last and progress.step > 1 and now - self._progress_at.get(job.id, 0.0) < self._progress_every_s:
             return
         self._progress_at[job.id] = now
         with transaction(self._sessions) as session:
@@ -355,6 +412,7 @@ class DbJobStore:
             row.epsilon_spent = progress.epsilon_spent
             row.elapsed_s = progress.elapsed_s
             row.eta_s = progress.eta_s
+            # A no-op under the worker, which charged each step before it ran (:meth:`charge`).
             self._budget.raise_to(session, row, progress.step, progress.epsilon_spent)
 
     @_in_jobs_tenant
@@ -376,27 +434,19 @@ class DbJobStore:
 
     @_in_jobs_tenant
     def complete(self, job: ClaimedJob, result: TrainingResult) -> None:
-        """Register the trained model as the next version of the job's model name, then
-        end the job succeeded and settle its charge."""
+        """Register the trained model as the next version of the job's model name, end the
+        job succeeded and settle its charge, all in one transaction."""
         with self._sessions() as session:
             row = session.scalar(select(FinetuneJob).where(self._mine(job)))
             if row is None:
                 return  # taken over or deleted: the other worker (or nobody) registers
             output, task, dataset_id = row.output_model, row.task, row.dataset_id
         card = {**result.card.to_dict(), "job_id": job.id, "dataset_id": dataset_id, "model": output}
-        version = self._registry().add_version(
-            job.tenant_id,
-            output,
-            OUTPUT_KIND[task],
-            result.output_dir,
-            card=card,
-            job_id=job.id,
-            dataset_id=dataset_id,
-        )
-        with self._tx() as session:
-            row = session.scalar(select(FinetuneJob).where(FinetuneJob.id == job.id).with_for_update())
+
+        def finish(session: Session, version: VersionInfo) -> None:
+            row = session.scalar(select(FinetuneJob).where(self._mine(job)).with_for_update())
             if row is None:
-                return
+                raise _Superseded
             lock_tenant(session, row.tenant_id)
             row.model_version = version.version
             row.step = result.card.steps
@@ -410,6 +460,18 @@ class DbJobStore:
                 None,
                 None,
                 facts={"model": output, "version": version.version, "epsilon": result.card.epsilon},
+            )
+
+        with contextlib.suppress(_Superseded), self._dropping():
+            self._registry().add_version(
+                job.tenant_id,
+                output,
+                OUTPUT_KIND[task],
+                result.output_dir,
+                card=card,
+                job_id=job.id,
+                dataset_id=dataset_id,
+                finish=finish,
             )
 
     @_in_jobs_tenant

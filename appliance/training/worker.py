@@ -13,6 +13,11 @@ What the loop guarantees:
   touches the job no more.
 - **Only a finished run is registered.** ``store.complete`` gets the result after ``train``
   returned; a cancel, a failure or a crash registers nothing.
+- **No step runs uncharged.** Before each step the loop has the store raise the job's
+  privacy charge to that step (``store.charge``); a crash, a failure or a SIGKILL mid-step
+  leaves every step that ran charged. A charge that cannot be written stops the run. (Under
+  ``DPDDP`` the ranks do not wait for the parent's poll, so there the charge follows each
+  reported step at once instead of preceding it.)
 - **Stopping is orderly.** :meth:`Worker.stop` (SIGTERM) stops the running job at its next
   step and hands it back to the queue with its checkpoint, to be resumed later.
 - **Plaintext model files live only in the scratch directory**, a private directory (in
@@ -86,7 +91,14 @@ class JobStore(Protocol):
 
     def prepare(self, job: ClaimedJob) -> AbstractContextManager[PreparedJob]: ...
 
-    def progress(self, job: ClaimedJob, progress: Progress) -> None: ...
+    def charge(self, job: ClaimedJob, step: int, epsilon: float) -> bool:
+        """Charge the job for ``step`` steps before step ``step`` runs (``epsilon``: the
+        engine's last figure); False when the job is no longer this worker's."""
+        ...
+
+    def progress(self, job: ClaimedJob, progress: Progress) -> None:
+        """Step, loss, epsilon, ETA for display (may be written less often than called)."""
+        ...
 
     def checkpoint(self, job: ClaimedJob, step: int, state: bytes) -> None: ...
 
@@ -261,8 +273,12 @@ class Worker:
 
     def _run(self, job: ClaimedJob, beat: _Heartbeat) -> str:
         checked = [0.0, False]
+        last: list[Progress] = []
+        refused = [False]
+        charged = [0]
 
         def should_stop() -> bool:
+            """Polled before every step: stop, or charge the step that is about to run."""
             if beat.lost or self.stopping:
                 return True
             now = time.monotonic()
@@ -270,9 +286,18 @@ class Worker:
                 checked[0] = now
                 with contextlib.suppress(Exception):  # a hiccup: ask again next step
                     checked[1] = self.store.cancel_requested(job)
-            return bool(checked[1])
+            if checked[1]:
+                return True
+            done, epsilon = (last[0].step, last[0].epsilon_spent) if last else (0, 0.0)
+            if done + 1 > charged[0]:  # once per step (DPDDP polls more often than it steps)
+                if not self.store.charge(job, done + 1, epsilon):
+                    refused[0] = True  # no longer ours: the step must not run
+                    return True
+                charged[0] = done + 1
+            return False
 
         def on_progress(progress: Progress) -> None:
+            last[:] = [progress]
             if not beat.lost:
                 self.store.progress(job, progress)
 
@@ -292,7 +317,7 @@ class Worker:
                 self.store.complete(job, result)  # seals the files before the block removes them
             return "succeeded"
         except TrainingCancelled as exc:
-            if beat.lost:
+            if beat.lost or refused[0]:
                 return "lost"
             if self.stopping and not checked[1]:
                 self.store.release(job)

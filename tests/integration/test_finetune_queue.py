@@ -4,14 +4,17 @@ checked again at start."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from appliance.db.base import utcnow
-from appliance.db.models import AuditEntry, Blob, FinetuneJob, PrivacyCharge, WorkerLease
+from appliance.db.models import AuditEntry, Blob, FinetuneJob, ModelVersion, PrivacyCharge, WorkerLease
 from appliance.services.container import Services
+from appliance.training.accounting import epsilon_of
 from tests.finetune_support import COMPLIANCE, OP, add_tickets, finetune_policy, finetune_tenant, queue_job
 
 
@@ -172,3 +175,58 @@ def test_maintenance_sweeps_dataset_and_checkpoint_blobs_nothing_names(sqlite_on
     assert not set(left) & remaining
     assert young in remaining
     assert services.datasets.load(tenant_id, kept.id).rows  # the dataset's own blob stays
+
+
+def test_a_taken_over_job_whose_version_is_already_registered_is_finished_not_trained_again(
+    sqlite_only: None, services: Services, tmp_path: Path
+) -> None:
+    tenant = finetune_tenant(services)
+    tenant_id = services.tenants.get(OP, tenant).id
+    dataset = add_tickets(services, tenant)
+    job = queue_job(services, tenant, "tickets")
+    store = services.job_store()
+    assert store.claim("worker-a") is not None
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    # What a worker of a release that registered and ended the job in two transactions left
+    # when it died between them: the version is served, the job still running.
+    services.model_registry.add_version(
+        tenant_id, "tickets-clf", "classifier", model, card={}, job_id=job.id, dataset_id=dataset.id
+    )
+    _expire(services, job.id)
+    assert store.claim("worker-b") is None  # finished, not handed out to train again
+    row = _row(services, job.id)
+    assert (row.state, row.model_version, row.attempts, row.step) == ("succeeded", 1, 1, row.planned_steps)
+    with services.sessions() as s:
+        charge = s.scalar(select(PrivacyCharge).where(PrivacyCharge.job_id == job.id))
+        versions = s.scalar(select(func.count()).select_from(ModelVersion))
+        finish = s.scalar(select(AuditEntry.facts).where(AuditEntry.action == "finetune.job.finish"))
+    assert versions == 1
+    assert charge is not None and charge.settled and charge.steps == row.planned_steps
+    assert charge.epsilon == pytest.approx(
+        epsilon_of([(row.noise_multiplier, row.sample_rate, row.planned_steps)], row.delta)
+    )
+    assert finish is not None and json.loads(finish)["recovered"] is True
+
+
+def test_the_charge_is_raised_before_each_step_and_only_by_the_jobs_worker(
+    sqlite_only: None, services: Services
+) -> None:
+    tenant = finetune_tenant(services)
+    add_tickets(services, tenant)
+    job = queue_job(services, tenant, "tickets")
+    store = services.job_store()
+    claimed = store.claim("worker-a")
+    assert claimed is not None
+    assert store.charge(claimed, 1, 0.0)
+    assert store.charge(claimed, 2, 0.1)
+    assert store.charge(claimed, 1, 0.0)  # never lowers it
+    with services.sessions() as s:
+        charge = s.scalar(select(PrivacyCharge).where(PrivacyCharge.job_id == job.id))
+    assert charge is not None and (charge.steps, charge.settled) == (2, False)
+    _expire(services, job.id)
+    taken = store.claim("worker-b")
+    assert taken is not None
+    assert not store.charge(claimed, 3, 0.2)  # worker-a lost the job: its step must not run
+    assert store.charge(taken, 3, 0.2)

@@ -4,20 +4,24 @@ the accountant's epsilon; cancel and stop mid-run; retraining, rollback, version
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from appliance.db.models import AuditEntry, Blob, ModelVersion, PrivacyCharge
-from appliance.errors import Conflict
+from appliance.errors import AuditUnavailable, Conflict
 from appliance.models.sealed import is_sealed
 from appliance.services.container import Services
+from appliance.services.finetune_queue import DbJobStore
 from appliance.training import train
 from appliance.training.accounting import epsilon_of
+from appliance.training.spec import Example, Progress, TrainingResult, TrainingSpec
 from appliance.training.worker import SCRATCH_PREFIX, Worker
 from tests.finetune_support import OP, add_tickets, finetune_tenant, queue_job
 from tests.support import database_url, make_services, make_settings
@@ -161,3 +165,82 @@ def test_a_stopping_worker_hands_its_job_back_and_the_next_resumes_from_the_chec
     card = trainer.model_versions.card(OP, tenant, "tickets-clf").card
     assert charge is not None and charge.steps == 24
     assert charge.epsilon == pytest.approx(card["epsilon"])  # resumed: the same total as one uninterrupted run
+
+
+def test_a_job_that_fails_mid_run_is_charged_for_every_step_it_ran(trainer: Services, backend: str) -> None:
+    """Progress is written seldom (here: never after step 1); the charge is raised before
+    each step all the same, so the failed job is charged for exactly the steps that ran."""
+    if backend != "sqlite":
+        pytest.skip("the queue's backend difference is covered by test_finetune_queue")
+    tenant = finetune_tenant(trainer)
+    add_tickets(trainer, tenant)
+    job = queue_job(trainer, tenant, "tickets", epochs=4)  # 12 steps
+
+    def failing_after_step_5(
+        spec: TrainingSpec, examples: Sequence[Example], output_dir: Path, **kw: Any
+    ) -> TrainingResult:
+        report = kw.pop("on_progress")
+
+        def on_progress(progress: Progress) -> None:
+            report(progress)
+            if progress.step == 5:
+                raise RuntimeError("the device fell over")
+
+        return train(spec, examples, output_dir, on_progress=on_progress, **kw)
+
+    t = trainer.settings.training
+    store = DbJobStore(
+        trainer.sessions,
+        trainer.blobs,
+        trainer.audit,
+        trainer.privacy_budget,
+        trainer.datasets,
+        policies=trainer.policies.effective,
+        registry=lambda: trainer.model_registry,
+        store=lambda: trainer.model_store,
+        training=t,
+        progress_every_s=3600,
+    )
+    outcomes: list[tuple[str, str]] = []
+    worker = Worker(store, failing_after_step_5, lease_s=t.lease_s, poll_s=t.poll_interval_s, scratch=t.scratch_dir)
+    worker.run(once=True, on_job=lambda j, o: outcomes.append((j, o)))
+    assert outcomes == [(job.id, "failed")]
+    ended = trainer.finetune.get(OP, tenant, job.id)
+    assert ended.state == "failed" and ended.step == 1  # what progress showed last
+    with trainer.sessions() as s:
+        charge = s.scalar(select(PrivacyCharge).where(PrivacyCharge.job_id == job.id))
+    assert charge is not None and charge.settled and charge.steps == 5
+    assert charge.epsilon == pytest.approx(epsilon_of([(job.noise_multiplier, job.sample_rate, 5)], job.delta))
+
+
+def test_a_rollback_whose_audit_entry_cannot_be_written_switches_nothing(
+    services: Services, backend: str, tmp_path: Path
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the failing audit trail is a SQLite trigger")
+    tenant = finetune_tenant(services)
+    tenant_id = services.tenants.get(OP, tenant).id
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for _ in range(2):
+        services.model_registry.add_version(
+            tenant_id, "tickets-clf", "classifier", model, card={}, job_id=None, dataset_id=None
+        )
+    with services.sessions.begin() as s:  # the audit trail refuses exactly this entry
+        s.execute(
+            text(
+                "CREATE TRIGGER refuse_rollback_audit BEFORE INSERT ON audit_entries "
+                "WHEN NEW.action = 'model.rollback' BEGIN SELECT RAISE(ABORT, 'audit trail unavailable'); END"
+            )
+        )
+    with pytest.raises(AuditUnavailable):
+        services.model_versions.rollback(OP, tenant, "tickets-clf", 1)
+    assert services.model_registry.get("tickets-clf", tenant_id).version == 2  # still serving the newest
+    with services.sessions.begin() as s:
+        s.execute(text("DROP TRIGGER refuse_rollback_audit"))
+    services.model_versions.rollback(OP, tenant, "tickets-clf", 1)
+    assert services.model_registry.get("tickets-clf", tenant_id).version == 1
+    with services.sessions() as s:
+        facts = list(s.scalars(select(AuditEntry.facts).where(AuditEntry.action == "model.rollback")))
+    assert [json.loads(f) for f in facts] == [{"from_version": 2, "to_version": 1}]
