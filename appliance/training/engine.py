@@ -32,7 +32,13 @@ from torch import nn
 
 from appliance.errors import ConfigError, InvalidInput
 from appliance.training.accounting import epsilon_of, noise_multiplier_for
-from appliance.training.devices import autocast, resolve_device
+from appliance.training.devices import (
+    autocast,
+    autocast_dtype,
+    bf16_supported,
+    grad_samples_to_fp32,
+    resolve_device,
+)
 from appliance.training.lora import per_sequence_loss
 from appliance.training.modes import Resolved, choose_mode
 from appliance.training.spec import (
@@ -153,6 +159,9 @@ class Run:
             physical_batch=physical,
             device=self.device,
         )  # fmt: skip
+        self.autocast_dtype = autocast_dtype(
+            self.mode, self.task.autocast, supported=bf16_supported(self.device)
+        )  # fmt: skip
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -249,7 +258,7 @@ class Run:
         total = 0.0
         for j, chunk in enumerate(chunks):
             last = j == len(chunks) - 1
-            with autocast(self.device, self.task.autocast):
+            with autocast(self.device, self.autocast_dtype):
                 logits, targets, shape = self.task.logits(self.model, chunk)
             logits = logits.float()
             if self.mode == "ghost":
@@ -264,6 +273,8 @@ class Run:
                 # Opacus's hooks on modules whose inputs need no gradient (frozen layers below): expected.
                 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
                 loss.backward()
+            if self.mode == "hooks":  # bf16 per-sample gradients would be clipped in bf16 (devices.py)
+                grad_samples_to_fp32(self.optimizer.params)
             total += value * len(chunk)
             if self.mode == "off":
                 if last:

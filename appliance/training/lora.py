@@ -29,7 +29,9 @@ _EVAL_CHUNK = 8
 
 
 class LoraTask:
-    autocast = True  # frozen bf16 matmuls; LoRA weights, their per-sample gradients and the optimizer stay fp32
+    # CUDA hooks runs: bf16 matmuls, per-sample gradients cast to fp32 before clipping (devices.py);
+    # the LoRA weights and the optimizer stay fp32. Ghost runs stay fp32 throughout.
+    autocast = True
     labels: tuple[str, ...] = ()
 
     def __init__(self, spec: TrainingSpec, examples: Sequence[Example], device: torch.device) -> None:
