@@ -126,7 +126,7 @@ cp -R "$WORK/src/policies" "$B/policies"
 cp -R "$WORK/src/systemd" "$B/systemd"
 mkdir -p "$B/installer" "$B/docs"
 cp "$WORK/src/installer/install.sh" "$WORK/src/installer/uninstall.sh" "$WORK/src/installer/appliance.toml.example" \
-  "$WORK/src/installer/bundle_lock.py" "$B/installer/"
+  "$WORK/src/installer/bundle_lock.py" "$WORK/src/installer/wait_ready.py" "$B/installer/"
 cp "$WORK/src"/docs/*.md "$B/docs/"
 rm -rf "$B/policies/__pycache__"
 

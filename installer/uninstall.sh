@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Remove the appliance's software and units. Data, configuration and the master key stay
-# unless --purge is given (then /var/lib/appliance, /etc/appliance and the appliance user go too:
-# without an escrowed master key and a backup, nothing stored can ever be read again).
+# Remove the appliance's software, its units and the /usr/local/bin/appliance link. Data,
+# configuration and the master key stay unless --purge is given (then /var/lib/appliance,
+# /etc/appliance and the appliance user go too: without an escrowed master key and a backup,
+# nothing stored can ever be read again).
 #
 #   sudo installer/uninstall.sh [--purge --yes] [--prefix /opt/appliance] [--root DIR]
 set -euo pipefail
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --root) [ $# -ge 2 ] || die "--root needs a value"; ROOT="$(cd "$2" && pwd)"; shift 2 ;;
     --purge) PURGE=1; shift ;;
     --yes) YES=1; shift ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -44,6 +45,11 @@ done
 case "$PREFIX" in /?*) ;; *) die "--prefix must be an absolute path other than /" ;; esac
 say "removing the software in $ROOT$PREFIX"
 rm -rf "$ROOT$PREFIX"
+# The installer's link to the command (a file of the same name that is not a link is not ours).
+LINK="$ROOT/usr/local/bin/appliance"
+if [ -L "$LINK" ]; then
+  case "$(readlink "$LINK")" in */bin/appliance) rm -f "$LINK" ;; esac
+fi
 
 if [ "$PURGE" -eq 1 ]; then
   say "purging data, configuration and the master key"

@@ -3,7 +3,10 @@
 The bundle is built from this checkout with installer/build-bundle.sh (its downloaded wheels
 cached per dependency set, so later runs download nothing big) and installed with
 ``install.sh --root`` inside a network namespace with no interfaces (``unshare --net``) and an
-unreachable ``PIP_INDEX_URL``: any registry contact would fail the install. The first install
+unreachable ``PIP_INDEX_URL``. pip would still succeed from the bundle's wheels after failing to
+reach an index, so each install also has pip write its verbose log (``PIP_LOG``): every pip run
+in it must say it ignored that index (``--no-index``) and no line may show an attempt to reach
+it; the install's own output must show no retry or fetch failure either. The first install
 of a dependency set creates the virtualenv from nothing, every wheel from the bundle (about a
 minute on 2 cores); that root is kept in the cache, and later runs wipe its configuration,
 keys and data and install the freshly built bundle into it (the appliance wheel is replaced,
@@ -18,25 +21,31 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 from openai import OpenAI
 
-from tests.support import free_port
+from tests.support import free_port, postgres_database
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "installer" / "install.sh"
 UNINSTALL = REPO / "installer" / "uninstall.sh"
 BUILD = REPO / "installer" / "build-bundle.sh"
+WAIT_READY = REPO / "installer" / "wait_ready.py"
 CACHE = Path(os.environ.get("APPLIANCE_TEST_CACHE", Path.home() / ".cache" / "appliance-tests"))
 DEPS_KEY = hashlib.sha256(
     b"".join((REPO / p).read_bytes() for p in ("pyproject.toml", "requirements/constraints.txt"))
@@ -93,19 +102,49 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return _build(tmp_path_factory.mktemp("bundle"))
 
 
-def _install(root: Path, *args: str, offline: bool = True) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class Run:
+    """One installer run: its exit status, output, and pip's verbose log of every pip it ran."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    pip_log: str
+
+    @property
+    def pip_runs(self) -> int:
+        return self.pip_log.count("Using pip ")
+
+
+def _install(root: Path, *args: str, offline: bool = True) -> Run:
     cmd = ["bash", str(INSTALL), "--root", str(root), "--no-user", "--no-compile", *args]
     if offline:
         cmd = ["unshare", "--net", *cmd]
-    return subprocess.run(
-        cmd, env=_env(PIP_INDEX_URL=UNREACHABLE_INDEX), capture_output=True, text=True, timeout=900, check=False
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "pip.log"
+        # PIP_RETRIES=0: an index contact shows in the log at once instead of stalling the run.
+        env = _env(PIP_INDEX_URL=UNREACHABLE_INDEX, PIP_LOG=str(log), PIP_RETRIES="0")
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+        pip_log = log.read_text(errors="replace") if log.exists() else ""
+    return Run(proc.returncode, proc.stdout, proc.stderr, pip_log)
+
+
+def _assert_no_registry(run: Run) -> None:
+    """Every pip the installer ran had ``--no-index`` and none tried to reach an index."""
+    for sign in ("Retrying", "Could not fetch", "Looking in indexes", UNREACHABLE_INDEX):
+        assert sign not in run.stdout + run.stderr, sign
+    ignored = run.pip_log.count(f"Ignoring indexes: {UNREACHABLE_INDEX}")
+    assert ignored == run.pip_runs, f"{run.pip_runs} pip runs, {ignored} with --no-index"
+    contacts = [line for line in run.pip_log.splitlines() if "127.0.0.1:9" in line and "Ignoring indexes:" not in line]
+    assert not contacts, contacts[:5]
+    for sign in ("Looking in indexes", "Could not fetch", "Retrying", "Starting new HTTP"):
+        assert sign not in run.pip_log, sign
 
 
 @dataclass
 class Installed:
     root: Path
-    first: subprocess.CompletedProcess[str]
+    first: Run
     full: bool  # the virtualenv was created from nothing in this run
 
     @property
@@ -171,6 +210,7 @@ def test_bundle_holds_every_wheel_hash_pinned_and_a_manifest_of_every_file(bundl
         "bundle.json",
         "sbom.cdx.json",
         "installer/bundle_lock.py",
+        "installer/wait_ready.py",
     ):
         assert needed in listed
     check = subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, check=False)
@@ -196,7 +236,12 @@ def test_install_from_the_bundle_contacts_no_registry_and_lays_out_a_hardened_in
     first = installed.first
     assert first.returncode == 0, first.stderr[-3000:]
     assert "installing every wheel from the bundle offline" in first.stderr
+    assert first.pip_runs >= 3  # the dependencies, the appliance itself, the model packages
+    _assert_no_registry(first)
     root = installed.root
+    link = root / "usr/local/bin/appliance"  # `sudo appliance ...` as the docs spell it
+    assert link.is_symlink() and os.readlink(link) == "/opt/appliance/venv/bin/appliance"
+    assert (root / os.readlink(link).lstrip("/")).is_file()
     key = root / "etc/appliance/master.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o400
     assert stat.S_IMODE((root / "etc/appliance").stat().st_mode) == 0o750
@@ -280,6 +325,7 @@ def test_a_second_run_changes_nothing(installed: Installed, bundle: Path) -> Non
     again = _install(installed.root, "--bundle", str(bundle))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to install" in again.stderr and "apl_" not in again.stdout
+    assert again.pip_runs == 0
     assert (key.read_bytes(), installed.conf.read_bytes()) == before
 
 
@@ -298,6 +344,8 @@ def test_upgrade_keeps_config_keys_and_data_backs_up_first_and_is_refused_withou
     upgraded = _install(installed.root, "--upgrade", "--bundle", str(bundle))
     assert upgraded.returncode == 0, upgraded.stderr[-3000:]
     assert "Upgraded" in upgraded.stdout and "apl_" not in upgraded.stdout
+    assert upgraded.pip_runs >= 3
+    _assert_no_registry(upgraded)
     assert (key.read_bytes(), installed.conf.read_bytes()) == before
     tenants = json.loads(installed.cli("tenant", "list", "--json").stdout)
     assert "kept-over-upgrade" in {t["slug"] for t in tenants}
@@ -308,16 +356,109 @@ def test_upgrade_keeps_config_keys_and_data_backs_up_first_and_is_refused_withou
     assert json.loads(verified.stdout)["rows"]["tenants"] >= 1
 
 
+def test_a_failed_upgrade_leaves_no_stamp_so_the_old_bundle_installs_again(
+    installed: Installed, bundle: Path, tmp_path: Path
+) -> None:
+    """A bundle whose appliance wheel is damaged (its manifest updated, so pip meets the damage:
+    the lock's hash still names the real wheel) fails the upgrade part-way; the stamp must not
+    keep naming the old release, or re-running the old bundle would install nothing."""
+    assert installed.first.returncode == 0
+    stamp = installed.root / "opt/appliance/installed-bundle"
+    good = stamp.read_text()
+    bad = tmp_path / bundle.name
+    shutil.copytree(bundle, bad, copy_function=os.link)  # hard links: no copy of 560 MB
+    wheel = next((bad / "wheels").glob("appliance-*.whl"))
+    wheel.unlink()  # unlink first: writing through a hard link would damage the shared bundle
+    wheel.write_bytes(b"not a wheel")
+    name = f"wheels/{wheel.name}"
+    sums = [
+        f"{hashlib.sha256(wheel.read_bytes()).hexdigest()}  {name}" if line.endswith(f"  {name}") else line
+        for line in (bad / "SHA256SUMS").read_text().splitlines()
+    ]
+    (bad / "SHA256SUMS").unlink()
+    (bad / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+
+    failed = _install(installed.root, "--upgrade", "--no-backup", "--bundle", str(bad))
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    assert "failed" in failed.stderr and "run this installer again" in failed.stderr
+    assert not stamp.exists()
+
+    again = _install(installed.root, "--bundle", str(bundle))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing to install" not in again.stderr
+    assert "installing every wheel from the bundle offline" in again.stderr
+    _assert_no_registry(again)
+    assert stamp.read_text() == good
+    assert installed.cli("tenant", "list", "--json").returncode == 0
+
+
+@pytest.mark.postgres
+def test_a_database_url_with_ampersands_and_bars_reaches_the_config_intact(tmp_path: Path) -> None:
+    dev_venv = str(Path(sys.executable).parent.parent)
+    with postgres_database() as base:
+        url = f"{base}?connect_timeout=10&application_name=install|check&options=-c%20statement_timeout%3D0"
+        made = _install(tmp_path, "--venv", dev_venv, "--no-systemd", "--database-url", url, offline=False)
+        assert made.returncode == 0, made.stderr  # `appliance init` reached PostgreSQL through it
+        conf = tomllib.loads((tmp_path / "etc/appliance/appliance.toml").read_text())
+        assert conf["database"]["url"] == url
+        assert conf["data_dir"] == f"{tmp_path}/var/lib/appliance"
+
+
+class _Ready(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/readyz" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        return None
+
+
+class _Ready6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+@pytest.mark.parametrize(("configured", "bound"), [("127.0.0.2", "127.0.0.2"), ("0.0.0.0", "127.0.0.1"), ("::", "::1")])
+def test_the_readiness_wait_polls_the_address_the_server_binds(tmp_path: Path, configured: str, bound: str) -> None:
+    """A node bound to its own address is polled there, the wildcards through loopback."""
+    try:
+        server = (_Ready6 if ":" in bound else ThreadingHTTPServer)((bound, 0), _Ready)
+    except OSError:
+        pytest.skip(f"cannot bind {bound} here")
+    port = server.server_address[1]
+    conf = tmp_path / "appliance.toml"
+    conf.write_text(f'data_dir = "{tmp_path}"\n[server]\nhost = "{configured}"\nport = {port}\n')
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        waited = subprocess.run(
+            [sys.executable, str(WAIT_READY), "5"],
+            env=_env(APPLIANCE_CONFIG=str(conf)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert waited.returncode == 0, waited.stderr
+    assert f":{port}/readyz" in waited.stderr
+
+
 def test_uninstall_keeps_data_unless_purged(tmp_path: Path) -> None:
     dev_venv = str(Path(sys.executable).parent.parent)
     made = _install(tmp_path, "--venv", dev_venv, "--no-systemd", offline=False)
     assert made.returncode == 0, made.stderr
+    link = tmp_path / "usr/local/bin/appliance"
+    assert link.is_symlink() and os.readlink(link) == f"{dev_venv}/bin/appliance"
     (tmp_path / "opt/appliance/venv-marker").write_text("")
     kept = subprocess.run(
         ["bash", str(UNINSTALL), "--root", str(tmp_path)], capture_output=True, text=True, check=False
     )
     assert kept.returncode == 0, kept.stderr
     assert not (tmp_path / "opt/appliance").exists()
+    assert not link.is_symlink() and not link.exists()
     assert (tmp_path / "etc/appliance/master.key").exists() and (tmp_path / "var/lib/appliance").is_dir()
 
     refused = subprocess.run(
