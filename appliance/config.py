@@ -8,12 +8,13 @@ environment later. A bad value stops start-up with one line naming the key.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from appliance.errors import ConfigError
@@ -163,8 +164,8 @@ class TrainingSettings(_Section):
     gpus: int = Field(1, ge=1, le=64, description="GPUs one job uses; more than 1 runs Opacus DPDDP under torchrun.")
     secure_mode: bool = Field(
         False,
-        description="Draw DP noise from a cryptographically secure generator (Opacus secure_mode; slower). "
-        "Turn on for production guarantees against floating-point attacks on the noise.",
+        description="Draw DP noise from a cryptographically secure generator (Opacus secure_mode). Needs the "
+        "torchcsprng package, which has no release for PyTorch 2.x: refused at load while it cannot be imported.",
     )
     dp_mode: Literal["auto", "hooks", "ghost"] = Field(
         "auto", description="Per-sample gradient method; auto picks the fastest that fits in memory per task."
@@ -195,6 +196,19 @@ class TrainingSettings(_Section):
         description="Where a finished job's model files wait (seconds) until they are sealed; default /dev/shm "
         "(memory) when present, else the system temp directory.",
     )
+
+    @field_validator("secure_mode")
+    @classmethod
+    def _secure_mode_needs_its_generator(cls, value: bool) -> bool:
+        """Refused at load rather than at the first job: Opacus draws secure noise only from
+        torchcsprng, whose last release (0.2.1, 2021) was built for PyTorch 1.8, and no other
+        generator torch offers is cryptographically secure."""
+        if value and importlib.util.find_spec("torchcsprng") is None:
+            raise ValueError(
+                "secure_mode needs the torchcsprng package (Opacus draws secure noise only from it), which is not "
+                "installed and has no release for PyTorch 2.x; leave training.secure_mode false"
+            )
+        return value
 
 
 class ConsoleSettings(_Section):

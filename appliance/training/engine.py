@@ -198,7 +198,10 @@ class Run:
                 warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
                 engine = PrivacyEngine(accountant=spec.accountant, secure_mode=spec.secure_mode)
         except ImportError as exc:
-            raise ConfigError(f"training.secure_mode needs a secure random generator package: {exc}") from None
+            raise ConfigError(
+                "training.secure_mode needs the torchcsprng package (Opacus draws secure noise only from it), "
+                f"which has no release for PyTorch 2.x: {exc}"
+            ) from None
         if not spec.secure_mode:
             self.noise_generator = torch.Generator(self.device).manual_seed(spec.seed + 1)
         # make_private_with_epsilon is get_noise_multiplier + make_private; the search is done

@@ -118,8 +118,10 @@ class TrainingSpec:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``. A CUDA device
     that is not present falls back to CPU (the card records the device actually used)."""
     secure_mode: bool = False
-    """Opacus ``secure_mode``: noise from a cryptographically secure generator (needs the
-    ``torchcsprng`` package), guarding against floating-point attacks on the noise. Slower."""
+    """Opacus ``secure_mode``: noise from a cryptographically secure generator, guarding
+    against floating-point attacks on the noise. Opacus takes that generator only from the
+    ``torchcsprng`` package, which has no release for PyTorch 2.x, so the configuration
+    refuses ``training.secure_mode`` and the engine raises ConfigError if it gets here."""
     max_seq_len: int = 128
     """Tokens per example; longer ones are truncated (classifier) or cut at the end (lora)."""
     train_top_layers: int = 0
