@@ -13,8 +13,10 @@ llama.cpp engine in :mod:`appliance.models.generation`; this module is the torch
 - on CUDA, weights load in bfloat16 where the GPU supports it, the cache is allocated at
   full size, and the decode step is captured as a CUDA graph per bucketed batch size
   (1, 2, 4, ... up to ``max_batch``) and replayed, which removes the per-kernel launch
-  cost that bounds a small model's decode step. On CPU the same step runs eagerly at the
-  exact batch size.
+  cost that bounds a small model's decode step. Every graph is captured while the model
+  loads (:func:`graph_plan`), not mid-serving, and in ``thread_local`` capture mode, so CUDA
+  work of other threads (the embedding worker) neither breaks a capture nor is refused by
+  it. On CPU the same step runs eagerly at the exact batch size.
 
 Only architectures whose attention layers keep a plain key/value cache (Llama, Mistral
 without sliding windows, Qwen2, SmolLM...) are supported; others are refused at load and
@@ -27,6 +29,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,29 @@ _stop_holdback = stop_holdback  # the name the tests knew it by
 _REPLACEMENT = "\ufffd"
 _PREFILL_BUDGET = 32 * 1024 * 1024
 """Most attention-mask cells (rows x prompt length squared) one prefill pass may build."""
+SAMPLING_MODES = (0, 1, 2)
+"""Decode-step variants, each its own graph: 0 greedy only, 1 sampled without top-p, 2 top-p."""
+CAPTURE_OPTIONS: dict[str, Any] = {"capture_error_mode": "thread_local"}
+"""How every decode graph is captured. The default (``global``) makes CUDA calls from any
+thread that are unsafe during a capture (an allocation, a synchronizing copy: the embedding
+worker makes them) fail, and invalidates the capture; ``thread_local`` checks only the
+capturing thread, whose step does none of them."""
+
+
+def batch_bucket(rows: int, max_batch: int) -> int:
+    """The captured batch size that serves ``rows`` running sequences (the next power of
+    two, at most ``max_batch``); the rows past ``rows`` compute on idle slots and are ignored."""
+    size = 1
+    while size < rows:
+        size *= 2
+    return min(size, max_batch)
+
+
+def graph_plan(max_batch: int) -> list[tuple[int, int]]:
+    """Every (batch bucket, sampling mode) a decode step can ask for: what the runner
+    captures at load, so no capture happens while requests are being served."""
+    buckets = sorted({batch_bucket(n, max_batch) for n in range(1, max_batch + 1)})
+    return [(rows, mode) for rows in buckets for mode in SAMPLING_MODES]
 
 
 class HFDetokenizer:
@@ -213,6 +239,8 @@ class LocalChatRunner(StepBatchedChatRunner):
         self._slots = [None] * slots
         self._host_len = [0] * slots
         self._check_cache_calls(layers)
+        if self._use_graphs:
+            self._capture_all()
         log.info(
             "chat model loaded",
             extra={
@@ -416,28 +444,36 @@ class LocalChatRunner(StepBatchedChatRunner):
 
     # ---------------------------------------------------------------- CUDA graphs
 
-    def _bucket(self, n: int) -> int:
-        size = 1
-        while size < n:
-            size *= 2
-        return min(size, self._max_batch)
+    def _capture_all(self) -> None:
+        """Capture the decode step for every key of :func:`graph_plan` (at load); on any
+        failure the runner decodes eagerly from then on."""
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for key in graph_plan(self._max_batch):
+                if not self._try_capture(key):
+                    return
+        log.info(
+            "cuda graphs captured",
+            extra={"model": self.name, "graphs": len(self._graphs), "seconds": round(time.perf_counter() - started, 1)},
+        )
+
+    def _try_capture(self, key: tuple[int, int]) -> bool:
+        try:
+            self._graphs[key] = self._capture(*key)
+        except Exception:
+            log.warning("CUDA graph capture failed for model %s; decoding eagerly", self.name, exc_info=True)
+            self._use_graphs = False
+            self._graphs.clear()
+            return False
+        return True
 
     def _replay(self, n: int, mode: int) -> torch.Tensor | None:
-        """Replay the captured decode step for ``n`` rows (capturing it first); None when
-        capture is not possible here, after which this runner stays eager."""
-        assert self._cache is not None
-        bucket = self._bucket(n)
-        key = (bucket, mode)
-        captured = self._graphs.get(key)
-        if captured is None:
-            try:
-                captured = self._capture(bucket, mode)
-            except Exception:
-                log.warning("CUDA graph capture failed for model %s; decoding eagerly", self.name, exc_info=True)
-                self._use_graphs = False
-                self._graphs.clear()
-                return None
-            self._graphs[key] = captured
+        """Replay the captured decode step for ``n`` rows; None when graphs are off here.
+        A key missing from the load-time capture (none should be) is captured now."""
+        key = (batch_bucket(n, self._max_batch), mode)
+        if key not in self._graphs and not self._try_capture(key):
+            return None
+        captured = self._graphs[key]
         captured.graph.replay()
         return captured.tokens[:n]
 
@@ -454,7 +490,7 @@ class LocalChatRunner(StepBatchedChatRunner):
         if self._graph_pool is None:
             self._graph_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._graph_pool):
+        with torch.cuda.graph(graph, pool=self._graph_pool, **CAPTURE_OPTIONS):
             tokens = self._decode_step(rows, view, mode)
         return _Graph(graph, tokens)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,14 @@ import pytest
 
 from appliance.errors import InvalidInput, Overloaded
 from appliance.models.base import ChatChunk, ChatMessage, ChatRequest, ChatResult, GenerationTimeout
-from appliance.models.chat import LocalChatRunner, _stop_holdback
+from appliance.models.chat import (
+    CAPTURE_OPTIONS,
+    SAMPLING_MODES,
+    LocalChatRunner,
+    _stop_holdback,
+    batch_bucket,
+    graph_plan,
+)
 from tests.unit.models import support
 
 FRANCE = "What is the capital of France?"
@@ -305,5 +313,45 @@ def test_when_cuda_graphs_cannot_be_captured_the_runner_decodes_eagerly(
             result = asyncio.run(runner.complete(ask(FRANCE, max_tokens=7)))
         assert "Paris" in result.text
         assert "CUDA graph capture failed" in caplog.text
+    finally:
+        runner.close()
+
+
+# ---------------------------------------------------------------- CUDA graph planning (no CUDA needed)
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 8, 64, 100, 256])
+def test_the_graphs_captured_at_load_cover_every_decode_step(max_batch: int) -> None:
+    plan = graph_plan(max_batch)
+    assert len(plan) == len(set(plan))
+    for rows in range(1, max_batch + 1):
+        bucket = batch_bucket(rows, max_batch)
+        assert rows <= bucket <= max_batch
+        assert all((bucket, mode) in plan for mode in SAMPLING_MODES)
+
+
+def test_graphs_are_captured_in_thread_local_mode_so_other_threads_cuda_work_cannot_break_them() -> None:
+    import torch
+
+    assert CAPTURE_OPTIONS == {"capture_error_mode": "thread_local"}
+    accepted = inspect.signature(torch.cuda.graph.__init__).parameters
+    assert set(CAPTURE_OPTIONS) <= set(accepted)
+
+
+@pytest.mark.slow
+def test_graphs_are_planned_at_load_and_a_failed_capture_leaves_the_runner_eager(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = LocalChatRunner(
+        "graphs-at-load", support.smollm2_dir(support.store_root(request.config)), max_batch=2, cuda_graphs=True
+    )
+    try:
+        with caplog.at_level("WARNING"):
+            runner.warmup()  # the capture is tried here, at load, not by the first request
+        assert "CUDA graph capture failed" in caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert "Paris" in asyncio.run(runner.complete(ask(FRANCE, max_tokens=7))).text
+        assert "CUDA graph capture failed" not in caplog.text
     finally:
         runner.close()
