@@ -28,6 +28,7 @@ from spacy.tokens import Doc
 from appliance.config import PrivacySettings
 from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer, load_ner_pipeline, make_nlp_engine
+from appliance.privacy.gazetteers import judge_gazetteers
 from appliance.privacy.name_bounds import bare_name, widen_names
 from appliance.privacy.name_lexicon import judge_names
 from appliance.privacy.name_model import NAME_MODEL_DIR, NameModel, NameReading
@@ -38,7 +39,6 @@ from appliance.privacy.names import (
     names_near_emails,
     propagate_names,
 )
-from appliance.privacy.place_names import judge_places
 from appliance.privacy.recognizers import (
     FIVE_DIGITS,
     GATES,
@@ -233,7 +233,7 @@ class Detector:
             names_near_emails(text, found, allowed)
             names_from_cues(text, doc, found, allowed)
             judge_names(text, found, locations="LOCATION" in wanted)
-            judge_places(text, found, locations="LOCATION" in wanted)
+            judge_gazetteers(text, found, locations="LOCATION" in wanted)
             found[:] = [d for d in found if d.entity_type != "PERSON" or _credible_name(text, d, reading)]
         # After the gate: only credible names spread, and a further mention of one is masked
         # however ordinary its words look where they stand ("the marta zyxkowski report").

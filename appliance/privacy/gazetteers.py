@@ -1,27 +1,38 @@
-"""Towns the name model takes for people: "Customers in Mysuru were down", "city: Kaohsiung".
+"""Towns and holidays the name model takes for people: "Customers in Mysuru were down",
+"city: Kaohsiung", "we are closed on Mashujaa Day".
 
-A place name looks like a personal name and stands where names stand, so the name model
-often calls it a person. :func:`judge_places` looks each PERSON guess up in the shipped
-gazetteer (GeoNames' cities of 15,000 people or more, countries and US states; built by
-``name_training/places.py``), together with the capitalized words around it ("Kota" +
-"Kinabalu"), and decides by what the text says:
+Place and holiday names look like personal names and stand where names stand, so the name
+model often calls them people. :func:`judge_gazetteers` looks each PERSON guess up, together
+with the words around it ("Kota" + "Kinabalu", "Eid" + "al-Adha"), in two shipped lists
+and decides by what the text says.
+
+Places (GeoNames' towns of 15,000 people or more, countries and US states; built by
+``name_training/places.py``):
 
 * a place whose words are no personal name ("Mysuru", "Luang Prabang") becomes a LOCATION
-  unless the text treats it as a person (a title, a greeting, a speaker's label, a surname
-  beside it);
+  unless the text treats it as a person (a title, a greeting, "with", a sign-off, an
+  initial, a speaker's label, a surname beside it);
 * a place that is also a name ("Florence", "Jackson", "Ho Chi Minh") becomes a LOCATION only
   where the text treats it as a place: after "in", "from", "to" and the like, after a
   street address ("45 Nkrumah Avenue, Houston"), before "office", "hub" or "City", before a
   country ("Kanazawa, Lebanon"), or as the value of a "city" or "location" field.
 
-When the policy does not detect LOCATION, such a guess is simply no person. Either way the
-place is no longer a PERSON that spreads to the request's other mentions.
+When the policy does not detect LOCATION, a place is left in the clear only on such a place
+cue, never on the list alone: some people bear a town's name.
+
+Holidays (the public holidays of every country the ``holidays`` package knows, in each of
+its languages; built by ``name_training/holiday_names.py``): a guess inside a holiday's
+whole name ("Mashujaa Day", "Martin Luther King Jr. Day", "Rosh Hashanah") is no person
+unless a title or greeting stands before it.
+
+Either way the guess is no longer a PERSON that spreads to the request's other mentions.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+from collections.abc import Callable
 
 import regex
 from spacy.lang.en.stop_words import STOP_WORDS
@@ -30,10 +41,12 @@ from appliance.privacy.name_lexicon import PLACE_WORDS, addressed_or_titled, is_
 from appliance.privacy.name_model import NAME_MODEL_DIR
 from appliance.privacy.spans import Detection
 
-__all__ = ["PLACES_FILE", "is_country", "judge_places", "place_kind"]
+__all__ = ["HOLIDAYS_FILE", "PLACES_FILE", "is_country", "is_holiday", "judge_gazetteers", "place_kind"]
 
 PLACES_FILE = "places.txt.gz"
-_WINDOW = 4  # "Ho Chi Minh City", "Santa Cruz de Tenerife" are longer, but rare as guesses
+HOLIDAYS_FILE = "holidays.txt.gz"
+_PLACE_WINDOW = 4  # "Ho Chi Minh City", "Santa Cruz de Tenerife" are longer, but rare as guesses
+_HOLIDAY_WINDOW = 6  # "Martin Luther King Jr. Day", "Day of the Constitution of Ukraine"
 
 _WORD = regex.compile(r"\p{L}[\p{L}\p{M}'\u2019.]*(?:-\p{L}[\p{L}\p{M}'\u2019.]*)*")
 _PREPOSITION_BEFORE = regex.compile(
@@ -84,15 +97,35 @@ def is_country(value: str) -> bool:
 
 
 def _raw_kind(value: str) -> str | None:
-    return _gazetteer().get(" ".join(value.replace("\u2019", "'").casefold().split()))
+    return _gazetteer().get(_key(value))
 
 
-def judge_places(text: str, found: list[Detection], *, locations: bool) -> None:
+@functools.cache
+def _holidays() -> frozenset[str]:
+    with gzip.open(NAME_MODEL_DIR / HOLIDAYS_FILE, "rt", encoding="utf-8") as fh:
+        return frozenset(line.strip() for line in fh if line.strip())
+
+
+def is_holiday(value: str) -> bool:
+    """A public holiday's whole name ("Eid al-Adha", "mashujaa day")."""
+    return _key(value) in _holidays()
+
+
+def _key(value: str) -> str:
+    return " ".join(value.replace("\u2019", "'").casefold().split())
+
+
+def judge_gazetteers(text: str, found: list[Detection], *, locations: bool) -> None:
     """Moves PERSON guesses that name a place to LOCATION (or drops them when ``locations``
-    is false), as the module docstring says."""
+    is false) and drops those inside a holiday's name, as the module docstring says."""
     kept: list[Detection] = []
     for d in found:
-        place = _place_of(text, d, locations) if d.entity_type == "PERSON" else None
+        if d.entity_type != "PERSON":
+            kept.append(d)
+            continue
+        if _holiday_of(text, d):
+            continue
+        place = _place_of(text, d, locations)
         if place is None:
             kept.append(d)
         elif locations:
@@ -100,11 +133,16 @@ def judge_places(text: str, found: list[Detection], *, locations: bool) -> None:
     found[:] = kept
 
 
+def _holiday_of(text: str, d: Detection) -> bool:
+    window = _window(text, d, _HOLIDAY_WINDOW, lambda v: "h" if is_holiday(v) else None)
+    return window is not None and not addressed_or_titled(text, window[0])
+
+
 def _place_of(text: str, d: Detection, locations: bool) -> tuple[int, int] | None:
     """The place's span, or None for a person. Without a place cue, a place that is no
     known name still becomes a LOCATION, which hides it all the same; but it is dropped
     (left in the clear) only on a cue, since some people bear a town's name ("Bahar")."""
-    window = _gazetteer_window(text, d)
+    window = _window(text, d, _PLACE_WINDOW, place_kind)
     if window is None:
         return None
     start, end, kind = window
@@ -115,25 +153,25 @@ def _place_of(text: str, d: Detection, locations: bool) -> tuple[int, int] | Non
     return None
 
 
-def _gazetteer_window(text: str, d: Detection) -> tuple[int, int, str] | None:
-    """The longest run of words around the guess (the guess itself included, whole) that the
-    gazetteer knows, on the guess's line."""
+def _window(text: str, d: Detection, size: int, lookup: Callable[[str], str | None]) -> tuple[int, int, str] | None:
+    """The longest run of at most ``size`` words around the guess (the guess itself
+    included, whole), on the guess's line, that ``lookup`` knows, with what it said."""
     line_start = text.rfind("\n", 0, d.start) + 1
     line_end = text.find("\n", d.end)
     line_end = len(text) if line_end < 0 else line_end
     words = [(m.start(), m.end()) for m in _WORD.finditer(text, line_start, line_end)]
     inside = [i for i, (s, e) in enumerate(words) if s < d.end and d.start < e]
-    if not inside or len(inside) > _WINDOW:
+    if not inside or len(inside) > size:
         return None
     first, last = inside[0], inside[-1]
     best: tuple[int, int, str] | None = None
-    for lo in range(max(0, last - _WINDOW + 1), first + 1):
-        for hi in range(last, min(len(words), lo + _WINDOW)):
+    for lo in range(max(0, last - size + 1), first + 1):
+        for hi in range(last, min(len(words), lo + size)):
             start, end = words[lo][0], words[hi][1]
             gaps = [text[words[i][1] : words[i + 1][0]] for i in range(lo, hi)]
             if any(g.strip(" \t-") for g in gaps):  # words of one name, not across punctuation
                 continue
-            kind = place_kind(text[start:end].rstrip("."))
+            kind = lookup(text[start:end].rstrip("."))
             if kind is not None and (best is None or end - start > best[1] - best[0]):
                 best = (start, end, kind)
     return best

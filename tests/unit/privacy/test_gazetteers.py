@@ -1,13 +1,14 @@
-"""Towns the name model takes for people (appliance/privacy/place_names.py): a place that is
-no name becomes a LOCATION, a place that is also a name only where the text makes it a place,
-and a person stays a person. Sentences written for these tests."""
+"""Towns and holidays the name model takes for people (appliance/privacy/gazetteers.py): a
+place that is no name becomes a LOCATION, a place that is also a name only where the text
+makes it a place, a holiday is no person, and a person stays a person. Sentences written for
+these tests."""
 
 from __future__ import annotations
 
 import pytest
 
 from appliance.privacy.detection import Detector
-from appliance.privacy.place_names import is_country, judge_places, place_kind
+from appliance.privacy.gazetteers import is_country, is_holiday, judge_gazetteers, place_kind
 from appliance.privacy.rules import PrivacyRules
 from appliance.privacy.spans import Detection
 
@@ -16,7 +17,7 @@ def judged(text: str, guess: str, *, locations: bool = True) -> list[tuple[str, 
     """Judge one PERSON guess over the first occurrence of ``guess``: what is left of it."""
     start = text.index(guess)
     found = [Detection(start, start + len(guess), "PERSON", 0.9, "NameModel")]
-    judge_places(text, found, locations=locations)
+    judge_gazetteers(text, found, locations=locations)
     return [(text[d.start : d.end], d.entity_type) for d in found]
 
 
@@ -82,8 +83,52 @@ def test_without_location_in_the_policy_a_town_is_left_in_the_clear_only_on_a_pl
 def test_other_types_pass_untouched() -> None:
     text = "Customers in Mysuru were offline."
     found = [Detection(13, 19, "LOCATION", 0.85, "SpacyRecognizer")]
-    judge_places(text, found, locations=True)
+    judge_gazetteers(text, found, locations=True)
     assert found == [Detection(13, 19, "LOCATION", 0.85, "SpacyRecognizer")]
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        ("The clinic is closed on Jamhuri Day.", "Jamhuri"),
+        ("We close early for Eid al-Adha this year.", "Adha"),
+        ("Deliveries pause over Rosh Hashanah.", "Rosh Hashanah"),
+        ("She observes Martin Luther King Jr. Day, so no flights that Monday.", "Martin Luther King Jr."),
+        ("Happy Diwali to the whole team!", "Diwali"),
+    ],
+)
+def test_a_guess_inside_a_holiday_is_no_person(text: str, guess: str) -> None:
+    assert judged(text, guess) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        # The person, not the holiday named after him.
+        ("Martin Luther King Jr. spoke in Memphis.", "Martin Luther King Jr."),
+        # A name that is also a holiday's, addressed as a person.
+        ("Hi Chuseok, the parcel has arrived.", "Chuseok"),
+    ],
+)
+def test_a_person_beside_or_named_like_a_holiday_stays_a_person(text: str, guess: str) -> None:
+    assert judged(text, guess) == [(guess, "PERSON")]
+
+
+def test_the_holiday_list_holds_holidays_and_no_lone_names() -> None:
+    assert is_holiday("Mashujaa Day") and is_holiday("eid al-adha") and is_holiday("Diwali")
+    assert not is_holiday("Noel")  # a given name: one-word names are left out
+    assert not is_holiday("Anna Berg")
+
+
+def test_the_shipped_holiday_list_is_what_the_builder_makes() -> None:
+    import gzip
+
+    from appliance.privacy.name_model import NAME_MODEL_DIR
+    from appliance.privacy.name_training.holiday_names import HOLIDAYS_FILE, build
+
+    with gzip.open(NAME_MODEL_DIR / HOLIDAYS_FILE, "rt", encoding="utf-8") as fh:
+        shipped = [line.rstrip("\n") for line in fh if line.strip()]
+    assert build() == shipped
 
 
 def test_the_shipped_gazetteer_is_what_the_builder_makes() -> None:
@@ -105,8 +150,9 @@ def detector() -> Detector:
 
 
 def test_the_detector_hides_the_town_as_a_place_and_the_person_as_a_person(detector: Detector) -> None:
-    text = "Ngozi Adeyemi says customers in Tiruchirappalli and Mysuru were offline."
+    text = "Ngozi Adeyemi says customers in Tiruchirappalli and Mysuru were offline over Mashujaa Day."
     (found,) = detector.analyze([text], PrivacyRules())
     by_value = {text[d.start : d.end]: d.entity_type for d in found}
     assert by_value.get("Ngozi Adeyemi") == "PERSON"
     assert "PERSON" not in {by_value.get("Tiruchirappalli"), by_value.get("Mysuru")}
+    assert not any(d.entity_type == "PERSON" and "Mashujaa" in text[d.start : d.end] for d in found)

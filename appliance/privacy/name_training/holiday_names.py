@@ -1,0 +1,78 @@
+"""Builds the holiday list the detector ships (``privacy/name_model/holidays.txt.gz``).
+
+Holidays are named like people ("Mashujaa Day", "Eid al-Adha", "Martin Luther King Jr.
+Day", "Rosh Hashanah") and stand where names stand ("closed on ___"), so the name model
+takes some for people. The list holds the public holidays of every country and subdivision
+the ``holidays`` package knows, in each of its languages, over a dozen years (lunar and
+movable feasts change names: "Eid al-Fitr (estimated)"), with the bracketed notes cut off
+and no substituted days off; a one-word name that is also a given or family name Faker knows
+("Noel") is left out. One case-folded name per line.
+
+Run with the training extras: ``python -m appliance.privacy.name_training.holiday_names [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import sys
+import unicodedata
+from pathlib import Path
+
+from appliance.privacy.name_model import NAME_MODEL_DIR
+from appliance.privacy.name_training.lexicon import faker_names
+
+HOLIDAYS_FILE = "holidays.txt.gz"
+YEARS = range(2020, 2032)
+_NOTE = re.compile(r"\s*\([^)]*\)\s*$")
+_ALLOWED = frozenset(" '.-\u2019&,")
+
+
+def holiday_names() -> set[str]:
+    import holidays
+
+    names: set[str] = set()
+    for code, subdivisions in sorted(holidays.list_supported_countries().items()):
+        languages: list[str | None] = [*sorted(holidays.country_holidays(code).supported_languages or ())]
+        for language in languages or [None]:
+            for subdivision in [None, *subdivisions]:
+                for name in holidays.country_holidays(
+                    code, subdiv=subdivision, years=YEARS, language=language
+                ).values():
+                    names.update(name.split("; "))
+    return names
+
+
+def _clean(name: str) -> str | None:
+    while _NOTE.search(name):
+        name = _NOTE.sub("", name)
+    name = " ".join(name.split())
+    if name.casefold().startswith("the "):
+        name = name[4:]
+    if len(name) < 3 or not all(c in _ALLOWED or _latin_letter(c) for c in name):
+        return None  # other scripts, and "Day off (substituted from 03/08/2025)"
+    return name.casefold()
+
+
+def _latin_letter(c: str) -> bool:
+    return c.isalpha() and unicodedata.name(c, "").startswith("LATIN")
+
+
+def build() -> list[str]:
+    """Holiday names, less one-word names that are also given or family names ("Noel")."""
+    people = faker_names()
+    names = {c for c in map(_clean, holiday_names()) if c is not None}
+    return sorted(n for n in names if " " in n or n not in people)
+
+
+def main() -> None:
+    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else NAME_MODEL_DIR / HOLIDAYS_FILE
+    names = build()
+    # mtime=0: the same data gives the same bytes (the bundle's manifest stays reproducible).
+    with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+        fh.write("\n".join(names).encode() + b"\n")
+    print(f"{len(names)} holiday names -> {out}")
+
+
+if __name__ == "__main__":
+    main()
