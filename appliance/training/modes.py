@@ -8,8 +8,9 @@ Two correct ways exist, with different costs:
   the gradient, then runs a second backward pass with the clipping weights. Memory stays
   close to non-private training; the second pass costs time.
 
-Measured on one H200 (Opacus 1.6, step time relative to non-private training, same batch):
-LoRA on SmolLM2-135M hooks 1.51x / ghost 2.02x; MiniLM encoder fully trained hooks 2.07x
+Measured on one H200 by a separate fp32 script (Opacus 1.6, no autocast, fixed batches, step
+time relative to non-private training, same batch): LoRA on SmolLM2-135M hooks 1.511x (just
+above the 1.5x target) / ghost 2.02x; a mean-pooling MiniLM encoder fully trained hooks 2.07x
 time but 5.3x memory / ghost 2.76x time, 1.07x memory. Measured on a 2-core CPU
 (``bench/dp.py``): LoRA hooks 1.17x / ghost 1.35x; MiniLM fully trained hooks 2.36x / ghost
 2.04x; MiniLM head only hooks 11.6x / ghost 1.73x (per-sample gradient bookkeeping dwarfs a
