@@ -102,6 +102,7 @@ METADATA_COLUMNS: dict[str, str] = {
     "finetune_jobs.created_by": "public key id of the creator",
     "privacy_charges.tenant_id": "tenant UUID",
     "privacy_charges.dataset_id": "dataset UUID",
+    "privacy_charges.dataset_hash": "keyed HMAC of the dataset's stored rows (as datasets.content_hash), to keep the per-dataset budget by content",
     "privacy_charges.job_id": "job UUID",
     "privacy_charges.history": "accountant history: numbers only (noise multiplier, sample rate, steps)",
     "model_versions.id": "random UUID",
