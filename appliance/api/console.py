@@ -13,6 +13,7 @@ import functools
 import mimetypes
 from importlib import resources
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 import msgspec
@@ -24,7 +25,7 @@ from litestar.types import ControllerRouterHandler, Message, Scope
 
 from appliance.api.auth import PUBLIC, REFRESHED_COOKIE, session_cookie
 from appliance.api.deps import Svc
-from appliance.errors import ApplianceError, AuthenticationFailed, NotFound
+from appliance.errors import ApplianceError, AuthenticationFailed, NotFound, PermissionDenied
 from appliance.services.console_sessions import COOKIE_NAME, ConsoleSession
 from appliance.services.container import Services
 
@@ -103,6 +104,40 @@ async def _signed_in(request: Request[Any, Any, Any]) -> ConsoleSession | None:
         return None
 
 
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _authority(scheme: str, netloc: str) -> str:
+    """``host[:port]`` lowercased, without the scheme's default port."""
+    netloc = netloc.lower()
+    host, colon, port = netloc.rpartition(":")
+    if not colon or not port.isdigit():  # no port ("[::1]" ends in "1]")
+        return netloc
+    return host if port == _DEFAULT_PORTS.get(scheme) else netloc
+
+
+def refuse_cross_site_sign_in(headers: Any) -> None:
+    """Login CSRF: another site's page must not sign a visitor's browser in (with the
+    attacker's key, so that what the visitor then does lands in the attacker's session).
+
+    A browser says where a request comes from: ``Sec-Fetch-Site`` (set by the browser, a page
+    cannot forge it) and ``Origin``. The console's own page sends ``same-origin`` and its own
+    origin. Anything from another site is refused; an ``Origin`` that is not this host is
+    refused unless the browser itself vouched ``same-origin`` (a proxy that rewrites ``Host``
+    then still works). Scripts and the CLI send neither header and are not affected.
+    """
+    site = (headers.get("sec-fetch-site") or "").lower()
+    if site in ("cross-site", "same-site"):
+        raise PermissionDenied("sign-in from another site's page is refused; open the console at this address")
+    origin = headers.get("origin")
+    if origin is None or site == "same-origin":
+        return
+    parts = urlsplit(origin)
+    host = headers.get("host") or ""
+    if origin == "null" or not parts.netloc or _authority(parts.scheme, parts.netloc) != _authority(parts.scheme, host):
+        raise PermissionDenied("sign-in from another origin is refused; open the console at this address")
+
+
 class SignIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
@@ -156,6 +191,7 @@ class SessionController(Controller):
     @post("/", opt=PUBLIC, sync_to_thread=True, status_code=201)
     def sign_in(self, request: Request[Any, Any, Any], services: Svc, data: JSONBody[SignIn]) -> Response[SessionOut]:
         """Exchange a compliance, operator or tenant_admin API key for a session cookie."""
+        refuse_cross_site_sign_in(request.headers)
         session, cookie = services.console_sessions.sign_in(data.api_key.strip())
         max_age = int(session.expires_at - session.issued_at)
         return Response(

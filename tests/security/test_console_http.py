@@ -100,6 +100,51 @@ def test_a_wrong_key_is_refused_and_audited(console: Stack) -> None:
 
 
 @pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({"Sec-Fetch-Site": "cross-site"}, "another site"),
+        ({"Sec-Fetch-Site": "same-site"}, "another site"),
+        ({"Sec-Fetch-Site": "cross-site", "Origin": "{base}"}, "another site"),
+        ({"Origin": "http://evil.example"}, "another origin"),
+        ({"Origin": "{base}.evil.example"}, "another origin"),
+        ({"Origin": "null"}, "another origin"),
+        ({"Origin": "http://127.0.0.1:1"}, "another origin"),
+    ],
+    ids=["cross-site", "same-site", "cross-site-with-our-origin", "foreign-origin", "look-alike", "opaque", "port"],
+)
+def test_a_sign_in_from_another_site_is_refused_before_the_key_is_checked(
+    console: Stack, headers: dict[str, str], why: str
+) -> None:
+    key = console.key(Role.COMPLIANCE)
+    sent = {k: v.format(base=console.base_url) for k, v in headers.items()}
+    r = _browser(console).post("/console/api/session", json={"api_key": key}, headers=sent)
+    assert r.status_code == 403, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert why in r.json()["detail"]
+    assert "set-cookie" not in r.headers
+    opened = AuditFilter(action="console.sign_in", actor=key.split("_")[1])
+    assert console.services.audit.query(Principal.local_operator(), opened, limit=5).items == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Origin": "{base}"},
+        {"Origin": "{base}", "Sec-Fetch-Site": "same-origin"},
+        {"Origin": "https://console.example", "Sec-Fetch-Site": "same-origin"},  # a proxy rewrote Host
+        {"Sec-Fetch-Site": "none"},
+    ],
+    ids=["script", "same-origin", "browser", "behind-a-proxy", "typed"],
+)
+def test_a_sign_in_from_the_consoles_own_page_or_a_script_is_accepted(console: Stack, headers: dict[str, str]) -> None:
+    sent = {k: v.format(base=console.base_url) for k, v in headers.items()}
+    r = _browser(console).post("/console/api/session", json={"api_key": console.key(Role.COMPLIANCE)}, headers=sent)
+    assert r.status_code == 201, r.text
+    assert COOKIE_NAME in _set_cookie(r)
+
+
+@pytest.mark.parametrize(
     ("method", "path"),
     [
         ("GET", "/console/api/session"),
