@@ -13,25 +13,55 @@ function fmt(x) {
   return Number(x).toFixed(2);
 }
 
-/** A step chart of cumulative epsilon over time with the cap as a line. Only numbers and
- * dates formatted here go into the markup: nothing a tenant wrote. */
-function chart(report) {
-  const box = clear($("budget-chart"));
-  const charges = [...report.charges].sort((a, b) => new Date(a.charged_at) - new Date(b.charged_at));
+/** The charges behind the summary's figures, as the ledger counts them (services/privacy_budget):
+ * spent is every finished job charged since the period start; reserved is every unfinished job's
+ * whole plan, whenever it was queued (the budget holds it until the job settles). Charges from
+ * before the period are left out: they no longer count against the cap. */
+function series(report) {
   const start = new Date(report.period_start).getTime();
-  const end = Math.max(Date.now(), ...charges.map((c) => new Date(c.charged_at).getTime()));
-  const top = Math.max(report.total_limit, report.total_spent + report.total_reserved) * 1.1 || 1;
-  const x = (t) => PAD.left + ((t - start) / Math.max(1, end - start)) * (W - PAD.left - PAD.right);
-  const y = (e) => H - PAD.bottom - (e / top) * (H - PAD.top - PAD.bottom);
-  let total = 0;
-  let path = `M${x(start).toFixed(1)},${y(0).toFixed(1)}`;
-  for (const c of charges) {
-    const t = new Date(c.charged_at).getTime();
+  const at = (c) => new Date(c.charged_at).getTime();
+  const byTime = (a, b) => at(a) - at(b);
+  const spent = report.charges.filter((c) => c.settled && at(c) >= start).sort(byTime);
+  const reserved = report.charges.filter((c) => !c.settled).sort(byTime);
+  const sum = (list) => list.reduce((total, c) => total + c.epsilon, 0);
+  return { start, at, spent, reserved, spentTotal: sum(spent), reservedTotal: sum(reserved) };
+}
+
+function close(a, b) {
+  return Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(a), Math.abs(b));
+}
+
+/** A step line of cumulative epsilon: ``steps`` is [time, amount] in time order, from ``base``. */
+function stepPath(steps, base, x, y, start, end) {
+  let total = base;
+  let path = `M${x(start).toFixed(1)},${y(total).toFixed(1)}`;
+  for (const [t, amount] of steps) {
     path += ` H${x(t).toFixed(1)}`;
-    total += c.epsilon;
+    total += amount;
     path += ` V${y(total).toFixed(1)}`;
   }
-  path += ` H${x(end).toFixed(1)}`;
+  return `${path} H${x(end).toFixed(1)}`;
+}
+
+/** Two step lines over the period: spent (finished jobs) and spent plus reserved (running and
+ * queued jobs on top), with the cap as a line and a legend in numbers. Only numbers and dates
+ * formatted here go into the markup: nothing a tenant wrote. */
+function chart(report) {
+  const box = clear($("budget-chart"));
+  const s = series(report);
+  // The time axis runs from a little before the period's first plotted charge (the period
+  // start when there is none: a year-long axis would squash a day's jobs into one pixel) to now.
+  const times = [...s.spent.map(s.at), ...s.reserved.map((c) => Math.max(s.at(c), s.start))];
+  const end = Math.max(Date.now(), ...times);
+  const first = times.length ? Math.min(...times) : s.start;
+  const start = Math.min(Math.max(s.start, first - Math.max((end - first) * 0.05, 60_000)), end - 1);
+  const day = (t) => (end - start < 2 * 86_400_000 ? new Date(t).toLocaleString() : new Date(t).toLocaleDateString());
+  const top = Math.max(report.total_limit, s.spentTotal + s.reservedTotal) * 1.1 || 1;
+  const x = (t) => PAD.left + ((Math.max(t, start) - start) / Math.max(1, end - start)) * (W - PAD.left - PAD.right);
+  const y = (e) => H - PAD.bottom - (e / top) * (H - PAD.top - PAD.bottom);
+  const spentSteps = s.spent.map((c) => [s.at(c), c.epsilon]);
+  // Reservations stack on what was spent by then; one queued before the period counts from its start.
+  const both = [...spentSteps, ...s.reserved.map((c) => [Math.max(s.at(c), start), c.epsilon])].sort((a, b) => a[0] - b[0]);
   const cap = y(report.total_limit).toFixed(1);
   const label = (text, px, py, anchor = "start") =>
     `<text x="${px}" y="${py}" text-anchor="${anchor}" class="chart-label">${text}</text>`;
@@ -42,13 +72,25 @@ function chart(report) {
     `<line x1="${PAD.left}" y1="${PAD.top}" x2="${PAD.left}" y2="${H - PAD.bottom}" class="chart-axis"></line>` +
     `<line x1="${PAD.left}" y1="${cap}" x2="${W - PAD.right}" y2="${cap}" class="chart-cap"></line>` +
     label(`cap ${fmt(report.total_limit)}`, W - PAD.right, Number(cap) - 4, "end") +
-    `<path d="${path}" class="chart-spent"></path>` +
+    (s.reserved.length ? `<path d="${stepPath(both, 0, x, y, start, end)}" class="chart-reserved"></path>` : "") +
+    `<path d="${stepPath(spentSteps, 0, x, y, start, end)}" class="chart-spent"></path>` +
     label("0", PAD.left - 6, H - PAD.bottom + 4, "end") +
     label(fmt(top), PAD.left - 6, PAD.top + 4, "end") +
-    label(new Date(start).toLocaleDateString(), PAD.left, H - 8) +
-    label(new Date(end).toLocaleDateString(), W - PAD.right, H - 8, "end") +
+    label(day(start), PAD.left, H - 8) +
+    label(day(end), W - PAD.right, H - 8, "end") +
     `</svg>`;
   box.append(tpl.content);
+  const legend = clear($("budget-legend"));
+  const item = (cls, text, value, id) =>
+    el("li", {}, el("span", { className: `swatch ${cls}`, "aria-hidden": "true" }), `${text}: `, el("strong", { id }, fmt(value)));
+  legend.append(
+    item("swatch-spent", `Spent by ${s.spent.length} finished job${s.spent.length === 1 ? "" : "s"} this period`, s.spentTotal, "chart-spent-total"),
+    item("swatch-reserved", `Reserved by ${s.reserved.length} running or queued job${s.reserved.length === 1 ? "" : "s"}`, s.reservedTotal, "chart-reserved-total"),
+    item("swatch-cap", "Cap", report.total_limit, "chart-cap-total"),
+  );
+  // The chart is drawn from the charges, the summary from the ledger's totals: say so if they part.
+  const agrees = close(s.spentTotal, report.total_spent) && close(s.reservedTotal, report.total_reserved);
+  $("budget-mismatch").hidden = agrees;
 }
 
 async function loadBudget(tenant) {
@@ -87,12 +129,17 @@ async function loadJobs(tenant) {
 async function load() {
   const tenant = $("tenant").value;
   if (!tenant) return;
+  const button = $("refresh");
+  button.disabled = true;
   try {
     if (features.privacy_budgets) await loadBudget(tenant);
     if (features.fine_tuning) await loadJobs(tenant);
+    $("jobs-updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } catch (err) {
     $("budget-summary").textContent = describe(err);
     $("budget").hidden = false;
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -101,6 +148,8 @@ async function main() {
   features = s.features;
   await fillTenants($("tenant"));
   $("tenant").addEventListener("change", load);
+  // On request only: polling would count as activity and keep an unattended session alive.
+  $("refresh").addEventListener("click", load);
   const available = features.privacy_budgets || features.fine_tuning;
   $("unavailable").hidden = available;
   if (available) await load();

@@ -84,6 +84,10 @@ function askRevoke(scope, key) {
   $("revoke-what").textContent = `Revoke key ${key.id} (${key.name}, ${key.role})? Callers using it are refused from now on; console sessions opened with it end.`;
   dialog.dataset.scope = scope;
   dialog.dataset.key = key.id;
+  // The spec lets Escape close a dialog without a new returnValue (Chromium clears it, not every
+  // browser need): clear the last answer, so an Escape after an earlier "Revoke" revokes
+  // nothing. Focus starts on Cancel (autofocus), so Enter does not revoke either.
+  dialog.returnValue = "";
   dialog.showModal();
 }
 

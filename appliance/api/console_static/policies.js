@@ -42,6 +42,15 @@ function goTo(line, column) {
   editor.setSelectionRange(at, at);
 }
 
+function hasComment(input) {
+  return input.value.trim().length > 0;
+}
+
+/** Apply needs a valid policy, the right to write, and a comment for the history. */
+function updateApply() {
+  $("apply").disabled = !(state.valid && state.canWrite && hasComment($("apply-comment")));
+}
+
 function showIssues(ok, issues) {
   state.valid = ok;
   state.issues = issues;
@@ -55,7 +64,7 @@ function showIssues(ok, issues) {
     const text = `${where}: ${issue.field ? `${issue.field}: ` : ""}${issue.message}`;
     list.append(el("li", {}, el("button", { type: "button", className: "link", onclick: () => goTo(issue.line, issue.column) }, text)));
   }
-  $("apply").disabled = !(ok && state.canWrite);
+  updateApply();
   drawGutter();
 }
 
@@ -208,17 +217,23 @@ function askRollback(version) {
   $("rollback-what").textContent = `Make version ${version} of tenant ${state.tenant} active again, as a new version.`;
   $("rollback-comment").value = `rollback to version ${version}`;
   dialog.dataset.version = String(version);
+  dialog.returnValue = ""; // Escape need not reset it: an earlier "confirm" must not count
+  $("rollback-confirm").disabled = false;
   dialog.showModal();
   $("rollback-comment").select();
 }
 
+$("rollback-comment").addEventListener("input", () => {
+  $("rollback-confirm").disabled = !hasComment($("rollback-comment"));
+});
+
 $("rollback-dialog").addEventListener("close", async () => {
   const dialog = $("rollback-dialog");
-  if (dialog.returnValue !== "confirm") return;
+  if (dialog.returnValue !== "confirm" || !hasComment($("rollback-comment"))) return;
   try {
     const v = await api(`/admin/v1/tenants/${encodeURIComponent(state.tenant)}/policy/rollback`, {
       method: "POST",
-      body: { version: Number(dialog.dataset.version), comment: $("rollback-comment").value },
+      body: { version: Number(dialog.dataset.version), comment: $("rollback-comment").value.trim() },
     });
     toast(`Rolled back: version ${v.version} is now active.`);
     await loadTenant(state.tenant);
@@ -229,13 +244,13 @@ $("rollback-dialog").addEventListener("close", async () => {
 
 $("apply-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  if (!state.valid || !state.canWrite) return;
+  if (!state.valid || !state.canWrite || !hasComment($("apply-comment"))) return;
   const button = $("apply");
   button.disabled = true;
   try {
     const v = await api(`/admin/v1/tenants/${encodeURIComponent(state.tenant)}/policy/`, {
       method: "POST",
-      body: { document: editor.value, comment: $("apply-comment").value },
+      body: { document: editor.value, comment: $("apply-comment").value.trim() },
     });
     $("apply-comment").value = "";
     toast(`Applied: version ${v.version} is now active for ${state.tenant}.`);
@@ -243,7 +258,7 @@ $("apply-form").addEventListener("submit", async (event) => {
   } catch (err) {
     toast(`Not applied: ${describe(err)}`);
   } finally {
-    button.disabled = !(state.valid && state.canWrite);
+    updateApply();
   }
 });
 
@@ -280,6 +295,7 @@ editor.addEventListener("scroll", () => {
 });
 const scheduleValidate = debounce(validate, 300);
 sample.addEventListener("input", debounce(preview, 300));
+$("apply-comment").addEventListener("input", updateApply);
 
 async function main() {
   const s = await start();
