@@ -13,14 +13,10 @@ Run with the training extras: ``python -m appliance.privacy.name_training.holida
 
 from __future__ import annotations
 
-import gzip
 import re
-import sys
 import unicodedata
-from pathlib import Path
 
-from appliance.privacy.name_model import NAME_MODEL_DIR
-from appliance.privacy.name_training.lexicon import faker_names
+from appliance.privacy.name_training.lexicon import faker_names, write_shipped_list
 
 HOLIDAYS_FILE = "holidays.txt.gz"
 YEARS = range(2020, 2032)
@@ -66,12 +62,7 @@ def build() -> list[str]:
 
 
 def main() -> None:
-    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else NAME_MODEL_DIR / HOLIDAYS_FILE
-    names = build()
-    # mtime=0: the same data gives the same bytes (the bundle's manifest stays reproducible).
-    with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
-        fh.write("\n".join(names).encode() + b"\n")
-    print(f"{len(names)} holiday names -> {out}")
+    write_shipped_list(HOLIDAYS_FILE, build(), "holiday names")
 
 
 if __name__ == "__main__":

@@ -95,13 +95,17 @@ def build() -> list[str]:
     return sorted(english_words() - faker_names())
 
 
+def write_shipped_list(default_name: str, lines: list[str], what: str) -> None:
+    """Writes ``lines`` gzipped to ``--out FILE`` or the shipped file ``default_name``."""
+    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else NAME_MODEL_DIR / default_name
+    # mtime=0: the same lines give the same bytes (the bundle's manifest stays reproducible).
+    with out.open("wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as fh:
+        fh.write("\n".join(lines).encode() + b"\n")
+    print(f"{len(lines)} {what} -> {out}")
+
+
 def main() -> None:
-    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else NAME_MODEL_DIR / LEXICON_FILE
-    words = build()
-    # mtime=0: the same words give the same bytes (the bundle's manifest stays reproducible).
-    with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
-        fh.write("\n".join(words).encode() + b"\n")
-    print(f"{len(words)} common English words that are not names -> {out}")
+    write_shipped_list(LEXICON_FILE, build(), "common English words that are not names")
 
 
 if __name__ == "__main__":

@@ -18,16 +18,12 @@ Run with the training extras: ``python -m appliance.privacy.name_training.places
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
-import sys
 import unicodedata
 from importlib import resources
-from pathlib import Path
 
-from appliance.privacy.name_model import NAME_MODEL_DIR
-from appliance.privacy.name_training.lexicon import faker_names
+from appliance.privacy.name_training.lexicon import faker_names, write_shipped_list
 
 PLACES_FILE = "places.txt.gz"
 _MIN_PEOPLE_FOR_SPELLINGS = 200_000
@@ -78,12 +74,7 @@ def build() -> list[str]:
 
 
 def main() -> None:
-    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else NAME_MODEL_DIR / PLACES_FILE
-    lines = build()
-    # mtime=0: the same data gives the same bytes (the bundle's manifest stays reproducible).
-    with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
-        fh.write("\n".join(lines).encode() + b"\n")
-    print(f"{len(lines)} place spellings -> {out}")
+    write_shipped_list(PLACES_FILE, build(), "place spellings")
 
 
 if __name__ == "__main__":
