@@ -84,6 +84,8 @@ class JobRequest:
     max_grad_norm: float = 1.0
     learning_rate: float | None = None
     seed: int = 0
+    """Public: the new weights' initialisation and the held-out split. The DP noise and batches
+    come from a secret seed each run draws (never stored in the clear, never shown)."""
     max_seq_len: int | None = None
     train_top_layers: int | None = None
     lora_rank: int | None = None

@@ -7,8 +7,14 @@ the global batch is still a Poisson sample at the run's sample rate; the clipped
 are summed across ranks and rank 0 alone adds the noise. The privacy accounting is the
 same as one process with the same batch size: the card's epsilon does not depend on ``gpus``.
 
-The examples travel to the ranks pickled through the launcher's pipes, never through a
-file; progress, checkpoints and the result come back over a multiprocessing queue, so the
+The examples and the run's secret (see :mod:`appliance.training.engine`: it seeds the noise
+and the Poisson sampling) travel to the ranks as the entry point's arguments, pickled
+through the pipes of the launcher's ``spawn`` start method: never through a file, the
+environment or a command line (so not in ``ps`` output or ``/proc/*/environ``), and the
+launcher logs its configuration, not the arguments. Every rank derives its own sampling
+stream from (secret, epoch, rank); the shard shuffle of Opacus's distributed sampler is
+seeded by the epoch alone, which is harmless: which rank holds a row changes nothing in the
+noisy sum. Progress, checkpoints and the result come back over a multiprocessing queue, so the
 caller's callbacks run in the caller's process as for a single-process run. Ranks use
 NCCL on CUDA and gloo on CPU (how the tests run two ranks without a GPU).
 """
@@ -47,8 +53,10 @@ def train_distributed(
     should_stop: Callable[[], bool] | None = None,
     checkpoints: CheckpointSink | None = None,
     resume: bytes | None = None,
+    secret: int,
 ) -> TrainingResult:
-    """:func:`appliance.training.engine.train` for ``spec.gpus`` processes (see the module doc)."""
+    """:func:`appliance.training.engine.train` for ``spec.gpus`` processes (see the module doc);
+    ``secret`` is the run's (every rank gets it; a resumed run takes the checkpoint's)."""
     import multiprocessing
 
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -72,7 +80,7 @@ def train_distributed(
     def launch() -> None:
         try:
             outcome["ranks"] = elastic_launch(config, _rank_main)(
-                spec, list(examples), output_dir, resume, events, stop
+                spec, list(examples), output_dir, resume, secret, events, stop
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
             outcome["error"] = exc
@@ -117,7 +125,13 @@ class _QueueSink:
 
 
 def _rank_main(
-    spec: TrainingSpec, examples: list[Example], output_dir: Path, resume: bytes | None, events: Any, stop: Any
+    spec: TrainingSpec,
+    examples: list[Example],
+    output_dir: Path,
+    resume: bytes | None,
+    secret: int,
+    events: Any,
+    stop: Any,
 ) -> None:
     """One rank, started by the elastic launcher (``RANK``, ``WORLD_SIZE``, ``MASTER_*`` set)."""
     import torch
@@ -131,7 +145,7 @@ def _rank_main(
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
     dist.init_process_group(backend=backend)
     try:
-        run = Run(spec, examples, rank=rank, world=world)
+        run = Run(spec, examples, rank=rank, world=world, secret=secret)
 
         def should_stop() -> bool:
             # Every rank must stop at the same step, or the others wait in all-reduce forever.

@@ -9,8 +9,18 @@ optimizer step. The epsilon reported is Opacus's accountant for the steps that a
 
 Logical batches larger than ``max_physical_batch`` are split and accumulated the way
 Opacus's ``BatchMemoryManager`` does (``signal_skip_step``), which changes memory, not the
-privacy accounting. Batches are drawn from a generator re-seeded per epoch from the run's
-seed, so a resumed run draws the same batches as an uninterrupted one.
+privacy accounting.
+
+Public and secret randomness. DP-SGD's guarantee holds only while the noise and the Poisson
+subsampling are unknown to the adversary: whoever can replay them subtracts the noise and
+knows which rows each step drew. So every run draws a **secret** from the operating system
+(``secrets.randbits(63)``) and derives from it, and from nothing public, the noise generator
+(per rank) and each epoch's sampling generator (per epoch and rank). The secret travels only
+inside the run's checkpoints (sealed by the caller with the tenant's key), so a resumed run
+draws the same batches and noise as an uninterrupted one; it is never on the card, in a
+progress report or in a log. The spec's public ``seed`` controls what the guarantee does not
+rest on: the initial weights of the new head or LoRA adapter and the held-out split (and any
+other use of torch's global generator), so runs on the same data stay comparable.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import importlib.metadata
 import io
 import math
 import platform
+import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -54,7 +65,9 @@ from appliance.training.spec import (
 from appliance.training.tasks import TaskRun, build_task, trainable_count
 from appliance.training.text import IGNORE
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""2: the run's secret is in the checkpoint. A format-1 checkpoint (batches and noise seeded
+from the public seed) is refused: its run cannot be continued under a secret."""
 _EPSILON_EVERY_S = {"rdp": 0.0, "prv": 2.0}
 """How often progress recomputes epsilon (PRV is slow to evaluate; RDP takes milliseconds)."""
 
@@ -68,6 +81,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     checkpoints: CheckpointSink | None = None,
     resume: bytes | None = None,
+    secret: int | None = None,
 ) -> TrainingResult:
     """Train ``spec`` on ``examples`` and write the model into ``output_dir``.
 
@@ -78,9 +92,13 @@ def train(
     - ``should_stop`` is polled before every step; when it returns true the run raises
       :class:`~appliance.training.spec.TrainingCancelled` with the epsilon already spent.
     - ``checkpoints.save(step, bytes)`` receives the run's state per the spec's checkpoint
-      interval; ``resume`` is such bytes, and the resumed run ends with the same accountant
-      history (and so the same epsilon) as an uninterrupted one with the same seed. Bytes
-      from another spec or dataset are refused.
+      interval; ``resume`` is such bytes, and the resumed run ends exactly as the
+      interrupted one would have: same accountant history (so the same epsilon), same
+      batches, same noise, because the checkpoint carries the run's secret. Bytes from
+      another spec or dataset are refused. The bytes hold that secret: seal them.
+    - ``secret`` is for tests only: a fixed secret makes a run repeatable. Left ``None``
+      (always, in production) each run draws its own from the operating system; a resumed
+      run takes the one in its checkpoint whatever is passed here.
     - ``spec.gpus > 1`` spreads the run over that many processes (Opacus ``DPDDP``, see
       :mod:`appliance.training.distributed`); the callbacks still run in this process.
 
@@ -91,17 +109,24 @@ def train(
     _check_output_dir(output_dir)
     if not examples:
         raise InvalidInput("training needs at least one example")
+    if secret is None:
+        secret = draw_secret()
     if spec.gpus > 1:
         from appliance.training.distributed import train_distributed
 
         return train_distributed(
             spec, examples, output_dir, on_progress=on_progress, should_stop=should_stop,
-            checkpoints=checkpoints, resume=resume,
+            checkpoints=checkpoints, resume=resume, secret=secret,
         )  # fmt: skip
-    run = Run(spec, examples, rank=0, world=1)
+    run = Run(spec, examples, rank=0, world=1, secret=secret)
     return run.execute(
         output_dir, on_progress=on_progress, should_stop=should_stop, checkpoints=checkpoints, resume=resume
     )
+
+
+def draw_secret() -> int:
+    """A run's secret: 63 bits from the operating system's CSPRNG."""
+    return secrets.randbits(63)
 
 
 def _check_output_dir(output_dir: Path) -> None:
@@ -140,15 +165,20 @@ class _State:
 
 
 class Run:
-    """One process's share of a run (the only one unless ``gpus > 1``)."""
+    """One process's share of a run (the only one unless ``gpus > 1``). Every rank of a run
+    gets the same ``secret`` (:func:`draw_secret` when none is given) and derives its own
+    streams from it; :meth:`execute` with ``resume`` replaces it with the checkpoint's."""
 
-    def __init__(self, spec: TrainingSpec, examples: Sequence[Example], *, rank: int, world: int) -> None:
+    def __init__(
+        self, spec: TrainingSpec, examples: Sequence[Example], *, rank: int, world: int, secret: int | None = None
+    ) -> None:
         self.spec = spec
         self.rank = rank
         self.world = world
+        self._secret = draw_secret() if secret is None else secret
         self.fingerprint = dataset_fingerprint(spec, examples)
         self.device = resolve_device(spec.device, local_rank=rank if world > 1 else 0)
-        torch.manual_seed(spec.seed)
+        torch.manual_seed(spec.seed)  # public: the new head's or adapter's init, the held-out split
         self.task: TaskRun = build_task(spec, examples, self.device)
         if self.task.n_train < 1:
             raise InvalidInput("no rows are left to train on after the held-out share")
@@ -203,7 +233,7 @@ class Run:
                 f"which has no release for PyTorch 2.x: {exc}"
             ) from None
         if not spec.secure_mode:
-            self.noise_generator = torch.Generator(self.device).manual_seed(spec.seed + 1)
+            self.noise_generator = torch.Generator(self.device).manual_seed(_derive(self._secret, "noise", self.rank))
         # make_private_with_epsilon is get_noise_multiplier + make_private; the search is done
         # through the cached helper the ledger uses, so both agree to the last bit.
         noise = noise_multiplier_for(
@@ -237,8 +267,8 @@ class Run:
     # ------------------------------------------------------------------ sampling
 
     def _epoch_batches(self, epoch: int) -> Iterator[torch.Tensor]:
-        """Row indices of each step of ``epoch``, reproducible from (seed, epoch, rank)."""
-        generator = torch.Generator().manual_seed(_mix(self.spec.seed, epoch, self.rank))
+        """Row indices of each step of ``epoch``, reproducible from (secret, epoch, rank)."""
+        generator = torch.Generator().manual_seed(_derive(self._secret, "batches", epoch, self.rank))
         if self.sampler is None:
             order = torch.randperm(self.task.n_train, generator=generator)
             yield from torch.split(order, self.spec.batch_size)
@@ -439,6 +469,7 @@ class Run:
         payload = {
             "format": CHECKPOINT_FORMAT,
             "fingerprint": self.fingerprint,
+            "secret": self._secret,
             "step": state.step,
             "elapsed_s": state.elapsed_s,
             "noise_multiplier": self.noise_multiplier,
@@ -457,12 +488,18 @@ class Run:
             payload = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same error to the caller
             raise InvalidInput(f"the checkpoint cannot be read ({type(exc).__name__})") from None
+        if isinstance(payload, dict) and payload.get("format") == 1:
+            raise InvalidInput(
+                "the checkpoint predates secret sampling and noise seeds (format 1); "
+                "the run cannot be resumed under a secret and must be started again"
+            )
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
             raise InvalidInput("the checkpoint is not in a format this engine reads")
         if payload["fingerprint"] != self.fingerprint:
             raise InvalidInput("the checkpoint belongs to another run (its spec or dataset differs)")
         if not math.isclose(payload["noise_multiplier"], self.noise_multiplier, rel_tol=1e-9, abs_tol=1e-12):
             raise InvalidInput("the checkpoint was taken with a different noise multiplier")
+        self._secret = int(payload["secret"])  # the sampling generators derive from it per epoch
         with torch.no_grad():
             for name, p in self.trainable.items():
                 p.copy_(payload["trainable"][name].to(p.device))
@@ -482,8 +519,10 @@ def _mean_loss(logits: torch.Tensor, targets: torch.Tensor, shape: tuple[int, in
     return per_sequence_loss(logits, targets, shape).mean()
 
 
-def _mix(seed: int, epoch: int, rank: int) -> int:
-    digest = hashlib.sha256(f"{seed}/{epoch}/{rank}".encode()).digest()
+def _derive(secret: int, purpose: str, *numbers: int) -> int:
+    """A generator seed for one ``purpose`` (and epoch, rank) that reveals nothing of ``secret``
+    or of the other streams: SHA-256 of them all, cut to 63 bits."""
+    digest = hashlib.sha256("/".join([str(secret), purpose, *map(str, numbers)]).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 

@@ -112,6 +112,9 @@ class TrainingSpec:
     max_grad_norm: float = 1.0
     learning_rate: float = 5e-3
     seed: int = 0
+    """**Public** (shown with the job and on the card): the new head's or LoRA adapter's initial
+    weights and the held-out split. The noise and the Poisson batches never come from it: each
+    run draws a secret seed for them (see ``appliance.training.engine``), as DP requires."""
     dp_mode: DpMode = "auto"
     accountant: AccountantName = "rdp"
     device: str = "auto"
@@ -300,8 +303,10 @@ class CheckpointSink(Protocol):
     """Where the engine hands its checkpoints. The caller seals them (the tenant's key, the
     encrypted blob store) and keeps at least the last one; the engine never writes state to disk.
 
-    ``state`` holds the trainable weights, the optimizer, the accountant history, the sampler
-    and RNG states and the step: pass the last saved bytes as ``resume=`` to continue.
+    ``state`` holds the trainable weights, the optimizer, the accountant history, the run's
+    secret seed (from which the noise and the batches are drawn), the RNG states and the step:
+    pass the last saved bytes as ``resume=`` to continue. Whoever reads them can replay the
+    run's noise, so they must be sealed, never logged or stored in the clear.
     ``save`` runs on the training thread; a slow sink slows training."""
 
     def save(self, step: int, state: bytes) -> None: ...

@@ -4,7 +4,9 @@ the accountant's epsilon; cancel and stop mid-run; retraining, rollback, version
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -12,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from sqlalchemy import func, select, text
 
+from appliance.db.base import Base
 from appliance.db.models import AuditEntry, Blob, ModelVersion, PrivacyCharge
 from appliance.errors import AuditUnavailable, Conflict
 from appliance.models.sealed import is_sealed
@@ -21,6 +25,7 @@ from appliance.services.container import Services
 from appliance.services.finetune_queue import DbJobStore
 from appliance.training import train
 from appliance.training.accounting import epsilon_of
+from appliance.training.engine import _derive
 from appliance.training.spec import Example, Progress, TrainingResult, TrainingSpec
 from appliance.training.worker import SCRATCH_PREFIX, Worker
 from tests.finetune_support import OP, add_tickets, finetune_tenant, queue_job
@@ -244,3 +249,45 @@ def test_a_rollback_whose_audit_entry_cannot_be_written_switches_nothing(
     with services.sessions() as s:
         facts = list(s.scalars(select(AuditEntry.facts).where(AuditEntry.action == "model.rollback")))
     assert [json.loads(f) for f in facts] == [{"from_version": 2, "to_version": 1}]
+
+
+def test_the_runs_secret_is_only_in_its_sealed_checkpoint_never_in_the_job_card_database_or_logs(
+    trainer: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The noise and the Poisson batches come from a secret the engine draws per run: the
+    guarantee is void for whoever knows it. The test reads it from the checkpoints the engine
+    hands the store (before they are sealed), then looks for it, and the generator seeds
+    derived from it, in every row of every table, the job's view, the card and the logs."""
+    tenant = finetune_tenant(trainer)
+    add_tickets(trainer, tenant)
+    job = queue_job(trainer, tenant, "tickets")  # 3 steps, a checkpoint after steps 1 and 2
+    drawn: list[int] = []
+
+    def tapped(spec: TrainingSpec, examples: Sequence[Example], output_dir: Path, **kw: Any) -> TrainingResult:
+        sink = kw.pop("checkpoints")
+
+        class Tap:
+            def save(self, step: int, state: bytes) -> None:
+                drawn.append(int(torch.load(io.BytesIO(state), weights_only=True)["secret"]))
+                sink.save(step, state)
+
+        return train(spec, examples, output_dir, checkpoints=Tap(), **kw)
+
+    caplog.set_level(logging.DEBUG)
+    t = trainer.settings.training
+    worker = Worker(trainer.job_store(), tapped, lease_s=t.lease_s, poll_s=t.poll_interval_s, scratch=t.scratch_dir)
+    assert worker.run(once=True) == 1
+    assert len(drawn) == 2 and len(set(drawn)) == 1
+    secret = drawn[0]
+    seeds = [secret, _derive(secret, "noise", 0), *(_derive(secret, "batches", e, 0) for e in range(2))]
+    needles = [form for n in seeds for form in (str(n), f"{n:x}", f"{n:X}")]
+
+    view = trainer.finetune.get(OP, tenant, job.id)
+    assert view.state == "succeeded"
+    card = trainer.model_versions.card(OP, tenant, "tickets-clf").card
+    with trainer.sessions() as s:
+        rows = [repr(tuple(r)) for table in Base.metadata.sorted_tables for r in s.execute(table.select())]
+    assert any(job.id in r for r in rows)  # the dump does hold the job's rows
+    places = {"job view": repr(view), "card": json.dumps(card), "database": "\n".join(rows), "logs": caplog.text}
+    assert [where for where, data in places.items() if any(n in data for n in needles)] == []
+    assert card["hyperparameters"]["seed"] == 0  # the public seed is shown, as before

@@ -11,6 +11,7 @@ scratch directory, the workers' temp directory, ``/dev/shm`` and the workers' lo
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -22,11 +23,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import func, select
 
 from appliance.db.models import AuditEntry, Blob, FinetuneJob, ModelVersion, PrivacyCharge, RegisteredModel
 from appliance.services.container import Services
 from appliance.training.accounting import epsilon_of
+from appliance.training.engine import _derive
 from appliance.training.worker import SCRATCH_PREFIX
 from tests.finetune_support import OP, TICKETS, finetune_tenant, queue_job, tickets_jsonl
 from tests.support import MODEL_STORE, make_services, make_settings
@@ -105,11 +108,31 @@ def _files(root: Path) -> dict[str, bytes]:
 def _where_canary(canary: str, tmp: Path, logs: list[str]) -> list[str]:
     """Every place the canary is found in: the database file (and -wal, -shm), the data
     directory, scratch and temp directories (all under ``tmp``), /dev/shm, the logs."""
+    raw = canary.encode()
+    return _where_found((raw, raw.lower(), canary.encode("utf-16-le"), raw.hex().encode()), tmp, logs)
+
+
+def _where_found(needles: tuple[bytes, ...], tmp: Path, logs: list[str]) -> list[str]:
     places = {**_files(tmp), **_files(SHM), **{f"log {i}": text.encode() for i, text in enumerate(logs)}}
     assert any(p.endswith("appliance.db") for p in places) and any("/data/" in p for p in places)
-    raw = canary.encode()
-    needles = (raw, raw.lower(), canary.encode("utf-16-le"), raw.hex().encode())
     return sorted(where for where, data in places.items() if any(n in data for n in needles))
+
+
+def _secret_forms(services: Services, tenant: str, job_id: str) -> tuple[bytes, ...]:
+    """The job's run secret, read from its sealed checkpoint with the tenant's key, and the
+    generator seeds derived from it, in every form they could be written: decimal, hex, and
+    the 8 raw bytes either way round."""
+    with services.sessions() as s:
+        row = s.get(FinetuneJob, job_id)
+        assert row is not None and row.checkpoint_blob
+        blob = row.checkpoint_blob
+    state = services.blobs.read_bytes(services.tenants.get(OP, tenant).id, blob)
+    secret = int(torch.load(io.BytesIO(state), weights_only=True)["secret"])
+    seeds = [secret, _derive(secret, "noise", 0), *(_derive(secret, "batches", e, 0) for e in range(10))]
+    forms: list[bytes] = []
+    for n in seeds:
+        forms += [str(n).encode(), f"{n:x}".encode(), n.to_bytes(8, "little"), n.to_bytes(8, "big")]
+    return tuple(forms)
 
 
 def _services(tmp: Path) -> tuple[Services, str, str]:
@@ -141,6 +164,9 @@ def test_a_killed_worker_leaves_nothing_registered_and_the_restarted_one_resumes
         assert _count(services, ModelVersion) == _count(services, RegisteredModel) == 0  # nothing half-trained
         assert list((tmp_path / "scratch").glob(f"{SCRATCH_PREFIX}{first.pid}-*"))  # what the kill left
         assert _where_canary(canary, tmp_path, logs) == []
+        # The run's secret (it seeds the noise and the batches) is only in the sealed checkpoint.
+        secret = _secret_forms(services, tenant, job.id)
+        assert _where_found(secret, tmp_path, logs) == []
 
         time.sleep(LEASE_S + 0.5)  # the dead worker's leases run out
         second = _worker(tmp_path, url, key, "--once", "--json")
@@ -165,6 +191,8 @@ def test_a_killed_worker_leaves_nothing_registered_and_the_restarted_one_resumes
         assert not list((tmp_path / "scratch").glob(f"{SCRATCH_PREFIX}*"))  # the restart cleared the dead one's
         services.engine.dispose()
         assert _where_canary(canary, tmp_path, logs) == []
+        assert _where_found(secret, tmp_path, logs) == []
+        assert not any(form in json.dumps(card).encode() for form in secret)
     finally:
         services.close()
 

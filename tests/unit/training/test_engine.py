@@ -29,6 +29,7 @@ from appliance.training.accounting import quiet_order_warning
 from tests.unit.training.support import labeled
 
 ROWS = labeled(60)
+SECRET = 0x5EC2E7  # tests only: fixes the run's secret where two runs must draw the same batches and noise
 
 
 def spec_for(model: Path, **overrides: Any) -> TrainingSpec:
@@ -136,6 +137,8 @@ def test_a_run_resumed_from_a_checkpoint_ends_exactly_like_the_uninterrupted_one
     assert [step for step, _ in sink.saved] == [3, 6, 9]
     step, state = sink.saved[1]
     seen: list[Progress] = []
+    # The run drew its own secret; only the checkpoint knows it, and the rest of the run
+    # (batches, noise) can be drawn again exactly only from there.
     resumed = train(
         spec_for(tiny_bert_dir, checkpoint_every_steps=3), ROWS, tmp_path / "m", resume=state, on_progress=seen.append
     )
@@ -178,10 +181,12 @@ def test_a_cancelled_run_reports_the_epsilon_its_steps_spent_and_writes_nothing(
     assert not (tmp_path / "m").exists()
 
 
-def test_hooks_and_ghost_clipping_train_the_same_model_from_the_same_seed(tiny_bert_dir: Path, tmp_path: Path) -> None:
+def test_hooks_and_ghost_clipping_train_the_same_model_from_the_same_secret(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
     spec = spec_for(tiny_bert_dir, train_top_layers=1, epochs=1)
-    hooks = train(spec, ROWS, tmp_path / "hooks")
-    ghost = train(replace(spec, dp_mode="ghost"), ROWS, tmp_path / "ghost")
+    hooks = train(spec, ROWS, tmp_path / "hooks", secret=SECRET)
+    ghost = train(replace(spec, dp_mode="ghost"), ROWS, tmp_path / "ghost", secret=SECRET)
     assert ghost.card.dp_mode == "ghost"
     assert ghost.card.epsilon == hooks.card.epsilon
     ours, theirs = weights(ghost.output_dir), weights(hooks.output_dir)
@@ -258,8 +263,8 @@ def test_splitting_a_batch_into_physical_batches_changes_memory_not_the_result(
     mode: str, tiny_bert_dir: Path, tmp_path: Path
 ) -> None:
     spec = spec_for(tiny_bert_dir, epochs=1, batch_size=16, dp_mode=mode)
-    whole = train(spec, ROWS, tmp_path / "whole")
-    split = train(replace(spec, max_physical_batch=3), ROWS, tmp_path / "split")
+    whole = train(spec, ROWS, tmp_path / "whole", secret=SECRET)
+    split = train(replace(spec, max_physical_batch=3), ROWS, tmp_path / "split", secret=SECRET)
     assert split.history == whole.history
     torch.testing.assert_close(
         weights(split.output_dir)["classifier.weight"],
@@ -267,3 +272,73 @@ def test_splitting_a_batch_into_physical_batches_changes_memory_not_the_result(
         rtol=1e-4,
         atol=1e-6,
     )
+
+
+def _batches(run: Any, epoch: int = 0) -> list[list[int]]:
+    return [b.tolist() for b in run._epoch_batches(epoch)]
+
+
+def test_two_runs_with_the_same_public_seed_draw_different_batches_and_noise(tiny_bert_dir: Path) -> None:
+    """The seed is public (it is shown with the job): were the noise and the Poisson batches
+    drawn from it, anyone could replay them and the guarantee would be void."""
+    from appliance.training.engine import Run
+
+    spec = spec_for(tiny_bert_dir, seed=7)
+    one, two = (Run(spec, ROWS, rank=0, world=1) for _ in range(2))
+    assert _batches(one) != _batches(two)
+    assert one.noise_generator is not None and two.noise_generator is not None
+    assert not torch.equal(
+        torch.randn(16, generator=one.noise_generator), torch.randn(16, generator=two.noise_generator)
+    )
+    # What the public seed still decides is the same in both: the held-out split, the head's init.
+    assert torch.equal(one.task.module.classifier.weight, two.task.module.classifier.weight)
+
+
+def test_with_the_same_secret_two_runs_draw_the_same_batches_and_noise_and_each_epoch_its_own(
+    tiny_bert_dir: Path,
+) -> None:
+    from appliance.training.engine import Run
+
+    one, two = (Run(spec_for(tiny_bert_dir, seed=s), ROWS, rank=0, world=1, secret=SECRET) for s in (0, 1))
+    assert _batches(one) == _batches(two)  # the batches follow the secret, not the public seed
+    assert _batches(one, 0) != _batches(one, 1)
+    assert one.noise_generator is not None and two.noise_generator is not None
+    assert torch.equal(torch.randn(16, generator=one.noise_generator), torch.randn(16, generator=two.noise_generator))
+
+
+def test_two_trainings_with_the_same_spec_end_with_different_weights(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    spec = spec_for(tiny_bert_dir, epochs=1)
+    first = train(spec, ROWS, tmp_path / "a")
+    second = train(spec, ROWS, tmp_path / "b")
+    assert first.card.epsilon == second.card.epsilon  # the accounting does not depend on the secret
+    assert not torch.equal(
+        weights(first.output_dir)["classifier.weight"], weights(second.output_dir)["classifier.weight"]
+    )
+
+
+def test_the_secret_is_in_the_checkpoint_and_nowhere_on_the_card_or_in_progress(
+    finished: dict[str, Any],
+) -> None:
+    import io
+
+    states = [torch.load(io.BytesIO(b), weights_only=True) for _, b in finished["sink"].saved]
+    secrets = {s["secret"] for s in states}
+    assert len(secrets) == 1  # one run, one secret
+    (secret,) = secrets
+    assert isinstance(secret, int) and secret.bit_length() > 32
+    shown = repr(finished["result"].card.to_dict()) + repr(finished["progress"]) + repr(finished["result"].history)
+    assert str(secret) not in shown and hex(secret)[2:] not in shown
+
+
+def test_a_checkpoint_from_before_secret_seeds_is_refused_with_a_reason(
+    finished: dict[str, Any], tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    import io
+
+    state = torch.load(io.BytesIO(finished["sink"].saved[0][1]), weights_only=True)
+    del state["secret"]
+    state["format"] = 1
+    old = io.BytesIO()
+    torch.save(state, old)
+    with pytest.raises(InvalidInput, match="predates secret"):
+        train(spec_for(tiny_bert_dir, checkpoint_every_steps=3), ROWS, tmp_path / "m", resume=old.getvalue())
