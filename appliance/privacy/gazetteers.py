@@ -64,6 +64,7 @@ _PLACE_AFTER = frozenset(
     launch rollout summit clinic store stores factory facility facilities mission embassy consulate
     community diaspora-""".split()  # noqa: SIM905 - a word list reads best as words
 )
+_ANY_PLACE_WORD = PLACE_WORDS | _PLACE_AFTER
 _SPEAKER_AFTER = regex.compile(r"^[ \t]*(?:\[[^\]\n]{0,12}\])?[ \t]*:")
 _NEXT_WORD = regex.compile(r"^[ \t]+(\p{L}[\p{L}\p{M}'\u2019.-]*)")
 _PREV_WORD = regex.compile(r"(\p{L}[\p{L}\p{M}'\u2019.-]*)[ \t]+$")
@@ -196,7 +197,7 @@ def _treated_as_person(text: str, start: int, end: int) -> bool:
             len(word) > 2
             and not (word.isupper() or word.casefold() in STOP_WORDS)
             and (word[0].isupper() or text[start].islower())  # all lower case: chat ("cuauhtémoc ramírez")
-            and word.casefold() not in PLACE_WORDS | _PLACE_AFTER
+            and word.casefold() not in _ANY_PLACE_WORD
             and place_kind(word) is None
             and not is_ordinary(word)
         ):
