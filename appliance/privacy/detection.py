@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
+import regex
 import torch
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
@@ -232,6 +233,7 @@ class Detector:
             drop_non_names(text, found)
             names_near_emails(text, found, allowed)
             names_from_cues(text, doc, found, allowed)
+            found[:] = [piece for d in found for piece in _cells(text, d)]
             judge_names(text, found, locations="LOCATION" in wanted)
             judge_gazetteers(text, found, locations="LOCATION" in wanted)
             found[:] = [d for d in found if d.entity_type != "PERSON" or _credible_name(text, d, reading)]
@@ -270,11 +272,12 @@ class Detector:
             if others
             else []
         )
-        found = [
+        guesses = [
             Detection(r.start, r.end, r.entity_type, round(float(r.score), 4), _recognizer(r))
             for r in raw
-            if _keep(r, text, rules, allowed) and not (reading.tokens and _vetoed(r, reading))
+            if _keep(r, text, rules, allowed)
         ]
+        found = [p for d in guesses for p in _cells(text, d) if not (reading.tokens and _vetoed(p, reading))]
         if _PHONE in entities:
             found += self._phones(text, found, artifacts, rules, allowed)
         return found
@@ -302,13 +305,33 @@ class Detector:
         ]
 
 
-def _vetoed(r: RecognizerResult, reading: NameReading) -> bool:
+def _vetoed(d: Detection, reading: NameReading) -> bool:
     """A spaCy PERSON guess the name model is sure is no name."""
     return (
-        r.entity_type == "PERSON"
-        and _recognizer(r) == "SpacyRecognizer"
-        and reading.probability(r.start, r.end) < _SPACY_PERSON_VETO
+        d.entity_type == "PERSON"
+        and d.recognizer == "SpacyRecognizer"
+        and reading.probability(d.start, d.end) < _SPACY_PERSON_VETO
     )
+
+
+_CELL_BREAK = regex.compile(r"\s*[\n\r\t\v\f]\s*")
+
+
+def _cells(text: str, d: Detection) -> list[Detection]:
+    """A PERSON guess cut at line breaks and tabs: a name never runs on into the next line or
+    table cell, which is often a label ("Jana Novak\nReviewers:") or another value. Each
+    piece is then judged on its own."""
+    if d.entity_type != "PERSON" or not _CELL_BREAK.search(text, d.start, d.end):
+        return [d]
+    pieces: list[Detection] = []
+    start = d.start
+    for m in _CELL_BREAK.finditer(text, d.start, d.end):
+        if m.start() > start:
+            pieces.append(Detection(start, m.start(), d.entity_type, d.score, d.recognizer))
+        start = m.end()
+    if start < d.end:
+        pieces.append(Detection(start, d.end, d.entity_type, d.score, d.recognizer))
+    return pieces
 
 
 def _credible_name(text: str, d: Detection, reading: NameReading) -> bool:

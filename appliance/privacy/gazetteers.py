@@ -37,7 +37,7 @@ from collections.abc import Callable
 import regex
 from spacy.lang.en.stop_words import STOP_WORDS
 
-from appliance.privacy.name_lexicon import PLACE_WORDS, addressed_or_titled, is_ordinary
+from appliance.privacy.name_lexicon import PLACE_WORDS, addressed_or_titled, is_calendar_word, is_ordinary
 from appliance.privacy.name_model import NAME_MODEL_DIR
 from appliance.privacy.spans import Detection
 
@@ -76,6 +76,19 @@ _WITH_OR_SIGN_OFF_BEFORE = regex.compile(
     r"(?<![\p{L}\d])(?i:with|best|regards|kind[ \t]+regards|cheers|thanks|sincerely|warmly|love|yours)[ \t]*[,!]?\s*$"
 )
 _INITIAL_BEFORE = regex.compile(r"(?<![\p{L}\d])\p{Lu}\.[ \t]*$")
+# What makes a month that is also a name ("April", "May", "June", "August") a month: a day
+# or a year beside it ("25 April", "the 4th of May", "June 3rd", "August 2026"), a word of
+# time before it ("since May", "end of June"), or another month or weekday joined to it
+# ("May and June", "Monday, 4 August", "June-July").
+_DAY_BEFORE = regex.compile(r"(?<![\p{L}\d])[0-3]?\d(?:st|nd|rd|th|\.)?(?:[ \t]+of)?[ \t]+(?:the[ \t]+)?$")
+_DAY_OR_YEAR_AFTER = regex.compile(r"^\.?,?[ \t]+(?:[0-3]?\d(?:st|nd|rd|th)?|\d{4}|['\u2019]\d\d)(?![\p{L}\d])")
+_TIME_BEFORE = regex.compile(
+    r"(?<![\p{L}\d])(?i:in|since|until|till|during|throughout|early|mid|late|last|next|this|every|each|coming|past"
+    r"|through|by[ \t]+end[ \t]+of|(?:the[ \t]+)?(?:end|start|beginning|middle|rest|whole)[ \t]+of)[ \t]+$|(?i:mid)-$"
+)
+_JOINER = r"(?:,|/|-|\u2013|\u2014|(?<=[ \t])(?i:and|or|to|through|until|till|&)(?=[ \t]))"
+_CALENDAR_JOINED_BEFORE = regex.compile(r"(\p{L}+)\.?[ \t]*" + _JOINER + r"[ \t]*$")
+_CALENDAR_JOINED_AFTER = regex.compile(r"^[ \t]*" + _JOINER + r"[ \t]*(\p{L}+)")
 
 
 @functools.cache
@@ -124,7 +137,7 @@ def judge_gazetteers(text: str, found: list[Detection], *, locations: bool) -> N
         if d.entity_type != "PERSON":
             kept.append(d)
             continue
-        if _holiday_of(text, d):
+        if _holiday_of(text, d) or _calendar_of(text, d):
             continue
         place = _place_of(text, d, locations)
         if place is None:
@@ -137,6 +150,24 @@ def judge_gazetteers(text: str, found: list[Detection], *, locations: bool) -> N
 def _holiday_of(text: str, d: Detection) -> bool:
     window = _window(text, d, _HOLIDAY_WINDOW, lambda v: "h" if is_holiday(v) else None)
     return window is not None and not addressed_or_titled(text, window[0])
+
+
+def _calendar_of(text: str, d: Detection) -> bool:
+    """A month or a weekday, not a person: a weekday or a month that is no name ("March")
+    unless the text treats it as a person; a month that is also a name only on a date cue."""
+    words = list(_WORD.finditer(text, d.start, d.end))
+    if not words or not all(is_calendar_word(w.group()) for w in words):
+        return False
+    start, end = words[0].start(), words[-1].end()
+    if _treated_as_person(text, start, end):
+        return False
+    if all(is_ordinary(w.group()) for w in words):
+        return True
+    head, tail = text[max(0, start - 30) : start], text[end : end + 30]
+    if _DAY_BEFORE.search(head) or _DAY_OR_YEAR_AFTER.match(tail) or _TIME_BEFORE.search(head):
+        return True
+    joined = (_CALENDAR_JOINED_BEFORE.search(head), _CALENDAR_JOINED_AFTER.match(tail))
+    return any(m is not None and is_calendar_word(m.group(1)) for m in joined)
 
 
 def _place_of(text: str, d: Detection, locations: bool) -> tuple[int, int] | None:
@@ -200,6 +231,7 @@ def _treated_as_person(text: str, start: int, end: int) -> bool:
             and word.casefold() not in _ANY_PLACE_WORD
             and place_kind(word) is None
             and not is_ordinary(word)
+            and not is_calendar_word(word)
         ):
             return True
     return False

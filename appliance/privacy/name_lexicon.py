@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import itertools
 
 import regex
 from spacy.lang.en.stop_words import STOP_WORDS
@@ -35,7 +36,17 @@ from spacy.lang.en.stop_words import STOP_WORDS
 from appliance.privacy.name_model import NAME_MODEL_DIR
 from appliance.privacy.spans import Detection
 
-__all__ = ["LEXICON_FILE", "PLACE_WORDS", "addressed_or_titled", "common_words", "is_ordinary", "judge_names"]
+__all__ = [
+    "LEXICON_FILE",
+    "MONTHS",
+    "PLACE_WORDS",
+    "WEEKDAYS",
+    "addressed_or_titled",
+    "common_words",
+    "is_calendar_word",
+    "is_ordinary",
+    "judge_names",
+]
 
 LEXICON_FILE = "common_words.txt.gz"
 
@@ -66,7 +77,7 @@ _PLACE_BEFORE = frozenset(
     """avenida av avda rua calle carrera calzada paseo plaza praça praca largo travessa alameda rambla jalan jl
     lorong lebuh lebuhraya rue boulevard bd avenue allée chemin quai via viale piazza corso strada calea
     bulevardul strasse straße ulitsa ulica ul utca prospekt shosse sokak sokağı cadde caddesi đường phố
-    thanon soi mount mt""".split()  # noqa: SIM905 - a word list reads best as words
+    thanon soi mount mt place""".split()  # noqa: SIM905 - a word list reads best as words
 )
 # The head of an eponym: "Parkinson's disease", "Down syndrome", "Ohm's law", "Nobel Prize".
 # Only a one-word guess is judged so ("Maria Lopez's disease" is a patient's).
@@ -97,6 +108,21 @@ PLACE_WORDS = _PLACE_BEFORE | _PLACE_AFTER
 _POSSESSIVE = regex.compile(r"['\u2019]s(?![\p{L}\d])")
 _NEXT = regex.compile(r"^[ \t]+(\p{L}[\p{L}.]*)")
 _PREV = regex.compile(r"(\p{L}[\p{L}.]*)[ \t]+$")
+
+
+# Months and weekdays: "April", "May", "June" and "August" are also given names, so a guess
+# made of them is judged by its context (gazetteers.py); beside a guess they never make it
+# a name ("the May and June payslips").
+MONTHS = frozenset(
+    "january february march april may june july august september october november december".split()  # noqa: SIM905
+)
+WEEKDAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())  # noqa: SIM905
+
+
+def is_calendar_word(word: str) -> bool:
+    """A month or a weekday, in any case ("April", "MONDAY")."""
+    w = word.casefold().strip(".")
+    return w in MONTHS or w in WEEKDAYS
 
 
 @functools.cache
@@ -177,7 +203,13 @@ def _person_cue(text: str, start: int, end: int) -> bool:
 
 
 def _name_like(word: str) -> bool:
-    return len(word) > 1 and word[0].isupper() and word.casefold() not in STOP_WORDS and not _ordinary(word)
+    return (
+        len(word) > 1
+        and word[0].isupper()
+        and word.casefold() not in STOP_WORDS
+        and not _ordinary(word)
+        and not is_calendar_word(word)
+    )
 
 
 def _sentence_start(text: str, start: int) -> bool:
@@ -186,7 +218,9 @@ def _sentence_start(text: str, start: int) -> bool:
 
 
 def _place(text: str, d: Detection, tokens: list[regex.Match[str]]) -> tuple[int, int] | None:
-    """The whole place when the guess names one: "Samora Machel Avenue", "Jalan Tun Razak"."""
+    """The whole place when the guess names one: "Samora Machel Avenue", "Jalan Tun Razak",
+    and a guess that is only part of a person's name in a place's ("Jomo" in "Jomo Kenyatta
+    International Airport", "Brown" in "Avenue John Brown")."""
     first = tokens[0].group()
     if first[0].isupper() and first.casefold().strip(".") in _PLACE_BEFORE | _PLACE_AFTER:
         return d.start, d.end  # "Avenida Pedro de Valdivia", or a lone "Avenue" or "Airport"
@@ -195,19 +229,67 @@ def _place(text: str, d: Detection, tokens: list[regex.Match[str]]) -> tuple[int
         for t in tokens
     ):
         return d.start, d.end  # the place word is inside the guess
-    after = _NEXT.match(text[d.end : d.end + 40])
-    if after is not None and after.group(1)[0].isupper():
-        word = after.group(1).casefold().strip(".")
-        if word == "international":  # "Jomo Kenyatta International Airport"
-            more = _NEXT.match(text[d.end + after.end() : d.end + after.end() + 40])
-            if more is not None and more.group(1).casefold().strip(".") in _PLACE_AFTER:
-                return d.start, d.end + after.end() + more.end()
-        elif word in _PLACE_AFTER:
-            return d.start, d.end + after.end()
-    before = _PREV.search(text[max(0, d.start - 30) : d.start])
-    if before is not None and before.group(1)[0].isupper() and before.group(1).casefold().strip(".") in _PLACE_BEFORE:
-        return d.start - (len(before.group(0))), d.end
+    joined = _HYPHENATED_TAIL.match(text, d.end)
+    if joined is not None and _PLACE_SUFFIX.search(joined.group()):
+        return d.start, joined.end()  # "Friedrich" in "Friedrich-Ebert-Straße"
+    after = _name_parts_after(text, d.end)
+    for i, part in enumerate(after):
+        word = part.group().casefold().strip(".")
+        if word in _PLACE_AFTER or _PLACE_SUFFIX.search(word):
+            # "[Benito] Juárez [International] Airport", "Jomo [Kenyatta International] Airport"
+            lead = list(
+                itertools.takewhile(
+                    lambda p: p.group().casefold().strip(".") not in PLACE_WORDS, _name_parts_before(text, d.start)
+                )
+            )
+            return (lead[-1].start() if lead else d.start), part.end() - part.group().endswith(".")
+        if i == 0 and word in _PLACE_BEFORE:
+            break  # "Ana Lima Rua das Flores": the next place begins here
+    before = _name_parts_before(text, d.start)
+    for part in before:
+        if part.group().casefold().strip(".") in _PLACE_BEFORE:
+            rest = [p for p in after if p.group().casefold().strip(".") not in _PLACE_BEFORE]
+            return part.start(), (rest[-1].end() if rest else d.end)  # "Rue [Victor] Hugo"
     return None
+
+
+# One word of a name inside a place's name: capitalized ("Kenyatta", "Jean-Jacques",
+# "International"), an initial ("F."), or a particle ("de", "da").
+_NAME_PART = regex.compile(
+    r"\p{Lu}[\p{L}\p{M}'\u2019]*(?:-\p{L}[\p{L}\p{M}'\u2019]*)*\.?"
+    r"|(?:" + "|".join(sorted(_PARTICLES)) + r")(?![\p{L}\d])"
+)
+_PARTS_LOOKED_AT = 5
+_HYPHENATED_TAIL = regex.compile(r"(?:-\p{L}[\p{L}\p{M}'\u2019]*)+")
+
+
+def _name_parts_after(text: str, end: int) -> list[regex.Match[str]]:
+    """The words of a name (or a place word) right after ``end``, one space apart, on its line."""
+    parts: list[regex.Match[str]] = []
+    while len(parts) < _PARTS_LOOKED_AT and text[end : end + 1] == " ":
+        m = _NAME_PART.match(text, end + 1)
+        if m is None or (m.end() < len(text) and text[m.end()].isalnum()):
+            break
+        parts.append(m)
+        end = m.end()
+    return parts
+
+
+def _name_parts_before(text: str, start: int) -> list[regex.Match[str]]:
+    """The same, right before ``start``, nearest first."""
+    parts: list[regex.Match[str]] = []
+    while len(parts) < _PARTS_LOOKED_AT and start > 0 and text[start - 1] == " ":
+        head = text[max(0, start - 41) : start - 1]
+        m = regex.search(r"(?:^|(?<=[^\p{L}\p{M}'\u2019.-]))[\p{L}][\p{L}\p{M}'\u2019.-]*$", head)
+        if m is None:
+            break
+        word_start = start - 1 - (len(head) - m.start())
+        part = _NAME_PART.fullmatch(text, word_start, start - 1)
+        if part is None:
+            break
+        parts.append(part)
+        start = word_start
+    return parts
 
 
 def _names_an_org(text: str, end: int, last: str) -> bool:

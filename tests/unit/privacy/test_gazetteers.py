@@ -114,6 +114,40 @@ def test_a_person_beside_or_named_like_a_holiday_stays_a_person(text: str, guess
     assert judged(text, guess) == [(guess, "PERSON")]
 
 
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        ("The reply-to domain was registered on 25 April 2026.", "April"),
+        ("Results are due on the 4th of May.", "May"),
+        ("Subject: June 3rd planning", "June"),
+        ("Payroll runs again in August.", "August"),
+        ("The freeze lasts until the end of May.", "May"),
+        ("The applicant will provide the May and June payslips.", "May"),
+        ("The applicant will provide the May and June payslips.", "June"),
+        ("Office hours: Monday-Friday, 9 to 5.", "Monday"),
+        ("It closed in March for repairs.", "March"),  # a month that is no name: no cue needed
+        ("Thursday works better for the vendor.", "Thursday"),
+    ],
+)
+def test_a_month_or_a_weekday_in_a_date_is_no_person(text: str, guess: str) -> None:
+    assert judged(text, guess) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        ("June will send the minutes tonight.", "June"),  # no date here: it may be a person
+        ("Hi April, thanks for the notes.", "April"),
+        ("Please book a call with May for Thursday.", "May"),
+        ("April Ludgate approved the budget.", "April"),
+        ("Ms August signed the lease.", "August"),
+        ("[10:02] June: the build is green", "June"),
+    ],
+)
+def test_a_person_named_like_a_month_stays_a_person(text: str, guess: str) -> None:
+    assert judged(text, guess) == [(guess, "PERSON")]
+
+
 def test_the_holiday_list_holds_holidays_and_no_lone_names() -> None:
     assert is_holiday("Mashujaa Day") and is_holiday("eid al-adha") and is_holiday("Diwali")
     assert not is_holiday("Noel")  # a given name: one-word names are left out

@@ -71,6 +71,24 @@ def test_when_a_city_follows_a_name_then_only_the_name_is_a_person(detector: Det
     assert people(detector, text) == ["Quang Tran"]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Postmortem: cache outage\nAuthors: Selam Bekele, Jørgen Kjærsgaard\nReviewers: Z. Łuczak, J. A. Villaseñor\n\nRoot cause: a bad deploy.",
+        "Name\tRole\tCity\nNyasha Madziva\tParalegal\tHarare\nMrs Ruth Achieng\tOperations Manager\tKisumu",
+        "Escalated by Meenakshi Sundaram\nEmail: ops@example.org\nBadge: 4411",
+    ],
+)
+def test_when_a_name_ends_a_line_or_a_cell_then_the_next_line_or_cell_is_not_part_of_it(
+    detector: Detector, text: str
+) -> None:
+    found = people(detector, text)
+    assert found, "the names themselves are still found"
+    assert all("\n" not in p and "\t" not in p for p in found), found
+    for label in ("Reviewers", "Root", "Paralegal", "Operations", "Email", "Badge"):
+        assert all(label not in p for p in found), found
+
+
 def test_when_the_name_model_is_off_then_the_detector_still_finds_names_with_spacy_alone() -> None:
     plain = Detector(PrivacySettings(name_model="off"))
     assert people(plain, "Yesterday Angela Merkel visited the office.") == ["Angela Merkel"]

@@ -32,6 +32,8 @@ def judged(text: str, guess: str, *, locations: bool = True) -> list[tuple[str, 
         ("AFFIDAVIT OF SERVICE", "AFFIDAVIT"),
         ("Diagnosis: autoimmune thyroiditis, stable.", "thyroiditis"),
         ("Guest Relations will call you back.", "Guest Relations"),
+        # A month beside it is no rest of a name, though "June" is also one.
+        ("The applicant will provide the May and June payslips.", "payslips"),
     ],
 )
 def test_a_guess_of_only_ordinary_words_is_dropped(text: str, guess: str) -> None:
@@ -66,6 +68,14 @@ def test_lower_case_ordinary_words_at_the_edges_are_trimmed_off() -> None:
         ("Flights into Jomo Kenyatta International Airport are late.", "Jomo Kenyatta", None),
         ("Büro: Friedrich-Ebert-Straße 12, Bonn", "Friedrich-Ebert-Straße", "Friedrich-Ebert-Straße"),
         ("Meet at the Airport at six.", "Airport", "Airport"),
+        # The guess is only part of a person's name inside a place's name.
+        ("The parcel is held at Benito Juárez International Airport.", "Juárez", "Benito Juárez International Airport"),
+        ("Flights into Jomo Kenyatta International Airport are late.", "Jomo", None),
+        ("The lights on Rue Victor Hugo go up in December.", "Hugo", "Rue Victor Hugo"),
+        ("Deliver to 136 Avenue John Brown\nBanda Aceh", "Brown", "Avenue John Brown"),
+        ("Büro: Friedrich-Ebert-Straße 12, Bonn", "Friedrich", "Friedrich-Ebert-Straße"),
+        ("Excursions: Place Charles de Gaulle and the Louvre.", "de Gaulle", "Place Charles de Gaulle"),
+        ("Cargo will be trucked via José Rizal Street tomorrow.", "José", "José Rizal Street"),
     ],
 )
 def test_a_guess_that_names_a_place_becomes_a_location(text: str, guess: str, place: str | None) -> None:
@@ -76,6 +86,9 @@ def test_a_guess_that_names_a_place_becomes_a_location(text: str, guess: str, pl
 
 def test_a_surname_that_is_also_a_place_word_stays_a_person() -> None:
     assert judged("Anna Park will join the call.", "Anna Park") == [("Anna Park", "PERSON")]
+    # A name before a place's name, apart from it, is no part of the place.
+    assert judged("Ask Kwame Mensah, Airport Road office.", "Kwame Mensah") == [("Kwame Mensah", "PERSON")]
+    assert judged("Ana Lima flew into Jomo Kenyatta International Airport.", "Ana Lima") == [("Ana Lima", "PERSON")]
     assert judged("Ask Peter Hall about the invoice.", "Peter Hall") == [("Peter Hall", "PERSON")]
 
 
