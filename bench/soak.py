@@ -4,6 +4,7 @@ minutes, to show that nothing fails that should not and that memory stays flat.
     .venv/bin/python -m bench.soak                          # 50 clients, 600 s
     .venv/bin/python -m bench.soak --clients 20 --duration 180
     .venv/bin/python -m bench.soak --json                   # the figures as JSON too
+    .venv/bin/python -m bench.soak --duration 90 --every 10 # a short run with denser samples
     .venv/bin/python -m bench.soak --keep-log soak.log      # keep the server's log
 
 The script starts the appliance itself on its embedded defaults (``appliance init
@@ -19,9 +20,24 @@ loops until the time is up, choosing per call:
           policy and the tenant, create and revoke an app key
 
 Printed at the end: requests and errors per kind, p50/p95 latency per kind, requests/s, and
-the server's RSS (from /proc) at the start, the middle and the end, with the peak, every 30 s,
-and its least-squares growth over the second half in MiB per minute, and the answers and
-errors per 30 s. When fewer than 10 answers arrive in 30 s while the clients wait, the script
+the server's RSS (from /proc) at the start, the middle and the end, with the peak, every 30 s
+(``--every``), and its least-squares growth over the second half in MiB per
+minute, and the answers and errors per 30 s.
+
+Memory by owner: at the same moments the script scrapes the server's ``/metrics`` (public)
+for the process-memory gauges (``appliance/services/metrics.py``) and prints a table of start,
+middle, end and second-half growth (MiB/min) for RSS split four ways that add up to it:
+SQLite's heap (``sqlite3_memory_used``: the pooled connections' page caches, schemas,
+statements), the rest of glibc malloc's in-use memory (SQLite allocates through malloc, so its
+heap is counted once, here apart), malloc's free-but-held memory (fragmentation, retained
+arenas), and what lies outside malloc (RSS less everything malloc took: Python's small objects,
+thread stacks, mapped model files, libraries; malloc's free figure can count pages that are not
+resident, which makes this row an underestimate). Growth that levels off in the SQLite row is
+page caches filling; growth in the free row with the in-use rows flat is fragmentation; steady
+growth in an in-use row is a leak. Below them: malloc's in-use total, its total from the
+system, and SQLite's peak. A scrape that fails leaves that sample's gauges out.
+
+When fewer than 10 answers arrive in 30 s while the clients wait, the script
 sends the server SIGUSR1 once (``appliance serve`` then writes every thread's stack to its
 log) so a stuck server shows where it waits. An
 "error" is any answer that is not 2xx, except 429/503 carrying Retry-After (the appliance
@@ -219,36 +235,108 @@ STALL_ANSWERS = 10
 (a few requests may still trickle out, each after a 10 s lock timeout)."""
 
 
+MEMORY_GAUGES = {
+    "sqlite_heap": "appliance_sqlite_heap_bytes",
+    "sqlite_heap_highwater": "appliance_sqlite_heap_highwater_bytes",
+    "malloc_in_use": "appliance_malloc_in_use_bytes",
+    "malloc_free": "appliance_malloc_free_bytes",
+    "malloc_arena": "appliance_malloc_arena_bytes",
+}
+"""The server's memory by owner, from /metrics (appliance/services/metrics.py), in MiB here."""
+
+
+async def memory_sample(http: httpx.AsyncClient, pid: int) -> dict[str, float]:
+    """RSS and the memory gauges of one /metrics scrape (read by the server as it answers), in
+    MiB, with the split derived from them: SQLite's heap is part of malloc's in-use memory
+    (SQLite allocates with malloc), so RSS = SQLite heap + the rest of malloc in use + malloc
+    free + what lies outside malloc. A failed scrape gives RSS alone."""
+    sample = {"rss": rss_mib(pid)}
+    try:
+        r = await http.get("/metrics", timeout=30)
+    except httpx.HTTPError:
+        return sample
+    wanted = {metric: key for key, metric in MEMORY_GAUGES.items()}
+    for line in r.text.splitlines() if r.is_success else ():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            sample[wanted[name]] = float(value) / (1 << 20)
+    if "malloc_in_use" in sample and "sqlite_heap" in sample:
+        sample["malloc_in_use_not_sqlite"] = sample["malloc_in_use"] - sample["sqlite_heap"]
+    if "malloc_arena" in sample:
+        sample["outside_malloc"] = sample["rss"] - sample["malloc_arena"]
+    return sample
+
+
 async def _watch(
-    pid: int,
+    server: Server,
     started: float,
     duration: float,
     rss: dict[str, float],
     series: list[tuple[float, float]],
+    memory: dict[str, Any],
     tally: Tally,
+    every: float,
 ) -> None:
+    pid = server.pid
     dumped = False
-    rss["start"] = rss["peak"] = rss_mib(pid)
-    series.append((0.0, rss["start"]))
-    middle_done = False
-    while time.monotonic() < started + duration:
-        await asyncio.sleep(1)
-        now = rss_mib(pid)
-        rss["peak"] = max(rss["peak"], now)
-        elapsed = time.monotonic() - started
-        if elapsed - series[-1][0] >= SERIES_EVERY_S:
-            series.append((round(elapsed), now))
-        stuck = sum(1 for t in tally.recent if t >= time.monotonic() - STALL_S) < STALL_ANSWERS
-        if not dumped and elapsed > 2 * STALL_S and stuck:
-            # Every thread's stack into the server's log (faulthandler on SIGUSR1, see serve).
-            os.kill(pid, signal.SIGUSR1)
-            rss["stall_dumped_at_s"] = round(elapsed)
-            dumped = True
-        if not middle_done and elapsed >= duration / 2:
-            rss["middle"] = now
-            middle_done = True
-    rss["end"] = rss_mib(pid)
+    memory_series: list[tuple[float, dict[str, float]]] = memory.setdefault("series", [])
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        memory["start"] = await memory_sample(http, pid)
+        rss["start"] = rss["peak"] = memory["start"]["rss"]
+        series.append((0.0, rss["start"]))
+        memory_series.append((0.0, memory["start"]))
+        middle_done = False
+        while time.monotonic() < started + duration:
+            await asyncio.sleep(1)
+            now = rss_mib(pid)
+            rss["peak"] = max(rss["peak"], now)
+            elapsed = time.monotonic() - started
+            if elapsed - series[-1][0] >= every:
+                series.append((round(elapsed), now))
+                memory_series.append((round(elapsed), await memory_sample(http, pid)))
+            stuck = sum(1 for t in tally.recent if t >= time.monotonic() - STALL_S) < STALL_ANSWERS
+            if not dumped and elapsed > 2 * STALL_S and stuck:
+                # Every thread's stack into the server's log (faulthandler on SIGUSR1, see serve).
+                os.kill(pid, signal.SIGUSR1)
+                rss["stall_dumped_at_s"] = round(elapsed)
+                dumped = True
+            if not middle_done and elapsed >= duration / 2:
+                rss["middle"] = now
+                memory["middle"] = await memory_sample(http, pid)
+                middle_done = True
+        memory["end"] = await memory_sample(http, pid)
+    rss["end"] = memory["end"]["rss"]
     rss["second_half_slope_mib_per_min"] = _slope([p for p in series if p[0] >= duration / 2])
+
+
+MEMORY_ROWS = {
+    "rss": "RSS",
+    "sqlite_heap": "  SQLite heap",
+    "malloc_in_use_not_sqlite": "  malloc in use, not SQLite",
+    "malloc_free": "  malloc free (held)",
+    "outside_malloc": "  outside malloc",
+    "malloc_in_use": "malloc in use (all)",
+    "malloc_arena": "malloc from the system",
+    "sqlite_heap_highwater": "SQLite heap peak",
+}
+"""The memory table's rows: the indented four add up to RSS, at every moment and in growth."""
+
+
+def memory_summary(memory: dict[str, Any], duration: float) -> dict[str, dict[str, float | None]]:
+    """Per figure: start, middle and end (MiB, None where the scrape failed) and the
+    least-squares growth over the second half in MiB per minute, from the series' samples that
+    have the figure (with RSS read at the same moments, so the indented rows' growths add up
+    to RSS's when no scrape failed)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for key in MEMORY_ROWS:
+        points = [(t, sample[key]) for t, sample in memory.get("series", []) if key in sample]
+        row: dict[str, float | None] = {}
+        for moment in ("start", "middle", "end"):
+            value = memory.get(moment, {}).get(key)
+            row[moment] = None if value is None else round(value, 1)
+        row["second_half_slope_mib_per_min"] = round(_slope([p for p in points if p[0] >= duration / 2]), 3)
+        out[key] = row
+    return out
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -263,14 +351,15 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return 60 * cov / var if var else 0.0
 
 
-async def soak(server: Server, clients: int, duration: float) -> dict[str, Any]:
+async def soak(server: Server, clients: int, duration: float, every: float = SERIES_EVERY_S) -> dict[str, Any]:
     tally = Tally()
     rss: dict[str, float] = {}
     series: list[tuple[float, float]] = []
+    memory: dict[str, Any] = {}
     started = tally.origin = tally.last_answer = time.monotonic()
     until = started + duration
     await asyncio.gather(
-        _watch(server.pid, started, duration, rss, series, tally),
+        _watch(server, started, duration, rss, series, memory, tally, every),
         *(_client(n, server, until, tally) for n in range(clients)),
     )
     wall = time.monotonic() - started
@@ -295,6 +384,8 @@ async def soak(server: Server, clients: int, duration: float) -> dict[str, Any]:
         "kinds": kinds,
         "rss_mib": {k: round(v, 1) for k, v in rss.items()},
         "rss_series_mib": [[t, round(m, 1)] for t, m in series],
+        "memory_mib": memory_summary(memory, duration),
+        "memory_series_mib": [[t, {k: round(v, 2) for k, v in sample.items()}] for t, sample in memory["series"]],
         "answers_per_30s": dict(sorted(tally.answers_per_30s.items())),
         "errors_per_30s": dict(sorted(tally.errors_per_30s.items())),
         "error_samples": tally.samples,
@@ -313,7 +404,12 @@ def print_report(result: dict[str, Any]) -> None:
     r = result["rss_mib"]
     print(f"server RSS MiB: start {r.get('start')}, middle {r.get('middle')}, end {r.get('end')}, peak {r.get('peak')}")
     print(f"  growth over the second half: {r.get('second_half_slope_mib_per_min')} MiB/min")
-    print("  every 30 s:", " ".join(f"{int(t)}s:{m}" for t, m in result["rss_series_mib"]))
+    print("  every sample:", " ".join(f"{int(t)}s:{m}" for t, m in result["rss_series_mib"]))
+    print(f"{'memory MiB (from /metrics)':<30}{'start':>9}{'middle':>9}{'end':>9}{'2nd-half MiB/min':>18}")
+    for key, label in MEMORY_ROWS.items():
+        row = result["memory_mib"][key]
+        cells = "".join(f"{'-' if row[m] is None else row[m]:>9}" for m in ("start", "middle", "end"))
+        print(f"{label:<30}{cells}{row['second_half_slope_mib_per_min']:>18}")
     print("answers per 30 s:", " ".join(f"{t}s:{n}" for t, n in result["answers_per_30s"].items()))
     if result["errors_per_30s"]:
         print("errors per 30 s:", " ".join(f"{t}s:{n}" for t, n in result["errors_per_30s"].items()))
@@ -331,12 +427,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
     parser.add_argument("--store", type=Path, default=REPO / ".bench-data" / "models", help="model store directory")
+    parser.add_argument(
+        "--every", type=float, default=SERIES_EVERY_S, help="seconds between memory samples (default 30)"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep-log", type=Path, help="copy the server's log here (it holds no request content)")
     args = parser.parse_args()
     args.store.mkdir(parents=True, exist_ok=True)
     with live_server(args.store) as server:
-        result = asyncio.run(soak(server, args.clients, args.duration))
+        result = asyncio.run(soak(server, args.clients, args.duration, args.every))
         result["server_errors"] = server_errors(server.log)
         if args.keep_log is not None:
             shutil.copyfile(server.log, args.keep_log)
