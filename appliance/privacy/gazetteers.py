@@ -41,10 +41,22 @@ from appliance.privacy.name_lexicon import PLACE_WORDS, addressed_or_titled, is_
 from appliance.privacy.name_model import NAME_MODEL_DIR
 from appliance.privacy.spans import Detection
 
-__all__ = ["HOLIDAYS_FILE", "PLACES_FILE", "is_country", "is_holiday", "judge_gazetteers", "place_kind"]
+__all__ = [
+    "BRANDS_FILE",
+    "HOLIDAYS_FILE",
+    "PLACES_FILE",
+    "brand_key",
+    "brand_kind",
+    "is_country",
+    "is_holiday",
+    "judge_gazetteers",
+    "place_kind",
+]
 
 PLACES_FILE = "places.txt.gz"
 HOLIDAYS_FILE = "holidays.txt.gz"
+BRANDS_FILE = "brands.txt.gz"
+_BRAND_WINDOW = 5  # "Freshfields Bruckhaus Deringer", "Nagashima Ohno & Tsunematsu"
 _PLACE_WINDOW = 4  # "Ho Chi Minh City", "Santa Cruz de Tenerife" are longer, but rare as guesses
 _HOLIDAY_WINDOW = 6  # "Martin Luther King Jr. Day", "Day of the Constitution of Ukraine"
 
@@ -76,6 +88,24 @@ _WITH_OR_SIGN_OFF_BEFORE = regex.compile(
     r"(?<![\p{L}\d])(?i:with|best|regards|kind[ \t]+regards|cheers|thanks|sincerely|warmly|love|yours)[ \t]*[,!]?\s*$"
 )
 _INITIAL_BEFORE = regex.compile(r"(?<![\p{L}\d])\p{Lu}\.[ \t]*$")
+# What makes a brand that is also a name a brand.
+_DETERMINER_BEFORE = regex.compile(
+    r"(?<![\p{L}\d])(?i:a|an|the|our|your|my|their|its|this|these|those|new|every|each|any)[ \t]+$"
+)
+_AT_OR_OF_BEFORE = regex.compile(r"(?<![\p{L}\d])(?i:at|of)[ \t]+$")
+_BRAND_NOUNS = frozenset(
+    """app apps account accounts store stores shop shops outlet outlets dealer dealership laptop laptops phone
+    phones tablet tablets printer printers fan fans vacuum vacuums hoover chair chairs desk desks boots shoes
+    trainers jacket jackets shirt shirts suit suits bag bags handbag watch watches car cars van vans truck
+    trucks engine engines card cards shares stock subscription subscriptions server servers pipeline
+    pipelines job jobs build builds dashboard dashboards instance instances plugin plugins integration
+    workspace workspaces ticket tickets board boards licence license licences licenses contract invoice
+    invoices order orders delivery deliveries parcel parcels shipment shipments hotel hotels restaurant
+    restaurants burger burgers coffee chocolate chocolates tea beer whisky whiskey vodka gin product products
+    device devices software platform cloud api bank loan fund funds brand franchise range model models
+    voucher vouchers gift giftcard bar bars sauce cereal warranty charger headphones speaker speakers
+    agent assistant reminder reminders alert alerts alarm""".split()  # noqa: SIM905 - a word list reads best as words
+)
 # What makes a month that is also a name ("April", "May", "June", "August") a month: a day
 # or a year beside it ("25 April", "the 4th of May", "June 3rd", "August 2026"), a word of
 # time before it ("since May", "end of June"), or another month or weekday joined to it
@@ -115,6 +145,29 @@ def _raw_kind(value: str) -> str | None:
 
 
 @functools.cache
+def _brands() -> dict[str, str]:
+    with gzip.open(NAME_MODEL_DIR / BRANDS_FILE, "rt", encoding="utf-8") as fh:
+        return dict(line.rstrip("\n").split("\t") for line in fh if "\t" in line)
+
+
+_BRAND_JOIN = regex.compile(r"[ \t]*[&+,][ \t]*")
+_FINAL_S = regex.compile(r"'s(?!\p{L})")
+
+
+def brand_key(value: str) -> str:
+    """How a brand is looked up: "Ben & Jerry's" and "ben jerry", "Dr. Martens" and "dr
+    martens", "Kuehne+Nagel" and "kuehne nagel" are one key."""
+    folded = _FINAL_S.sub("", value.replace("\u2019", "'").casefold()).replace(".", "")
+    return " ".join(_BRAND_JOIN.sub(" ", folded).split())
+
+
+def brand_kind(value: str) -> str | None:
+    """``"b"`` for a brand that is no personal name ("Grafana"), ``"n"`` for one that is
+    also a name ("Dyson", "Paul Smith"), None for no brand the list knows."""
+    return _brands().get(brand_key(value))
+
+
+@functools.cache
 def _holidays() -> frozenset[str]:
     with gzip.open(NAME_MODEL_DIR / HOLIDAYS_FILE, "rt", encoding="utf-8") as fh:
         return frozenset(line.strip() for line in fh if line.strip())
@@ -137,7 +190,7 @@ def judge_gazetteers(text: str, found: list[Detection], *, locations: bool) -> N
         if d.entity_type != "PERSON":
             kept.append(d)
             continue
-        if _holiday_of(text, d) or _calendar_of(text, d):
+        if _holiday_of(text, d) or _calendar_of(text, d) or _brand_of(text, d):
             continue
         place = _place_of(text, d, locations)
         if place is None:
@@ -150,6 +203,25 @@ def judge_gazetteers(text: str, found: list[Detection], *, locations: bool) -> N
 def _holiday_of(text: str, d: Detection) -> bool:
     window = _window(text, d, _HOLIDAY_WINDOW, lambda v: "h" if is_holiday(v) else None)
     return window is not None and not addressed_or_titled(text, window[0])
+
+
+def _brand_of(text: str, d: Detection) -> bool:
+    """A brand, not a person: one that is no name unless the text treats it as a person, one
+    that is also a name only on a brand cue (an article before it, "at" or "of" before a
+    brand of several words, a product word after it: "the Dyson fan", "a Jenkins job")."""
+    window = _window(text, d, _BRAND_WINDOW, brand_kind, joins=" \t-&+")
+    if window is None:
+        return False
+    start, end, kind = window
+    if _treated_as_person(text, start, end):
+        return False
+    if kind == "b":
+        return True
+    head = text[max(0, start - 20) : start]
+    if _DETERMINER_BEFORE.search(head) or (" " in text[start:end] and _AT_OR_OF_BEFORE.search(head)):
+        return True
+    after = _NEXT_WORD.match(text[end : end + 40])
+    return after is not None and after.group(1).casefold().strip(".") in _BRAND_NOUNS
 
 
 def _calendar_of(text: str, d: Detection) -> bool:
@@ -185,9 +257,12 @@ def _place_of(text: str, d: Detection, locations: bool) -> tuple[int, int] | Non
     return None
 
 
-def _window(text: str, d: Detection, size: int, lookup: Callable[[str], str | None]) -> tuple[int, int, str] | None:
+def _window(
+    text: str, d: Detection, size: int, lookup: Callable[[str], str | None], joins: str = " \t-"
+) -> tuple[int, int, str] | None:
     """The longest run of at most ``size`` words around the guess (the guess itself
-    included, whole), on the guess's line, that ``lookup`` knows, with what it said."""
+    included, whole), on the guess's line, joined only by ``joins``, that ``lookup`` knows,
+    with what it said."""
     line_start = text.rfind("\n", 0, d.start) + 1
     line_end = text.find("\n", d.end)
     line_end = len(text) if line_end < 0 else line_end
@@ -201,7 +276,7 @@ def _window(text: str, d: Detection, size: int, lookup: Callable[[str], str | No
         for hi in range(last, min(len(words), lo + size)):
             start, end = words[lo][0], words[hi][1]
             gaps = [text[words[i][1] : words[i + 1][0]] for i in range(lo, hi)]
-            if any(g.strip(" \t-") for g in gaps):  # words of one name, not across punctuation
+            if any(g.strip(joins) for g in gaps):  # words of one name, not across punctuation
                 continue
             kind = lookup(text[start:end].rstrip("."))
             if kind is not None and (best is None or end - start > best[1] - best[0]):

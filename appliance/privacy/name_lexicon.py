@@ -86,6 +86,12 @@ _EPONYM_HEADS = frozenset(
     theorem lemma conjecture constant equation principle paradox algorithm prize scholarship fellowship
     medal""".split()  # noqa: SIM905 - a word list reads best as words
 )
+# Heads that make an eponym only right after the name, never after a possessive: "Gantt
+# chart", "Petri dish", "Epstein-Barr virus" (but "Maria's chart" is a patient's).
+_BARE_EPONYM_HEADS = frozenset(
+    """chart charts diagram diagrams virus scale dish burner effect maneuver manoeuvre scheme transform
+    distribution curve coefficient board boards method""".split()  # noqa: SIM905 - a word list reads best as words
+)
 _EPONYM_AFTER = regex.compile(
     r"^(?:['\u2019]s?)?[ \t]+(\p{L}+)(?![\p{L}\d-])(?![ \t]+(?:firm|office|school|practice|degree|student|clerk))"
 )
@@ -167,7 +173,7 @@ def _judge(text: str, d: Detection, locations: bool) -> Detection | None:
         return Detection(place[0], place[1], "LOCATION", d.score, d.recognizer) if locations else None
     if _TITLE_BEFORE.search(text[max(0, d.start - 20) : d.start]):
         return d
-    if (len(tokens) == 1 and _is_eponym(text, d.end)) or _names_an_org(text, d.end, tokens[-1].group()):
+    if (len(tokens) == 1 and _is_eponym(text, d.start, d.end)) or _names_an_org(text, d.end, tokens[-1].group()):
         return None
     if all(_ordinary(t.group()) for t in tokens) and not _person_cue(text, d.start, d.end):
         return None
@@ -300,6 +306,12 @@ def _names_an_org(text: str, end: int, last: str) -> bool:
     return after is not None and after.group(1)[0].isupper() and after.group(1).casefold().strip(".") in _ORG_LAST
 
 
-def _is_eponym(text: str, end: int) -> bool:
+def _is_eponym(text: str, start: int, end: int) -> bool:
     m = _EPONYM_AFTER.match(text[end : end + 40])
-    return m is not None and m.group(1).casefold() in _EPONYM_HEADS
+    if m is None:
+        return False
+    head = m.group(1).casefold()
+    if head in _EPONYM_HEADS:
+        return True
+    bare = head in _BARE_EPONYM_HEADS and text[end] in " \t"
+    return bare and not _ADDRESSED_BEFORE.search(text[max(0, start - 30) : start])

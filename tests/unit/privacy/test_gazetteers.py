@@ -5,10 +5,12 @@ these tests."""
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from appliance.privacy.detection import Detector
-from appliance.privacy.gazetteers import is_country, is_holiday, judge_gazetteers, place_kind
+from appliance.privacy.gazetteers import brand_key, brand_kind, is_country, is_holiday, judge_gazetteers, place_kind
 from appliance.privacy.rules import PrivacyRules
 from appliance.privacy.spans import Detection
 
@@ -146,6 +148,55 @@ def test_a_month_or_a_weekday_in_a_date_is_no_person(text: str, guess: str) -> N
 )
 def test_a_person_named_like_a_month_stays_a_person(text: str, guess: str) -> None:
     assert judged(text, guess) == [(guess, "PERSON")]
+
+
+def test_the_brand_list_tells_brands_that_are_names_from_those_that_are_not() -> None:
+    assert brand_key("Ben & Jerry\u2019s") == brand_key("ben jerry") == "ben jerry"
+    assert brand_key("Dr. Martens") == brand_key("Dr Martens")
+    assert brand_key("Kuehne+Nagel") == "kuehne nagel"
+    assert brand_kind("Grafana") == "b"
+    assert brand_kind("Dyson") == "b"  # a family name, but not one Faker knows
+    assert brand_kind("Jenkins") == "n" and brand_kind("Paul Smith") == "n"
+    assert brand_kind("Anna Berg") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        ("Open the Grafana panel for the last hour.", "Grafana"),  # no name: no cue needed
+        ("Ordered a Dyson fan on Monday.", "Dyson"),
+        ("Who's taking the Herman Miller call?", "Herman Miller"),
+        ("The Jenkins pipeline failed again.", "Jenkins"),
+        ("Please take notice that Ana Lima of Baker McKenzie acts for us.", "Baker McKenzie"),
+        ("The McDonald's next door was loud.", "McDonald's"),
+        ("Dinner is at Ben & Jerry's on the corner.", "Ben"),
+    ],
+)
+def test_a_brand_is_no_person(text: str, guess: str) -> None:
+    assert judged(text, guess) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "guess"),
+    [
+        ("Paul Smith approved the refund.", "Paul Smith"),  # a brand's name, borne by many people
+        ("Mr Dyson called about the invoice.", "Dyson"),
+        ("Jenkins said the build is green.", "Jenkins"),
+        ("Hi Alexa, your parcel is here.", "Alexa"),
+        ("Ask Michael Dell about the quote.", "Michael Dell"),
+    ],
+)
+def test_a_person_named_like_a_brand_stays_a_person(text: str, guess: str) -> None:
+    assert judged(text, guess) == [(guess, "PERSON")]
+
+
+def test_the_shipped_brand_list_is_what_the_builder_makes() -> None:
+    from appliance.privacy.name_model import NAME_MODEL_DIR
+    from appliance.privacy.name_training.brands import BRANDS_FILE, build
+
+    with gzip.open(NAME_MODEL_DIR / BRANDS_FILE, "rt", encoding="utf-8") as fh:
+        shipped = [line.rstrip("\n") for line in fh if line.strip()]
+    assert build() == shipped
 
 
 def test_the_holiday_list_holds_holidays_and_no_lone_names() -> None:

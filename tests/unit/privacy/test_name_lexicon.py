@@ -100,6 +100,9 @@ def test_a_surname_that_is_also_a_place_word_stays_a_person() -> None:
         ("She won a Fulbright scholarship.", "Fulbright"),
         ("Order panels from Umoja Solar this week.", "Umoja Solar"),
         ("Tamarind Foods confirmed the order.", "Tamarind"),
+        ("Update the Gantt chart before Friday.", "Gantt"),
+        ("Your Epstein-Barr virus test is negative.", "Epstein-Barr"),
+        ("Grow it on a Petri dish overnight.", "Petri"),
     ],
 )
 def test_eponyms_and_organisations_are_no_people(text: str, guess: str) -> None:
@@ -111,6 +114,8 @@ def test_eponyms_and_organisations_are_no_people(text: str, guess: str) -> None:
     [
         ("Maria Lopez's disease is in remission.", "Maria Lopez"),  # two words: a patient
         ("Call Okonkwo's law firm tomorrow.", "Okonkwo"),  # a firm, not a law
+        ("Please file Okafor's chart by noon.", "Okafor"),  # a patient's chart: a possessive
+        ("Hi Anna board members are waiting.", "Anna"),  # addressed: a person
     ],
 )
 def test_a_person_before_an_eponym_head_is_kept(text: str, guess: str) -> None:
