@@ -113,7 +113,10 @@ _ADDRESSED_BEFORE = regex.compile(
 PLACE_WORDS = _PLACE_BEFORE | _PLACE_AFTER
 _POSSESSIVE = regex.compile(r"['\u2019]s(?![\p{L}\d])")
 _NEXT = regex.compile(r"^[ \t]+(\p{L}[\p{L}.]*)")
-_PREV = regex.compile(r"(\p{L}[\p{L}.]*)[ \t]+$")
+# The rest of a name stands one space away: wider gaps and tabs part a form's fields
+# ("Pt: Tonatiuh Cuautle   Therapist: ...").
+_NEXT_IN_NAME = regex.compile(r"^ (\p{L}[\p{L}.]*)")
+_PREV_IN_NAME = regex.compile(r"(?<!\p{L})(\p{L}[\p{L}.]*) $")
 
 
 # Months and weekdays: "April", "May", "June" and "August" are also given names, so a guess
@@ -203,8 +206,8 @@ def _person_cue(text: str, start: int, end: int) -> bool:
         return True
     if _POSSESSIVE.match(text, end) and text[start].isupper() and not _sentence_start(text, start):
         return True
-    before = _PREV.search(text[max(0, start - 40) : start])
-    after = _NEXT.match(text[end : end + 40])
+    before = _PREV_IN_NAME.search(text[max(0, start - 40) : start])
+    after = _NEXT_IN_NAME.match(text[end : end + 40])
     return any(m is not None and _name_like(m.group(1).strip(".")) for m in (before, after))
 
 

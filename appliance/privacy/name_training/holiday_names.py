@@ -6,7 +6,9 @@ takes some for people. The list holds the public holidays of every country and s
 the ``holidays`` package knows, in each of its languages, over a dozen years (lunar and
 movable feasts change names: "Eid al-Fitr (estimated)"), with the bracketed notes cut off
 and no substituted days off; a one-word name that is also a given or family name Faker knows
-("Noel") is left out. One case-folded name per line.
+("Noel") is left out. Festivals that
+no calendar there lists, or names otherwise ("Naadam", "Bihu", "Inti Raymi"), come from the
+hand-written ``name_training/festivals.txt``. One case-folded name per line.
 
 Run with the training extras: ``python -m appliance.privacy.name_training.holiday_names [--out FILE]``.
 """
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from pathlib import Path
 
 from appliance.privacy.name_training.lexicon import faker_names, write_shipped_list
 
 HOLIDAYS_FILE = "holidays.txt.gz"
+FESTIVALS = Path(__file__).with_name("festivals.txt")
 YEARS = range(2020, 2032)
 _NOTE = re.compile(r"\s*\([^)]*\)\s*$")
 _ALLOWED = frozenset(" '.-\u2019&,")
@@ -36,7 +40,12 @@ def holiday_names() -> set[str]:
                     code, subdiv=subdivision, years=YEARS, language=language
                 ).values():
                     names.update(name.split("; "))
-    return names
+    return names | festival_names()
+
+
+def festival_names() -> set[str]:
+    lines = FESTIVALS.read_text(encoding="utf-8").splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
 
 
 def _clean(name: str) -> str | None:

@@ -34,6 +34,9 @@ def judged(text: str, guess: str, *, locations: bool = True) -> list[tuple[str, 
         ("Guest Relations will call you back.", "Guest Relations"),
         # A month beside it is no rest of a name, though "June" is also one.
         ("The applicant will provide the May and June payslips.", "payslips"),
+        # A name in the next field of a form is no rest of this one.
+        ("Pt: Ilse Vantomme   Therapist: Kabelo Tshabalala", "Therapist"),
+        ("Ilse Vantomme\tManager\tGhent", "Manager"),
     ],
 )
 def test_a_guess_of_only_ordinary_words_is_dropped(text: str, guess: str) -> None:
