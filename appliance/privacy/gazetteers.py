@@ -104,7 +104,8 @@ _BRAND_NOUNS = frozenset(
     restaurants burger burgers coffee chocolate chocolates tea beer whisky whiskey vodka gin product products
     device devices software platform cloud api bank loan fund funds brand franchise range model models
     voucher vouchers gift giftcard bar bars sauce cereal warranty charger headphones speaker speakers
-    agent assistant reminder reminders alert alerts alarm""".split()  # noqa: SIM905 - a word list reads best as words
+    agent assistant reminder reminders alert alerts alarm customer customers care support helpdesk service
+    services team sales auto consultancy payroll finance pay money mobile online plus pro premium""".split()  # noqa: SIM905 - a word list reads best as words
 )
 # What makes a month that is also a name ("April", "May", "June", "August") a month: a day
 # or a year beside it ("25 April", "the 4th of May", "June 3rd", "August 2026"), a word of
@@ -208,7 +209,8 @@ def _holiday_of(text: str, d: Detection) -> bool:
 def _brand_of(text: str, d: Detection) -> bool:
     """A brand, not a person: one that is no name unless the text treats it as a person, one
     that is also a name only on a brand cue (an article before it, "at" or "of" before a
-    brand of several words, a product word after it: "the Dyson fan", "a Jenkins job")."""
+    brand of several words, "&" or "+" inside it, a product or service word after it: "the
+    Dyson fan", "a Jenkins job", "Johnson & Johnson", "Bajaj Customer Care")."""
     window = _window(text, d, _BRAND_WINDOW, brand_kind, joins=" \t-&+")
     if window is None:
         return False
@@ -220,6 +222,8 @@ def _brand_of(text: str, d: Detection) -> bool:
     head = text[max(0, start - 20) : start]
     if _DETERMINER_BEFORE.search(head) or (" " in text[start:end] and _AT_OR_OF_BEFORE.search(head)):
         return True
+    if "&" in text[start:end] or "+" in text[start:end]:
+        return True  # "Johnson & Johnson", "Kuehne+Nagel": a known firm, written as one
     after = _NEXT_WORD.match(text[end : end + 40])
     return after is not None and after.group(1).casefold().strip(".") in _BRAND_NOUNS
 

@@ -174,6 +174,8 @@ def test_the_brand_list_tells_brands_that_are_names_from_those_that_are_not() ->
         ("Please take notice that Ana Lima of Baker McKenzie acts for us.", "Baker McKenzie"),
         ("The McDonald's next door was loud.", "McDonald's"),
         ("Dinner is at Ben & Jerry's on the corner.", "Ben"),
+        ("Visitor: Mr Okafor (Johnson & Johnson)", "Johnson"),
+        ("Allow 5 working days.\nSuzuki Customer Care", "Suzuki"),
     ],
 )
 def test_a_brand_is_no_person(text: str, guess: str) -> None:
