@@ -92,6 +92,7 @@ _INITIAL_BEFORE = regex.compile(r"(?<![\p{L}\d])\p{Lu}\.[ \t]*$")
 _DETERMINER_BEFORE = regex.compile(
     r"(?<![\p{L}\d])(?i:a|an|the|our|your|my|their|its|this|these|those|new|every|each|any)[ \t]+$"
 )
+_NUMBER_BEFORE = regex.compile(r"\d[ \t]?$")
 _AT_OR_OF_BEFORE = regex.compile(r"(?<![\p{L}\d])(?i:at|of)[ \t]+$")
 _BRAND_NOUNS = frozenset(
     """app apps account accounts store stores shop shops outlet outlets dealer dealership laptop laptops phone
@@ -224,6 +225,8 @@ def _brand_of(text: str, d: Detection) -> bool:
         return True
     if "&" in text[start:end] or "+" in text[start:end]:
         return True  # "Johnson & Johnson", "Kuehne+Nagel": a known firm, written as one
+    if _NUMBER_BEFORE.search(head):
+        return True  # a unit: "300 Kelvin", "5 Newton"
     after = _NEXT_WORD.match(text[end : end + 40])
     return after is not None and after.group(1).casefold().strip(".") in _BRAND_NOUNS
 

@@ -92,6 +92,11 @@ _BARE_EPONYM_HEADS = frozenset(
     """chart charts diagram diagrams virus scale dish burner effect maneuver manoeuvre scheme transform
     distribution curve coefficient board boards method""".split()  # noqa: SIM905 - a word list reads best as words
 )
+# Heads of laws and doctrines, capitalized right after the name: "the Sarbanes-Oxley Act",
+# "the Monroe Doctrine", "the Volcker Rule".
+_TITLED_EPONYM_HEADS = frozenset(
+    "act acts amendment doctrine rule treaty accord directive regulation convention protocol".split()  # noqa: SIM905
+)
 _EPONYM_AFTER = regex.compile(
     r"^(?:['\u2019]s?)?[ \t]+(\p{L}+)(?![\p{L}\d-])(?![ \t]+(?:firm|office|school|practice|degree|student|clerk))"
 )
@@ -315,6 +320,8 @@ def _is_eponym(text: str, start: int, end: int) -> bool:
         return False
     head = m.group(1).casefold()
     if head in _EPONYM_HEADS:
+        return True
+    if head in _TITLED_EPONYM_HEADS and text[end] in " \t" and m.group(1)[0].isupper():
         return True
     bare = head in _BARE_EPONYM_HEADS and text[end] in " \t"
     return bare and not _ADDRESSED_BEFORE.search(text[max(0, start - 30) : start])

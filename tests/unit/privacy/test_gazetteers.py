@@ -175,6 +175,7 @@ def test_the_brand_list_tells_brands_that_are_names_from_those_that_are_not() ->
         ("The McDonald's next door was loud.", "McDonald's"),
         ("Dinner is at Ben & Jerry's on the corner.", "Ben"),
         ("Visitor: Mr Okafor (Johnson & Johnson)", "Johnson"),
+        ("Cool the sample to 300 Kelvin first.", "Kelvin"),
         ("Allow 5 working days.\nSuzuki Customer Care", "Suzuki"),
     ],
 )

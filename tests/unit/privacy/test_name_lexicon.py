@@ -106,6 +106,7 @@ def test_a_surname_that_is_also_a_place_word_stays_a_person() -> None:
         ("Update the Gantt chart before Friday.", "Gantt"),
         ("Your Epstein-Barr virus test is negative.", "Epstein-Barr"),
         ("Grow it on a Petri dish overnight.", "Petri"),
+        ("Controls follow the Sarbanes-Oxley Act.", "Sarbanes-Oxley"),
     ],
 )
 def test_eponyms_and_organisations_are_no_people(text: str, guess: str) -> None:
