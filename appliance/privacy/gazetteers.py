@@ -1,10 +1,11 @@
-"""Towns and holidays the name model takes for people: "Customers in Mysuru were down",
-"city: Kaohsiung", "we are closed on Mashujaa Day".
+"""Towns, holidays, months and brands the name model takes for people: "Customers in Mysuru
+were down", "city: Kaohsiung", "we are closed on Mashujaa Day", "registered on 25 April",
+"the Dyson fan".
 
-Place and holiday names look like personal names and stand where names stand, so the name
-model often calls them people. :func:`judge_gazetteers` looks each PERSON guess up, together
-with the words around it ("Kota" + "Kinabalu", "Eid" + "al-Adha"), in two shipped lists
-and decides by what the text says.
+Such names look like personal names and stand where names stand, so the name model often
+calls them people. :func:`judge_gazetteers` looks each PERSON guess up, together with the
+words around it ("Kota" + "Kinabalu", "Eid" + "al-Adha", "Johnson" + "& Johnson"), in
+shipped lists and decides by what the text says.
 
 Places (GeoNames' towns of 15,000 people or more, countries and US states; built by
 ``name_training/places.py``):
@@ -24,6 +25,16 @@ Holidays (the public holidays of every country the ``holidays`` package knows, i
 its languages; built by ``name_training/holiday_names.py``): a guess inside a holiday's
 whole name ("Mashujaa Day", "Martin Luther King Jr. Day", "Rosh Hashanah") is no person
 unless a title or greeting stands before it.
+
+Months and weekdays: a weekday or a month that is no name ("March") is no person unless the
+text treats it as one; "April", "May", "June" and "August" only in a date ("25 April", "since
+May", "the May and June payslips").
+
+Brands (companies, products, firms and methods named after people or spelt like names;
+hand-written, built by ``name_training/brands.py``): one that holds no personal name
+("Grafana") is no person unless the text treats it as one; one that is also a name ("Jenkins",
+"Paul Smith") only on a brand cue (an article before it, "&" inside it, a product or service
+word after it).
 
 Either way the guess is no longer a PERSON that spreads to the request's other mentions.
 """
