@@ -214,7 +214,7 @@ def judge_gazetteers(text: str, found: list[Detection], *, locations: bool) -> N
 
 
 def _holiday_of(text: str, d: Detection) -> bool:
-    window = _window(text, d, _HOLIDAY_WINDOW, lambda v: "h" if is_holiday(v) else None)
+    window = _window(text, d, _HOLIDAY_WINDOW, lambda v: "h" if is_holiday(v) else None, _vocabulary(HOLIDAYS_FILE))
     return window is not None and not addressed_or_titled(text, window[0])
 
 
@@ -223,7 +223,7 @@ def _brand_of(text: str, d: Detection) -> bool:
     that is also a name only on a brand cue (an article before it, "at" or "of" before a
     brand of several words, "&" or "+" inside it, a product or service word after it: "the
     Dyson fan", "a Jenkins job", "Johnson & Johnson", "Bajaj Customer Care")."""
-    window = _window(text, d, _BRAND_WINDOW, brand_kind, joins=" \t-&+")
+    window = _window(text, d, _BRAND_WINDOW, brand_kind, _vocabulary(BRANDS_FILE), joins=" \t-&+")
     if window is None:
         return False
     start, end, kind = window
@@ -264,7 +264,7 @@ def _place_of(text: str, d: Detection, locations: bool) -> tuple[int, int] | Non
     """The place's span, or None for a person. Without a place cue, a place that is no
     known name still becomes a LOCATION, which hides it all the same; but it is dropped
     (left in the clear) only on a cue, since some people bear a town's name ("Bahar")."""
-    window = _window(text, d, _PLACE_WINDOW, place_kind)
+    window = _window(text, d, _PLACE_WINDOW, place_kind, _vocabulary(PLACES_FILE))
     if window is None:
         return None
     start, end, kind = window
@@ -275,18 +275,37 @@ def _place_of(text: str, d: Detection, locations: bool) -> tuple[int, int] | Non
     return None
 
 
+@functools.cache
+def _vocabulary(list_file: str) -> frozenset[str]:
+    """Every word of a shipped list's entries, as :func:`_word_key` writes it."""
+    keys = {PLACES_FILE: _gazetteer, BRANDS_FILE: _brands, HOLIDAYS_FILE: _holidays}[list_file]()
+    return frozenset(_word_key(w) for key in keys for w in key.split())
+
+
+def _word_key(word: str) -> str:
+    return str(_FINAL_S.sub("", word.replace("\u2019", "'").casefold())).replace(".", "")
+
+
 def _window(
-    text: str, d: Detection, size: int, lookup: Callable[[str], str | None], joins: str = " \t-"
+    text: str,
+    d: Detection,
+    size: int,
+    lookup: Callable[[str], str | None],
+    vocabulary: frozenset[str],
+    joins: str = " \t-",
 ) -> tuple[int, int, str] | None:
     """The longest run of at most ``size`` words around the guess (the guess itself
     included, whole), on the guess's line, joined only by ``joins``, that ``lookup`` knows,
-    with what it said."""
+    with what it said. ``vocabulary`` (every word of the list) rules out at once a guess
+    with a word no entry holds, which is most of them."""
     line_start = text.rfind("\n", 0, d.start) + 1
     line_end = text.find("\n", d.end)
     line_end = len(text) if line_end < 0 else line_end
     words = [(m.start(), m.end()) for m in _WORD.finditer(text, line_start, line_end)]
     inside = [i for i, (s, e) in enumerate(words) if s < d.end and d.start < e]
     if not inside or len(inside) > size:
+        return None
+    if any(_word_key(text[s:e]) not in vocabulary for s, e in (words[i] for i in inside)):
         return None
     first, last = inside[0], inside[-1]
     best: tuple[int, int, str] | None = None
