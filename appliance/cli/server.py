@@ -14,6 +14,7 @@ from appliance.cli.output import console, emit_json, err_console, json_option, q
 from appliance.crypto.keyring import new_key, write_key_file
 from appliance.errors import ConfigError
 from appliance.logs import configure_logging
+from appliance.models.onednn import bound_onednn_caches
 from appliance.roles import Role
 from appliance.services.principal import Principal
 
@@ -84,6 +85,8 @@ def init(state: CliState, demo_tenant: str | None, as_json: bool) -> None:
 @pass_state
 def serve(state: CliState, host: str | None, port: int | None, no_warmup: bool) -> None:
     """Run the HTTP API."""
+    # First, before anything runs a model: oneDNN's per-shape caches read their capacity once.
+    bound_onednn_caches()
     import uvicorn
 
     from appliance.api.app import create_asgi
