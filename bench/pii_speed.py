@@ -9,6 +9,8 @@
 Prints texts/s, p50/p99 latency per call and the throughput ratio, plus recall on the
 scored types for both (from the corpus labels), so speed is never bought with recall.
 
+Runs with the oneDNN kernel caches ``appliance serve`` sets (the environment's values win).
+
 Usage: ``python -m bench.pii_speed [N_TEXTS]`` (default 800; about three minutes on 2 cores).
 """
 
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 os.environ["TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS"] = ""
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from appliance.models.onednn import bound_onednn_caches
 from bench.pii_corpus import build_corpus
 from bench.pii_quality import SCORED, appliance_predictor, score, stock_predictor
 
@@ -55,6 +58,10 @@ def _line(name: str, n_texts: int, total: float, lat: list[float]) -> float:
 
 
 def main() -> None:
+    # The kernel caches `appliance serve` runs with (appliance/models/onednn.py); set before
+    # the first model runs. Torch's defaults: ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 LRU_CACHE_CAPACITY=1024.
+    caps = bound_onednn_caches()
+    print("oneDNN caches: " + ", ".join(f"{k}={v}" for k, v in caps.items()))
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 800
     corpus = build_corpus()
     step = max(1, len(corpus) // n)
