@@ -170,8 +170,7 @@ _FINAL_S = regex.compile(r"'s(?!\p{L})")
 def brand_key(value: str) -> str:
     """How a brand is looked up: "Ben & Jerry's" and "ben jerry", "Dr. Martens" and "dr
     martens", "Kuehne+Nagel" and "kuehne nagel" are one key."""
-    folded = _FINAL_S.sub("", value.replace("\u2019", "'").casefold()).replace(".", "")
-    return " ".join(_BRAND_JOIN.sub(" ", folded).split())
+    return " ".join(_BRAND_JOIN.sub(" ", _word_key(value)).split())
 
 
 def brand_kind(value: str) -> str | None:
@@ -283,6 +282,7 @@ def _vocabulary(list_file: str) -> frozenset[str]:
 
 
 def _word_key(word: str) -> str:
+    """Case-folded, without dots or a final "'s": how brands and list words are compared."""
     return str(_FINAL_S.sub("", word.replace("\u2019", "'").casefold())).replace(".", "")
 
 

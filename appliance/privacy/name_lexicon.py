@@ -247,19 +247,15 @@ def _place(text: str, d: Detection, tokens: list[regex.Match[str]]) -> tuple[int
     if joined is not None and _PLACE_SUFFIX.search(joined.group()):
         return d.start, joined.end()  # "Friedrich" in "Friedrich-Ebert-Straße"
     after = _name_parts_after(text, d.end)
+    before = _name_parts_before(text, d.start)
     for i, part in enumerate(after):
         word = part.group().casefold().strip(".")
         if word in _PLACE_AFTER or _PLACE_SUFFIX.search(word):
             # "[Benito] Juárez [International] Airport", "Jomo [Kenyatta International] Airport"
-            lead = list(
-                itertools.takewhile(
-                    lambda p: p.group().casefold().strip(".") not in PLACE_WORDS, _name_parts_before(text, d.start)
-                )
-            )
+            lead = list(itertools.takewhile(lambda p: p.group().casefold().strip(".") not in PLACE_WORDS, before))
             return (lead[-1].start() if lead else d.start), part.end() - part.group().endswith(".")
         if i == 0 and word in _PLACE_BEFORE:
             break  # "Ana Lima Rua das Flores": the next place begins here
-    before = _name_parts_before(text, d.start)
     for part in before:
         if part.group().casefold().strip(".") in _PLACE_BEFORE:
             rest = [p for p in after if p.group().casefold().strip(".") not in _PLACE_BEFORE]
@@ -274,6 +270,7 @@ _NAME_PART = regex.compile(
     r"|(?:" + "|".join(sorted(_PARTICLES)) + r")(?![\p{L}\d])"
 )
 _PARTS_LOOKED_AT = 5
+_LAST_WORD = regex.compile(r"(?:^|(?<=[^\p{L}\p{M}'\u2019.-]))[\p{L}][\p{L}\p{M}'\u2019.-]*$")
 _HYPHENATED_TAIL = regex.compile(r"(?:-\p{L}[\p{L}\p{M}'\u2019]*)+")
 
 
@@ -294,7 +291,7 @@ def _name_parts_before(text: str, start: int) -> list[regex.Match[str]]:
     parts: list[regex.Match[str]] = []
     while len(parts) < _PARTS_LOOKED_AT and start > 0 and text[start - 1] == " ":
         head = text[max(0, start - 41) : start - 1]
-        m = regex.search(r"(?:^|(?<=[^\p{L}\p{M}'\u2019.-]))[\p{L}][\p{L}\p{M}'\u2019.-]*$", head)
+        m = _LAST_WORD.search(head)
         if m is None:
             break
         word_start = start - 1 - (len(head) - m.start())
@@ -321,7 +318,8 @@ def _is_eponym(text: str, start: int, end: int) -> bool:
     head = m.group(1).casefold()
     if head in _EPONYM_HEADS:
         return True
-    if head in _TITLED_EPONYM_HEADS and text[end] in " \t" and m.group(1)[0].isupper():
+    if text[end] not in " \t":  # a possessive: only the heads above
+        return False
+    if head in _TITLED_EPONYM_HEADS and m.group(1)[0].isupper():
         return True
-    bare = head in _BARE_EPONYM_HEADS and text[end] in " \t"
-    return bare and not _ADDRESSED_BEFORE.search(text[max(0, start - 30) : start])
+    return head in _BARE_EPONYM_HEADS and not _ADDRESSED_BEFORE.search(text[max(0, start - 30) : start])
