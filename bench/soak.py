@@ -272,7 +272,6 @@ async def _watch(
     started: float,
     duration: float,
     rss: dict[str, float],
-    series: list[tuple[float, float]],
     memory: dict[str, Any],
     tally: Tally,
     every: float,
@@ -283,7 +282,6 @@ async def _watch(
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         memory["start"] = await memory_sample(http, pid)
         rss["start"] = rss["peak"] = memory["start"]["rss"]
-        series.append((0.0, rss["start"]))
         memory_series.append((0.0, memory["start"]))
         middle_done = False
         while time.monotonic() < started + duration:
@@ -291,8 +289,7 @@ async def _watch(
             now = rss_mib(pid)
             rss["peak"] = max(rss["peak"], now)
             elapsed = time.monotonic() - started
-            if elapsed - series[-1][0] >= every:
-                series.append((round(elapsed), now))
+            if elapsed - memory_series[-1][0] >= every:
                 memory_series.append((round(elapsed), await memory_sample(http, pid)))
             stuck = sum(1 for t in tally.recent if t >= time.monotonic() - STALL_S) < STALL_ANSWERS
             if not dumped and elapsed > 2 * STALL_S and stuck:
@@ -306,6 +303,7 @@ async def _watch(
                 middle_done = True
         memory["end"] = await memory_sample(http, pid)
     rss["end"] = memory["end"]["rss"]
+    series = [(t, sample["rss"]) for t, sample in memory_series]
     rss["second_half_slope_mib_per_min"] = _slope([p for p in series if p[0] >= duration / 2])
 
 
@@ -354,12 +352,11 @@ def _slope(points: list[tuple[float, float]]) -> float:
 async def soak(server: Server, clients: int, duration: float, every: float = SERIES_EVERY_S) -> dict[str, Any]:
     tally = Tally()
     rss: dict[str, float] = {}
-    series: list[tuple[float, float]] = []
     memory: dict[str, Any] = {}
     started = tally.origin = tally.last_answer = time.monotonic()
     until = started + duration
     await asyncio.gather(
-        _watch(server, started, duration, rss, series, memory, tally, every),
+        _watch(server, started, duration, rss, memory, tally, every),
         *(_client(n, server, until, tally) for n in range(clients)),
     )
     wall = time.monotonic() - started
@@ -383,7 +380,7 @@ async def soak(server: Server, clients: int, duration: float, every: float = SER
         "shed": sum(k["shed"] for k in kinds.values()),
         "kinds": kinds,
         "rss_mib": {k: round(v, 1) for k, v in rss.items()},
-        "rss_series_mib": [[t, round(m, 1)] for t, m in series],
+        "rss_series_mib": [[t, round(sample["rss"], 1)] for t, sample in memory["series"]],
         "memory_mib": memory_summary(memory, duration),
         "memory_series_mib": [[t, {k: round(v, 2) for k, v in sample.items()}] for t, sample in memory["series"]],
         "answers_per_30s": dict(sorted(tally.answers_per_30s.items())),
