@@ -40,11 +40,13 @@ CACHE_CAPACITIES: dict[str, str] = {
 def bound_onednn_caches(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """Set :data:`CACHE_CAPACITIES` in ``environ`` (the process environment when None) where
     the operator set nothing; returns the capacities in force. Raises :class:`ConfigError`
-    for ``LRU_CACHE_CAPACITY=0``, which crashes the process at the first bfloat16 product."""
+    for a value that is no whole number, and for ``LRU_CACHE_CAPACITY=0``, which crashes the
+    process at the first bfloat16 product."""
     env = os.environ if environ is None else environ
     for name, value in CACHE_CAPACITIES.items():
         env.setdefault(name, value)
-    lru = env["LRU_CACHE_CAPACITY"].strip()
-    if lru.lstrip("+-").isdigit() and int(lru) <= 0:
+        if not env[name].strip().lstrip("+-").isdigit():
+            raise ConfigError(f"{name} must be a whole number of cache entries, not {env[name]!r}; unset it")
+    if int(env["LRU_CACHE_CAPACITY"]) <= 0:
         raise ConfigError("LRU_CACHE_CAPACITY must be 1 or more (0 crashes torch's bfloat16 kernels); unset it")
     return {name: env[name] for name in CACHE_CAPACITIES}

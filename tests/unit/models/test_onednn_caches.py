@@ -40,6 +40,13 @@ def test_an_ideep_capacity_below_one_is_refused(value: str) -> None:
         bound_onednn_caches({"LRU_CACHE_CAPACITY": value})
 
 
+@pytest.mark.parametrize("name", sorted(CACHE_CAPACITIES))
+@pytest.mark.parametrize("value", ["abc", "", "1.5", "64 MiB"])
+def test_a_capacity_that_is_no_whole_number_is_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        bound_onednn_caches({name: value})
+
+
 class _Privacy:
     seen: dict[str, str | None] | None = None
 
