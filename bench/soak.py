@@ -35,7 +35,10 @@ thread stacks, mapped model files, libraries; malloc's free figure can count pag
 resident, which makes this row an underestimate). Growth that levels off in the SQLite row is
 page caches filling; growth in the free row with the in-use rows flat is fragmentation; steady
 growth in an in-use row is a leak. Below them: malloc's in-use total, its total from the
-system, and SQLite's peak. A scrape that fails leaves that sample's gauges out.
+system, and SQLite's peak. A scrape that fails leaves that sample's gauges out. Last, RSS split
+by what backs it (``/proc/PID/smaps_rollup``): anonymous pages, where a leak shows, and
+file-backed pages (model weights mapped from disk, libraries), which grow only until every
+page of the files in use has been touched once.
 
 When fewer than 10 answers arrive in 30 s while the clients wait, the script
 sends the server SIGUSR1 once (``appliance serve`` then writes every thread's stack to its
@@ -132,6 +135,25 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def resident_split_mib(pid: int) -> dict[str, float]:
+    """RSS split by what backs the pages (``/proc/PID/smaps_rollup``): anonymous memory
+    (malloc, Python's heap, stacks; what a leak grows) and file-backed pages (mapped model
+    weights and libraries, which grow as pages are first touched and stop at the files' size).
+    Empty where the kernel has no smaps_rollup."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return {}
+    kib = {}
+    for line in text.splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            kib[key] = int(rest.split()[0])
+    if "Rss" not in kib or "Anonymous" not in kib:
+        return {}
+    return {"anonymous": kib["Anonymous"] / 1024, "file_backed": (kib["Rss"] - kib["Anonymous"]) / 1024}
 
 
 @dataclass
@@ -250,7 +272,7 @@ async def memory_sample(http: httpx.AsyncClient, pid: int) -> dict[str, float]:
     MiB, with the split derived from them: SQLite's heap is part of malloc's in-use memory
     (SQLite allocates with malloc), so RSS = SQLite heap + the rest of malloc in use + malloc
     free + what lies outside malloc. A failed scrape gives RSS alone."""
-    sample = {"rss": rss_mib(pid)}
+    sample = {"rss": rss_mib(pid), **resident_split_mib(pid)}
     try:
         r = await http.get("/metrics", timeout=30)
     except httpx.HTTPError:
@@ -316,8 +338,11 @@ MEMORY_ROWS = {
     "malloc_in_use": "malloc in use (all)",
     "malloc_arena": "malloc from the system",
     "sqlite_heap_highwater": "SQLite heap peak",
+    "anonymous": "RSS, anonymous pages",
+    "file_backed": "RSS, file-backed pages",
 }
-"""The memory table's rows: the indented four add up to RSS, at every moment and in growth."""
+"""The memory table's rows: the indented four add up to RSS, at every moment and in growth;
+so do the last two (from smaps_rollup), split by what backs the pages instead of by owner."""
 
 
 def memory_summary(memory: dict[str, Any], duration: float) -> dict[str, dict[str, float | None]]:
