@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,8 +69,20 @@ def _embed(runner: object) -> np.ndarray:
     return np.array(asyncio.run(runner.embed(TEXTS)).vectors)
 
 
+@pytest.fixture
+def own_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary directory this test alone creates scratch directories in: the system's is
+    shared with the other test workers, which load sealed models of their own meanwhile."""
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    return private
+
+
 @pytest.mark.slow
-def test_a_tenants_model_leaves_no_plaintext_at_rest_and_embeds_like_the_built_in(world: Sealed) -> None:
+def test_a_tenants_model_leaves_no_plaintext_at_rest_and_embeds_like_the_built_in(
+    world: Sealed, own_tempdir: Path
+) -> None:
     assert world.info.source.startswith("sealed:")
     assert world.info.owner == world.acme
     kinds = sorted({b.kind for b in world.services.blobs.list(world.acme)})
@@ -120,7 +133,7 @@ def test_another_tenant_can_neither_see_nor_load_nor_open_a_tenants_model(world:
 
 
 def test_when_a_sealed_file_is_tampered_with_then_loading_fails_clearly_and_nothing_stays(
-    world: Sealed, caplog: pytest.LogCaptureFixture
+    world: Sealed, caplog: pytest.LogCaptureFixture, own_tempdir: Path
 ) -> None:
     """The error says what failed but, like every IntegrityError, not which file (the names
     stay inside the sealed manifest); the log names the manifest and the file's index."""
