@@ -188,6 +188,20 @@ class Stack:
             c.close()
 
 
+def list_every(client: httpx.Client, path: str, **params: str | int) -> list[dict[str, Any]]:
+    """Every item of a paged listing (``items`` + ``next_cursor``), following the cursors."""
+    items: list[dict[str, Any]] = []
+    query: dict[str, str | int] = {"limit": 500, **params}
+    while True:
+        r = client.get(path, params=query)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        items += body["items"]
+        if body["next_cursor"] is None:
+            return items
+        query["cursor"] = body["next_cursor"]
+
+
 class SeenInputs:
     """A model observer that records what each model was handed (thread-safe)."""
 

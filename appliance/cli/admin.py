@@ -9,6 +9,7 @@ import click
 from appliance.cli.context import CliState, pass_state
 from appliance.cli.output import console, emit_json, json_option, show
 from appliance.roles import Role
+from appliance.services.paging import MAX_PAGE, every
 from appliance.services.principal import Principal
 
 TENANT_COLUMNS = ("slug", "display_name", "id", "created_at")
@@ -79,11 +80,18 @@ def key_create(
 
 @apikey.command("list")
 @click.option("--tenant", help="Tenant name; omit to list operator/compliance keys.")
+@click.option("--include-revoked", is_flag=True, help="Also list revoked keys.")
 @json_option
 @pass_state
-def key_list(state: CliState, tenant: str | None, as_json: bool) -> None:
-    """List API keys (never their secrets)."""
-    show(state.services.api_keys.list(Principal.local_operator(), tenant), as_json, KEY_COLUMNS, "API keys")
+def key_list(state: CliState, tenant: str | None, include_revoked: bool, as_json: bool) -> None:
+    """List API keys (never their secrets), oldest first."""
+    op = Principal.local_operator()
+    keys = every(
+        lambda cursor: state.services.api_keys.list(
+            op, tenant, include_revoked=include_revoked, cursor=cursor, limit=MAX_PAGE
+        )
+    )
+    show(list(keys), as_json, KEY_COLUMNS, "API keys")
 
 
 @apikey.command("revoke")

@@ -51,7 +51,7 @@ def init(state: CliState, demo_tenant: str | None, as_json: bool) -> None:
         "demo": None,
     }
     op = Principal.local_operator()
-    has_operator = any(k.role == Role.OPERATOR.value for k in services.api_keys.list(op))
+    has_operator = services.api_keys.has_global_key(op, Role.OPERATOR)
     demo_exists = demo_tenant in {t.slug for t in services.tenants.list(op)}
     if not has_operator:
         result["operator_api_key"] = services.api_keys.create(op, role=Role.OPERATOR, name="first operator").api_key

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.crypto.data_keys import SYSTEM, DataKeyService
@@ -31,6 +31,7 @@ from appliance.db.models import ApiKey, Tenant
 from appliance.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
 from appliance.roles import Role
 from appliance.services.audit import AuditLog
+from appliance.services.paging import DEFAULT_PAGE, Page, check_limit, decode_cursor, encode_cursor
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant
 from appliance.services.ttl_cache import DEFAULT_TTL_S, TtlCache
@@ -40,6 +41,7 @@ HASH_PURPOSE = "api-key-hash"
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 _TENANT_ROLES = (Role.TENANT_ADMIN, Role.APP)
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")  # the id part of a token we issued
+_CURSOR_TAG = "k1"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,17 @@ class IssuedKey:
 
 def _view(k: ApiKey, slug: str | None) -> KeyView:
     return KeyView(k.id, slug, k.role, k.name, k.created_at, k.expires_at, k.last_used_at, k.revoked_at)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    created, key_id = decode_cursor(_CURSOR_TAG, cursor, 2)
+    try:
+        when = datetime.fromisoformat(created)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None or not _KEY_ID.match(key_id):
+        raise InvalidInput("invalid cursor; pass back next_cursor exactly as returned")
+    return when, key_id
 
 
 def _parse(token: str) -> tuple[str, str] | None:
@@ -147,17 +160,52 @@ class ApiKeyService:
             )
             return IssuedKey(_view(row, slug), token)
 
-    def list(self, principal: Principal, tenant: str | None = None) -> list[KeyView]:
-        """Keys of one tenant, or (operator only, tenant=None) the global keys."""
+    def list(
+        self,
+        principal: Principal,
+        tenant: str | None = None,
+        *,
+        include_revoked: bool = False,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE,
+    ) -> Page[KeyView]:
+        """Keys of one tenant, or (operator only, tenant=None) the global keys; oldest first.
+
+        Revoked keys stay in the table (the audit trail names them), so a tenant that rotates
+        keys often would make an unpaged listing grow for ever: they are left out unless asked
+        for, and every listing is paged.
+        """
+        check_limit(limit)
         with self._sessions() as session:
+            where: list[ColumnElement[bool]]
             if tenant is None:
                 principal.require(Role.OPERATOR)
-                rows = session.scalars(select(ApiKey).where(ApiKey.tenant_id.is_(None)).order_by(ApiKey.created_at))
-                return [_view(k, None) for k in rows]
-            principal.require(Role.OPERATOR, Role.TENANT_ADMIN, Role.COMPLIANCE)
-            t = find_tenant(session, principal, tenant)
-            rows = session.scalars(select(ApiKey).where(ApiKey.tenant_id == t.id).order_by(ApiKey.created_at))
-            return [_view(k, t.slug) for k in rows]
+                where = [ApiKey.tenant_id.is_(None)]
+                slug = None
+            else:
+                principal.require(Role.OPERATOR, Role.TENANT_ADMIN, Role.COMPLIANCE)
+                t = find_tenant(session, principal, tenant)
+                where, slug = [ApiKey.tenant_id == t.id], t.slug
+            if not include_revoked:
+                where.append(ApiKey.revoked_at.is_(None))
+            if cursor is not None:
+                created, key_id = _decode_cursor(cursor)
+                where.append(or_(ApiKey.created_at > created, and_(ApiKey.created_at == created, ApiKey.id > key_id)))
+            rows = list(
+                session.scalars(select(ApiKey).where(*where).order_by(ApiKey.created_at, ApiKey.id).limit(limit + 1))
+            )
+        items = [_view(k, slug) for k in rows[:limit]]
+        last = items[-1] if len(rows) > limit else None
+        return Page(items, None if last is None else encode_cursor(_CURSOR_TAG, last.created_at.isoformat(), last.id))
+
+    def has_global_key(self, principal: Principal, role: Role) -> bool:
+        """Whether a global key of ``role`` was ever issued, revoked ones included."""
+        principal.require(Role.OPERATOR)
+        with self._sessions() as session:
+            found = session.scalar(
+                select(ApiKey.id).where(ApiKey.tenant_id.is_(None), ApiKey.role == role.value).limit(1)
+            )
+        return found is not None
 
     def revoke(self, principal: Principal, key_id: str, tenant: str | None = None) -> KeyView:
         principal.require(Role.OPERATOR, Role.TENANT_ADMIN)

@@ -23,8 +23,6 @@ The chain rules (MACs, tombstones, checkpoints, anchors) live in ``audit_chain``
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
 import json
 import logging
@@ -55,7 +53,7 @@ from appliance.errors import (
     NotFound,
 )
 from appliance.roles import Role
-from appliance.services import metrics
+from appliance.services import metrics, paging
 from appliance.services.audit_chain import (
     GENESIS,
     MAC_PURPOSE,
@@ -74,6 +72,7 @@ from appliance.services.audit_chain import (
     entry_mac,
     tombstone_facts,
 )
+from appliance.services.paging import Page, check_limit
 from appliance.services.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -82,9 +81,9 @@ PAYLOAD_KIND = "audit_entries.payload"
 LOCAL_OPERATOR = "local-operator"
 SYSTEM_ACTOR = "system"
 DEFAULT_CHECKPOINT_EVERY = 100
-MAX_PAGE = 500
 # pg_advisory_xact_lock key: the first 8 bytes of SHA-256("appliance.audit-chain"), signed.
 _PG_LOCK_KEY = 0x3A7C5E1D2B4F6081
+_CURSOR_TAG = "a1"
 _ACTION = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _OUTCOME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _FACT_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -189,12 +188,6 @@ class AuditFilter:
 
 
 @dataclass(frozen=True)
-class AuditPage:
-    items: list[AuditView]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True)
 class CheckpointView:
     id: int
     created_at: datetime
@@ -227,18 +220,14 @@ class ExportSlice:
 
 
 def encode_cursor(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(f"a1:{entry_id}".encode()).decode().rstrip("=")
+    return paging.encode_cursor(_CURSOR_TAG, str(entry_id))
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, _, value = raw.partition(":")
-        if tag != "a1" or not value.isdigit():
-            raise ValueError(cursor)
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidInput("invalid cursor; pass back next_cursor exactly as returned") from None
+    (value,) = paging.decode_cursor(_CURSOR_TAG, cursor, 1)
+    if not value.isdigit():
+        raise InvalidInput("invalid cursor; pass back next_cursor exactly as returned")
+    return int(value)
 
 
 def _chain_entry(row: AuditEntry) -> ChainEntry:
@@ -771,12 +760,11 @@ class AuditLog:
         *,
         cursor: str | None = None,
         limit: int = 100,
-    ) -> AuditPage:
+    ) -> Page[AuditView]:
         """Newest first. A tenant admin sees only its tenant's entries whatever it filters on."""
         f = filters or AuditFilter()
         where = self._visible(principal)
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit must be 1-{MAX_PAGE}")
+        check_limit(limit)
         with self._sessions() as s:
             if f.tenant is not None:
                 tenant_id = s.scalar(select(Tenant.id).where(or_(Tenant.slug == f.tenant, Tenant.id == f.tenant)))
@@ -797,7 +785,7 @@ class AuditLog:
             rows = s.execute(self._select(where).order_by(AuditEntry.id.desc()).limit(limit + 1)).all()
         items = [self._view(row, bool(has)) for row, has in rows[:limit]]
         next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-        return AuditPage(items, next_cursor)
+        return Page(items, next_cursor)
 
     def get(self, principal: Principal, entry_id: int) -> AuditView:
         where = [*self._visible(principal), AuditEntry.id == entry_id]

@@ -25,11 +25,12 @@ from appliance.db.models import PrivacyCharge
 from appliance.roles import Role
 from appliance.services.finetune import JobView
 from appliance.services.finetune_queue import DbJobStore
+from appliance.services.principal import Principal
 from appliance.training.accounting import epsilon_of
 from appliance.training.spec import Progress, TrainingCancelled
 from appliance.training.worker import ClaimedJob
 from tests.finetune_support import add_tickets, finetune_tenant, queue_job
-from tests.support import Stack, live_stack, make_services, make_settings
+from tests.support import Stack, list_every, live_stack, make_services, make_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -255,6 +256,22 @@ def test_tenant_admin_sees_only_its_tenant_and_cannot_edit(
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_a_long_key_list_comes_a_page_at_a_time(context: BrowserContext, stack: Stack) -> None:
+    tenant = stack.tenant("many")
+    op = Principal.local_operator()
+    ids = [stack.services.api_keys.create(op, role=Role.APP, name=f"app {i}", tenant=tenant).key.id for i in range(103)]
+    page = sign_in(context, stack, stack.operator_key, "operations")
+    page.get_by_role("button", name=f"Keys of {tenant}").click()
+    rows = page.locator("#key-rows tr")
+    expect(rows).to_have_count(100)
+    expect(page.locator(f'#key-rows tr[data-key="{ids[0]}"]')).to_have_count(1)  # oldest first
+    page.get_by_role("button", name="More keys").click()
+    expect(rows).to_have_count(103)
+    expect(page.locator(f'#key-rows tr[data-key="{ids[-1]}"]')).to_have_count(1)
+    expect(page.get_by_role("button", name="More keys")).to_be_hidden()
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 def test_operator_sees_operations_and_a_new_key_once(context: BrowserContext, stack: Stack, artifacts: Path) -> None:
     tenant = stack.tenant("ops")
     page = sign_in(context, stack, stack.operator_key, "operations")
@@ -286,6 +303,8 @@ def test_operator_sees_operations_and_a_new_key_once(context: BrowserContext, st
     expect(dialog).to_be_hidden()
     page.get_by_role("button", name=f"Revoke {key_id}").click()
     page.get_by_role("button", name="Revoke", exact=True).click()
+    expect(page.locator(f'#key-rows tr[data-key="{key_id}"]')).to_have_count(0)  # revoked keys are hidden
+    page.get_by_label("Show revoked keys").check()
     expect(page.locator(f'#key-rows tr[data-key="{key_id}"]')).to_contain_text("revoked")
     assert len(deletes) == 1
 
@@ -302,7 +321,7 @@ def test_operator_sees_operations_and_a_new_key_once(context: BrowserContext, st
     page.evaluate("() => new Promise((done) => setTimeout(done, 200))")  # a close handler would have sent its DELETE
     assert len(deletes) == 1
     expect(page.locator(f'#key-rows tr[data-key="{second}"]')).to_contain_text("active")
-    keys = stack.client(stack.operator_key).get(f"/admin/v1/tenants/{tenant}/keys").json()
+    keys = list_every(stack.client(stack.operator_key), f"/admin/v1/tenants/{tenant}/keys", include_revoked="true")
     assert next(k for k in keys if k["id"] == second)["revoked_at"] is None
     page.get_by_role("link", name="Budgets and fine-tuning").click()
     features = page.evaluate("async () => (await (await fetch('/console/api/session')).json()).features")

@@ -39,14 +39,14 @@ def test_issued_key_is_shown_once_and_works_until_revoked(stack: Stack) -> None:
     body = issued.json()
     api_key, key_id = body["api_key"], body["key"]["id"]
     assert api_key.startswith(f"apl_{key_id}_")
-    listed = op.get(f"/admin/v1/tenants/{tenant}/keys").json()
+    listed = op.get(f"/admin/v1/tenants/{tenant}/keys").json()["items"]
     assert [k["id"] for k in listed] == [key_id]
     assert "api_key" not in listed[0]
     assert api_key not in str(listed)
 
     app = stack.client(api_key)
     assert app.get("/v1/models").status_code == 200
-    assert op.get(f"/admin/v1/tenants/{tenant}/keys").json()[0]["last_used_at"] is not None
+    assert op.get(f"/admin/v1/tenants/{tenant}/keys").json()["items"][0]["last_used_at"] is not None
     assert op.delete(f"/admin/v1/tenants/{tenant}/keys/{key_id}").status_code == 200
     r = app.get("/v1/models")
     assert r.status_code == 401
@@ -84,12 +84,15 @@ def test_operator_manages_global_keys(stack: Stack) -> None:
     r = op.post("/admin/v1/keys", json={"role": "compliance", "name": "dpo"})
     assert r.status_code == 201
     key_id = r.json()["key"]["id"]
-    assert key_id in [k["id"] for k in op.get("/admin/v1/keys").json()]
+    assert key_id in [k["id"] for k in op.get("/admin/v1/keys").json()["items"]]
     compliance = stack.client(r.json()["api_key"])
     assert compliance.get("/admin/v1/tenants").status_code == 200
     assert compliance.post("/admin/v1/tenants", json={"name": "nope"}).status_code == 403
     assert op.delete(f"/admin/v1/keys/{key_id}").json()["revoked_at"] is not None
     assert compliance.get("/admin/v1/tenants").status_code == 401
+    assert key_id not in [k["id"] for k in op.get("/admin/v1/keys").json()["items"]]
+    revoked = op.get("/admin/v1/keys", params={"include_revoked": "true"}).json()["items"]
+    assert [k["revoked_at"] is not None for k in revoked if k["id"] == key_id] == [True]
 
 
 def test_global_role_key_may_not_name_a_tenant(stack: Stack) -> None:

@@ -64,6 +64,9 @@ def test_tenant_and_key_lifecycle_with_json_output(run: Run) -> None:
     assert created["api_key"] not in json.dumps(listed)
     revoked = _json(run("apikey", "revoke", key_id, "--json"))
     assert revoked["revoked_at"] is not None
+    assert json.loads(run("apikey", "list", "--tenant", "acme", "--json").stdout) == []
+    every_key = json.loads(run("apikey", "list", "--tenant", "acme", "--include-revoked", "--json").stdout)
+    assert [(k["id"], k["revoked_at"] is not None) for k in every_key] == [(key_id, True)]
     assert json.loads(run("tenant", "list", "--json").stdout)[0]["slug"] == "acme"
     assert _json(run("tenant", "delete", "acme", "--yes", "--json"))["slug"] == "acme"
     assert json.loads(run("tenant", "list", "--json").stdout) == []

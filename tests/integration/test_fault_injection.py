@@ -36,6 +36,7 @@ from sqlalchemy import text
 from appliance.errors import AuditBusy, StorageFull
 from appliance.roles import Role
 from appliance.services.audit import audit_log_of
+from appliance.services.paging import every
 from appliance.services.principal import Principal
 from tests.finetune_support import OP, add_tickets, finetune_tenant, tickets_jsonl
 from tests.support import (
@@ -43,6 +44,7 @@ from tests.support import (
     Stack,
     _pg_admin,
     free_port,
+    list_every,
     live_stack,
     make_services,
     make_settings,
@@ -218,7 +220,7 @@ def test_when_another_process_holds_the_write_lock_then_writes_are_503_database_
         app = s.client(s.key(Role.APP, tenant))
         keys = f"/admin/v1/tenants/{tenant}/keys"
         assert admin.post(keys, json={"role": "app", "name": "before"}).status_code == 201
-        listed = admin.get(keys).json()
+        listed = list_every(admin, keys)
         locker = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
         locker.execute("BEGIN IMMEDIATE")
         try:
@@ -237,7 +239,7 @@ def test_when_another_process_holds_the_write_lock_then_writes_are_503_database_
         assert exported.status_code == 503, exported.text
         assert exported.headers["retry-after"] == "1"
         assert read.status_code == 200
-        assert [k["id"] for k in admin.get(keys).json()] == [k["id"] for k in listed]
+        assert [k["id"] for k in list_every(admin, keys)] == [k["id"] for k in listed]
         assert admin.post(keys, json={"role": "app", "name": "after"}).status_code == 201
         assert audit_log_of(s.services).verify(Principal.local_operator()).ok
 
@@ -363,7 +365,7 @@ def test_when_the_disk_fills_and_the_server_is_killed_mid_write_then_a_restart_f
         verified = audit_log_of(svc).verify(Principal.local_operator())
         assert verified.ok, verified.detail
         tenant_id = svc.tenants.get(OP, tenant).id
-        listed = {k.id for k in svc.api_keys.list(OP, tenant)}
+        listed = {k.id for k in every(lambda cursor: svc.api_keys.list(OP, tenant, cursor=cursor))}
         assert set(acknowledged["keys"]) <= listed
         for ref in ["before", *acknowledged["datasets"]]:  # every stored dataset decrypts in full
             assert len(svc.datasets.load(tenant_id, svc.datasets.get(OP, tenant, ref).id).rows) == 12
@@ -437,6 +439,6 @@ def test_when_postgresql_drops_every_connection_mid_traffic_then_requests_fail_c
             acknowledged = {r.json()["key"]["name"] for r in answers if r.status_code == 201}
             admin = s.client(admin_key)
             assert admin.post(keys, json={"role": "app", "name": "after"}).status_code == 201
-            stored = {k["name"] for k in admin.get(keys).json()} - {"test", "after"}
+            stored = {k["name"] for k in list_every(admin, keys)} - {"test", "after"}
             assert acknowledged <= stored
             assert audit_log_of(s.services).verify(Principal.local_operator()).ok

@@ -46,31 +46,50 @@ function roleChoices() {
   for (const r of roles) role.append(el("option", { value: r }, r));
 }
 
-async function loadKeys() {
-  roleChoices();
+const KEY_PAGE = 100;
+let keyCursor = null; // next_cursor of the last page shown; null when it was the last
+
+function keyRow(scope, k) {
+  const revoked = Boolean(k.revoked_at);
+  const expired = k.expires_at && new Date(k.expires_at) <= new Date();
+  const status = revoked ? `revoked ${when(k.revoked_at)}` : expired ? "expired" : "active";
+  const actions = el("td", {});
+  if (!revoked && state.role !== "compliance") {
+    actions.append(el("button", { type: "button", className: "danger", onclick: () => askRevoke(scope, k) }, `Revoke ${k.id}`));
+  }
+  return el("tr", { dataset: { key: k.id } }, el("td", {}, el("code", {}, k.id)), el("td", {}, k.name), el("td", {}, k.role),
+    el("td", {}, when(k.created_at)), el("td", {}, when(k.last_used_at)), el("td", {}, when(k.expires_at)),
+    el("td", {}, status), actions);
+}
+
+// One page of keys (oldest first), appended to the table; the first page replaces it.
+async function loadKeyPage(cursor) {
   const scope = $("key-scope").value;
-  const body = clear($("key-rows"));
+  const body = $("key-rows");
+  const more = $("key-more");
+  if (!cursor) clear(body);
+  more.hidden = true;
   if (!scope) return;
-  let keys;
+  const params = new URLSearchParams({ limit: String(KEY_PAGE) });
+  if ($("key-revoked").checked) params.set("include_revoked", "true");
+  if (cursor) params.set("cursor", cursor);
+  let page;
   try {
-    keys = await api(keysPath(scope));
+    page = await api(`${keysPath(scope)}?${params}`);
   } catch (err) {
     body.append(el("tr", {}, el("td", { colspan: "8", className: "error" }, describe(err))));
     return;
   }
-  for (const k of keys) {
-    const revoked = Boolean(k.revoked_at);
-    const expired = k.expires_at && new Date(k.expires_at) <= new Date();
-    const status = revoked ? `revoked ${when(k.revoked_at)}` : expired ? "expired" : "active";
-    const actions = el("td", {});
-    if (!revoked && state.role !== "compliance") {
-      actions.append(el("button", { type: "button", className: "danger", onclick: () => askRevoke(scope, k) }, `Revoke ${k.id}`));
-    }
-    body.append(el("tr", { dataset: { key: k.id } }, el("td", {}, el("code", {}, k.id)), el("td", {}, k.name), el("td", {}, k.role),
-      el("td", {}, when(k.created_at)), el("td", {}, when(k.last_used_at)), el("td", {}, when(k.expires_at)),
-      el("td", {}, status), actions));
-  }
-  if (!keys.length) body.append(el("tr", {}, el("td", { colspan: "8", className: "muted" }, "No keys.")));
+  for (const k of page.items) body.append(keyRow(scope, k));
+  if (!cursor && !page.items.length) body.append(el("tr", {}, el("td", { colspan: "8", className: "muted" }, "No keys.")));
+  keyCursor = page.next_cursor;
+  more.hidden = !keyCursor;
+}
+
+async function loadKeys() {
+  roleChoices();
+  keyCursor = null;
+  await loadKeyPage(null);
 }
 
 function showKeys(tenant) {
@@ -105,6 +124,8 @@ $("revoke-dialog").addEventListener("close", async () => {
 });
 
 $("key-scope").addEventListener("change", loadKeys);
+$("key-revoked").addEventListener("change", () => loadKeyPage(null));
+$("key-more").addEventListener("click", () => loadKeyPage(keyCursor));
 
 $("key-form").addEventListener("submit", async (event) => {
   event.preventDefault();

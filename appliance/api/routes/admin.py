@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.params import JSONBody, PathParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
 from appliance.roles import Role
 from appliance.services.api_keys import IssuedKey, KeyView
+from appliance.services.paging import DEFAULT_PAGE, MAX_PAGE, Page
 from appliance.services.principal import Principal
 from appliance.services.tenants import TenantView
 
@@ -48,6 +49,11 @@ class KeyOut(msgspec.Struct):
     revoked_at: datetime | None
 
 
+class KeyPageOut(msgspec.Struct):
+    items: list[KeyOut]
+    next_cursor: str | None
+
+
 class IssuedKeyOut(msgspec.Struct):
     key: KeyOut
     api_key: str = msgspec.field(name="api_key")
@@ -61,6 +67,10 @@ def _key(k: KeyView) -> KeyOut:
     return KeyOut(k.id, k.tenant, k.role, k.name, k.created_at, k.expires_at, k.last_used_at, k.revoked_at)
 
 
+def _key_page(page: Page[KeyView]) -> KeyPageOut:
+    return KeyPageOut([_key(k) for k in page.items], page.next_cursor)
+
+
 def _issued(k: IssuedKey) -> IssuedKeyOut:
     return IssuedKeyOut(_key(k.key), k.api_key)
 
@@ -71,6 +81,9 @@ INT32_MAX = 2**31 - 1
 """The largest version number a database column holds; a larger one is refused as invalid
 (it could never exist), not passed down to fail as an overflow in the driver."""
 VersionNumber = Annotated[int, PathParameter(ge=1, le=INT32_MAX)]
+IncludeRevoked = Annotated[bool, QueryParameter(description="Also list revoked keys.")]
+Cursor = Annotated[str | None, QueryParameter(max_length=200, description="next_cursor of the previous page.")]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Keys per page.")]
 
 
 class TenantController(Controller):
@@ -105,8 +118,19 @@ class TenantController(Controller):
         return _issued(issued)
 
     @get("/{tenant:str}/keys", guards=[roles(Role.OPERATOR, Role.COMPLIANCE, Role.TENANT_ADMIN)], sync_to_thread=True)
-    def list_keys(self, request: AuthedRequest, services: Svc, tenant: TenantRef) -> list[KeyOut]:
-        return [_key(k) for k in services.api_keys.list(request.user, tenant)]
+    def list_keys(
+        self,
+        request: AuthedRequest,
+        services: Svc,
+        tenant: TenantRef,
+        include_revoked: IncludeRevoked = False,
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE,
+    ) -> KeyPageOut:
+        """Oldest first, one page at a time; revoked keys only when asked for."""
+        return _key_page(
+            services.api_keys.list(request.user, tenant, include_revoked=include_revoked, cursor=cursor, limit=limit)
+        )
 
     @delete(
         "/{tenant:str}/keys/{key_id:str}",
@@ -132,8 +156,18 @@ class GlobalKeyController(Controller):
         )
 
     @get("/", sync_to_thread=True)
-    def list_global_keys(self, request: AuthedRequest, services: Svc) -> list[KeyOut]:
-        return [_key(k) for k in services.api_keys.list(request.user)]
+    def list_global_keys(
+        self,
+        request: AuthedRequest,
+        services: Svc,
+        include_revoked: IncludeRevoked = False,
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE,
+    ) -> KeyPageOut:
+        """Oldest first, one page at a time; revoked keys only when asked for."""
+        return _key_page(
+            services.api_keys.list(request.user, include_revoked=include_revoked, cursor=cursor, limit=limit)
+        )
 
     @delete("/{key_id:str}", sync_to_thread=True, status_code=200)
     def revoke_global_key(self, request: AuthedRequest, services: Svc, key_id: KeyRef) -> KeyOut:

@@ -14,9 +14,10 @@ from appliance.api.auth import roles
 from appliance.api.deps import Svc
 from appliance.api.openapi_contract import RESPONSE_MEDIA_TYPES
 from appliance.roles import Role
-from appliance.services.audit import MAX_PAGE, AuditFilter, AuditView, audit_log_of
+from appliance.services.audit import AuditFilter, AuditView, audit_log_of
 from appliance.services.audit_chain import VerifyResult
 from appliance.services.audit_export import ExportFormat, export_text
+from appliance.services.paging import MAX_PAGE
 from appliance.services.principal import Principal
 
 AuthedRequest = Request[Principal, Any, Any]
