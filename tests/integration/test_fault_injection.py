@@ -155,14 +155,14 @@ def _write_requests(stack: Stack, owned: Owned) -> list[tuple[str, str, str, dic
 def _state(stack: Stack, owned: Owned) -> dict[str, Any]:
     op = stack.client(stack.operator_key)
     t = owned.tenant
+    listings = {
+        path: op.get(path).json()
+        for path in (f"/admin/v1/tenants/{t}/datasets", f"/admin/v1/tenants/{t}/policy/versions", "/admin/v1/tenants")
+    }
+    listings["keys"] = list_every(op, f"/admin/v1/tenants/{t}/keys", include_revoked="true")
     return {  # a key's last use moves with the calls themselves: not stored state
-        path: [{k: v for k, v in item.items() if k != "last_used_at"} for item in op.get(path).json()]
-        for path in (
-            f"/admin/v1/tenants/{t}/keys",
-            f"/admin/v1/tenants/{t}/datasets",
-            f"/admin/v1/tenants/{t}/policy/versions",
-            "/admin/v1/tenants",
-        )
+        path: [{k: v for k, v in item.items() if k != "last_used_at"} for item in items]
+        for path, items in listings.items()
     }
 
 
