@@ -48,6 +48,7 @@ function roleChoices() {
 
 const KEY_PAGE = 100;
 let keyCursor = null; // next_cursor of the last page shown; null when it was the last
+let keyLoad = 0; // which load is current: an answer to an older one (another scope) is dropped
 
 function keyRow(scope, k) {
   const revoked = Boolean(k.revoked_at);
@@ -64,6 +65,7 @@ function keyRow(scope, k) {
 
 // One page of keys (oldest first), appended to the table; the first page replaces it.
 async function loadKeyPage(cursor) {
+  const load = ++keyLoad;
   const scope = $("key-scope").value;
   const body = $("key-rows");
   const more = $("key-more");
@@ -77,9 +79,11 @@ async function loadKeyPage(cursor) {
   try {
     page = await api(`${keysPath(scope)}?${params}`);
   } catch (err) {
-    body.append(el("tr", {}, el("td", { colspan: "8", className: "error" }, describe(err))));
+    if (load === keyLoad) body.append(el("tr", {}, el("td", { colspan: "8", className: "error" }, describe(err))));
     return;
   }
+  if (load !== keyLoad) return;
+  if (!cursor) clear(body);
   for (const k of page.items) body.append(keyRow(scope, k));
   if (!cursor && !page.items.length) body.append(el("tr", {}, el("td", { colspan: "8", className: "muted" }, "No keys.")));
   keyCursor = page.next_cursor;
