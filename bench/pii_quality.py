@@ -30,9 +30,10 @@ Four corpora, none of them used to train the name model:
   paragraphs, written after all of the above by someone who read neither the detector nor
   the other corpora; measured once for the current figures (docs/privacy.md).
 
-Usage: ``python -m bench.pii_quality [--stock] [--corpus own|heldout|unseen|fresh|both|all] [--misses N]``
-(``--stock``: Presidio's stock ``AnalyzerEngine`` with the same spaCy model, side by side;
-``--misses``: print up to N leaked names with their text, for debugging: synthetic data).
+Usage: ``python -m bench.pii_quality [--stock] [--corpus own|heldout|unseen|fresh|both|all] [--misses N]
+[--name-model DIR]`` (``--stock``: Presidio's stock ``AnalyzerEngine`` with the same spaCy model,
+side by side; ``--misses``: print up to N leaked names with their text, for debugging: synthetic
+data; ``--name-model``: a retrained name model in place of the shipped one).
 """
 
 from __future__ import annotations
@@ -182,12 +183,14 @@ def report(title: str, scores: dict[str, Score]) -> None:
         print(f"{t:15s} {s.gold:5d} {s.precision:6.3f} {s.recall:6.3f} {s.f2:6.3f} {exact:6.3f} {mark}")
 
 
-def appliance_predictor() -> Predict:
+def appliance_predictor(name_model: str | None = None) -> Predict:
+    """The appliance's default detection; ``name_model`` compares another name model (a directory)."""
     from appliance.config import PrivacySettings
     from appliance.privacy.detection import Detector
     from appliance.privacy.rules import PrivacyRules
 
-    detector = Detector(PrivacySettings())
+    settings = PrivacySettings() if name_model is None else PrivacySettings(name_model=name_model)
+    detector = Detector(settings)
     rules = PrivacyRules()
 
     def predict(texts: Sequence[str]) -> list[list[tuple[str, int, int]]]:
@@ -226,7 +229,7 @@ def main() -> None:
     corpora = (
         ["own", "heldout", "unseen", "fresh"] if which == "all" else ["own", "heldout"] if which == "both" else [which]
     )
-    pipelines = {"appliance": appliance_predictor()}
+    pipelines = {"appliance": appliance_predictor(_option("--name-model", "") or None)}
     if "--stock" in sys.argv:
         pipelines["stock"] = stock_predictor()
     for corpus_name in corpora:

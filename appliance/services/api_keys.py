@@ -66,14 +66,11 @@ def _view(k: ApiKey, slug: str | None) -> KeyView:
     return KeyView(k.id, slug, k.role, k.name, k.created_at, k.expires_at, k.last_used_at, k.revoked_at)
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    created, key_id = decode_cursor(_CURSOR_TAG, cursor, 2)
-    try:
-        when = datetime.fromisoformat(created)
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None or not _KEY_ID.match(key_id):
-        raise InvalidInput("invalid cursor; pass back next_cursor exactly as returned")
+def _key_position(key: list[str]) -> tuple[datetime, str]:
+    created, key_id = key
+    when = datetime.fromisoformat(created)
+    if when.tzinfo is None or not _KEY_ID.match(key_id):
+        raise ValueError(key_id)
     return when, key_id
 
 
@@ -189,7 +186,7 @@ class ApiKeyService:
             if not include_revoked:
                 where.append(ApiKey.revoked_at.is_(None))
             if cursor is not None:
-                created, key_id = _decode_cursor(cursor)
+                created, key_id = decode_cursor(_CURSOR_TAG, cursor, _key_position)
                 where.append(or_(ApiKey.created_at > created, and_(ApiKey.created_at == created, ApiKey.id > key_id)))
             rows = list(
                 session.scalars(select(ApiKey).where(*where).order_by(ApiKey.created_at, ApiKey.id).limit(limit + 1))

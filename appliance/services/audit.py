@@ -49,7 +49,6 @@ from appliance.errors import (
     AuditOutcomeUnknown,
     AuditUnavailable,
     IntegrityError,
-    InvalidInput,
     NotFound,
 )
 from appliance.roles import Role
@@ -223,11 +222,15 @@ def encode_cursor(entry_id: int) -> str:
     return paging.encode_cursor(_CURSOR_TAG, str(entry_id))
 
 
-def decode_cursor(cursor: str) -> int:
-    (value,) = paging.decode_cursor(_CURSOR_TAG, cursor, 1)
+def _entry_id(key: list[str]) -> int:
+    (value,) = key
     if not value.isdigit():
-        raise InvalidInput("invalid cursor; pass back next_cursor exactly as returned")
+        raise ValueError(value)
     return int(value)
+
+
+def decode_cursor(cursor: str) -> int:
+    return paging.decode_cursor(_CURSOR_TAG, cursor, _entry_id)
 
 
 def _chain_entry(row: AuditEntry) -> ChainEntry:

@@ -22,6 +22,7 @@ DEFAULT_PAGE = 100
 _SEP = "|"
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,20 @@ def encode_cursor(tag: str, *key: str) -> str:
     return base64.urlsafe_b64encode(f"{tag}:{_SEP.join(key)}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(tag: str, cursor: str, parts: int) -> list[str]:
-    """The sort key inside ``cursor``; a cursor of another listing, or mangled, is a 400."""
+def decode_cursor(tag: str, cursor: str, parse: Callable[[list[str]], K]) -> K:
+    """The sort key inside ``cursor``, read by ``parse`` (which raises ValueError on a bad key).
+
+    A cursor of another listing, mangled, or whose key ``parse`` rejects is a 400.
+    """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        found, _, value = raw.partition(":")
+        key = value.split(_SEP)
+        if found != tag or not all(key):
+            raise ValueError(cursor)
+        return parse(key)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raw = ""
-    found, _, value = raw.partition(":")
-    key = value.split(_SEP)
-    if found != tag or len(key) != parts or not all(key):
-        raise InvalidInput("invalid cursor; pass back next_cursor exactly as returned")
-    return key
+        raise InvalidInput("invalid cursor; pass back next_cursor exactly as returned") from None
 
 
 def every(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
