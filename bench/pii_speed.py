@@ -11,14 +11,15 @@ scored types for both (from the corpus labels), so speed is never bought with re
 
 Runs with the oneDNN kernel caches ``appliance serve`` sets (the environment's values win).
 
-Usage: ``python -m bench.pii_speed [N_TEXTS]`` (default 800; about three minutes on 2 cores).
+Usage: ``python -m bench.pii_speed [N_TEXTS] [--name-model DIR]`` (default 800 texts; about
+three minutes on 2 cores; ``--name-model``: a retrained name model in place of the shipped one).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -58,11 +59,15 @@ def _line(name: str, n_texts: int, total: float, lat: list[float]) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("n_texts", type=int, nargs="?", default=800)
+    parser.add_argument("--name-model", default=None, help="a retrained name model's directory")
+    args = parser.parse_args()
     # The kernel caches `appliance serve` runs with (appliance/models/onednn.py); set before
     # the first model runs. Torch's defaults: ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 LRU_CACHE_CAPACITY=1024.
     caps = bound_onednn_caches()
     print("oneDNN caches: " + ", ".join(f"{k}={v}" for k, v in caps.items()))
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 800
+    n = args.n_texts
     corpus = build_corpus()
     step = max(1, len(corpus) // n)
     sample = corpus[::step][:n]
@@ -70,7 +75,7 @@ def main() -> None:
     print(f"{len(texts)} texts from the seeded corpus, mean {statistics.mean(map(len, texts)):.0f} chars")
 
     stock = stock_predictor(threshold=None)
-    ours = appliance_predictor()
+    ours = appliance_predictor(args.name_model)
     stock(texts[:20])  # warm-up: lazy loads, caches
     ours(texts[:20])
 
