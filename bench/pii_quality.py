@@ -31,9 +31,11 @@ Four corpora, none of them used to train the name model:
   the other corpora; measured once for the current figures (docs/privacy.md).
 
 Usage: ``python -m bench.pii_quality [--stock] [--corpus own|heldout|unseen|fresh|both|all] [--misses N]
-[--name-model DIR]`` (``--stock``: Presidio's stock ``AnalyzerEngine`` with the same spaCy model,
+[--name-model DIR] [--shared-requests]`` (``--stock``: Presidio's stock ``AnalyzerEngine`` with the same spaCy model,
 side by side; ``--misses``: print up to N leaked names with their text, for debugging: synthetic
-data; ``--name-model``: a retrained name model in place of the shipped one).
+data; ``--name-model``: a retrained name model in place of the shipped one;
+``--shared-requests``: 32 unrelated texts per request, the scoring used before 2026-11-30, in
+which a name, or a false alarm, found in one text spread to the other 31).
 """
 
 from __future__ import annotations
@@ -183,8 +185,15 @@ def report(title: str, scores: dict[str, Score]) -> None:
         print(f"{t:15s} {s.gold:5d} {s.precision:6.3f} {s.recall:6.3f} {s.f2:6.3f} {exact:6.3f} {mark}")
 
 
-def appliance_predictor(name_model: str | None = None) -> Predict:
-    """The appliance's default detection; ``name_model`` compares another name model (a directory)."""
+def appliance_predictor(name_model: str | None = None, *, shared_requests: bool = False) -> Predict:
+    """The appliance's default detection; ``name_model`` compares another name model (a directory).
+
+    Texts go through in analysis passes of 32, as the serving layer gathers concurrent
+    requests. Each text is its own request: the corpus texts are unrelated, and a name found
+    in one request spreads to every further mention in that request only. With
+    ``shared_requests`` the 32 texts of a pass are one request (a request of 32 messages,
+    as ``bench.pii_speed`` times it), so a name found in one text is masked in the others.
+    """
     from appliance.config import PrivacySettings
     from appliance.privacy.detection import Detector
     from appliance.privacy.rules import PrivacyRules
@@ -195,8 +204,13 @@ def appliance_predictor(name_model: str | None = None) -> Predict:
 
     def predict(texts: Sequence[str]) -> list[list[tuple[str, int, int]]]:
         out: list[list[tuple[str, int, int]]] = []
-        for i in range(0, len(texts), 32):  # request-sized batches, as the API sees them
-            out += [[(d.entity_type, d.start, d.end) for d in ds] for ds in detector.analyze(texts[i : i + 32], rules)]
+        for i in range(0, len(texts), 32):
+            chunk = texts[i : i + 32]
+            if shared_requests:
+                found = detector.analyze(chunk, rules)
+            else:
+                found = [group[0] for group in detector.analyze_groups([[t] for t in chunk], rules)]
+            out += [[(d.entity_type, d.start, d.end) for d in ds] for ds in found]
         return out
 
     return predict
@@ -229,7 +243,11 @@ def main() -> None:
     corpora = (
         ["own", "heldout", "unseen", "fresh"] if which == "all" else ["own", "heldout"] if which == "both" else [which]
     )
-    pipelines = {"appliance": appliance_predictor(_option("--name-model", "") or None)}
+    pipelines = {
+        "appliance": appliance_predictor(
+            _option("--name-model", "") or None, shared_requests="--shared-requests" in sys.argv
+        )
+    }
     if "--stock" in sys.argv:
         pipelines["stock"] = stock_predictor()
     for corpus_name in corpora:

@@ -75,7 +75,7 @@ def main() -> None:
     print(f"{len(texts)} texts from the seeded corpus, mean {statistics.mean(map(len, texts)):.0f} chars")
 
     stock = stock_predictor(threshold=None)
-    ours = appliance_predictor(args.name_model)
+    ours = appliance_predictor(args.name_model, shared_requests=True)
     stock(texts[:20])  # warm-up: lazy loads, caches
     ours(texts[:20])
 

@@ -13,6 +13,7 @@ from appliance.cli.context import CliState, pass_state
 from appliance.cli.output import console, emit_json, err_console, json_option, show, table
 from appliance.services.dataset_rows import FORMATS, TASKS
 from appliance.services.finetune import STATES, JobRequest, JobView
+from appliance.services.paging import MAX_PAGE, every
 from appliance.services.principal import Principal
 
 OP = Principal.local_operator()
@@ -78,7 +79,8 @@ def dataset_add(
 @pass_state
 def dataset_list(state: CliState, tenant: str, as_json: bool) -> None:
     """List the tenant's datasets (counts and digests, never rows)."""
-    show(state.services.datasets.list(OP, tenant), as_json, DATASET_COLUMNS, "datasets")
+    datasets = every(lambda cursor: state.services.datasets.list(OP, tenant, cursor=cursor, limit=MAX_PAGE))
+    show(list(datasets), as_json, DATASET_COLUMNS, "datasets")
 
 
 @dataset.command("show")
@@ -193,7 +195,10 @@ def start(
 @pass_state
 def job_list(state: CliState, tenant: str, job_state: str | None, as_json: bool) -> None:
     """List the tenant's jobs."""
-    show(state.services.finetune.list(OP, tenant, state=job_state), as_json, JOB_COLUMNS, "jobs")
+    jobs = every(
+        lambda cursor: state.services.finetune.list(OP, tenant, state=job_state, cursor=cursor, limit=MAX_PAGE)
+    )
+    show(list(jobs), as_json, JOB_COLUMNS, "jobs")
 
 
 @finetune.command("show")

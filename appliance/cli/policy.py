@@ -12,6 +12,7 @@ from appliance.cli.context import CliState, pass_state
 from appliance.cli.output import console, emit_json, json_option, show
 from appliance.policy.loader import PolicyError, load_policy_text
 from appliance.policy.schema import json_schema
+from appliance.services.paging import MAX_PAGE, every
 from appliance.services.principal import Principal
 
 VERSION_COLUMNS = ("version", "active", "author", "created_at", "content_hash", "comment")
@@ -130,7 +131,9 @@ def policy_apply(state: CliState, tenant: str, file: Path, comment: str, as_json
 @pass_state
 def policy_history(state: CliState, tenant: str, as_json: bool) -> None:
     """List TENANT's policy versions."""
-    show(state.services.policies.history(Principal.local_operator(), tenant), as_json, VERSION_COLUMNS, "versions")
+    op = Principal.local_operator()
+    versions = every(lambda cursor: state.services.policies.history(op, tenant, cursor=cursor, limit=MAX_PAGE))
+    show(list(versions), as_json, VERSION_COLUMNS, "versions")
 
 
 @policy.command("show")

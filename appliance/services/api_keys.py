@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from appliance.crypto.data_keys import SYSTEM, DataKeyService
@@ -31,7 +31,7 @@ from appliance.db.models import ApiKey, Tenant
 from appliance.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
 from appliance.roles import Role
 from appliance.services.audit import AuditLog
-from appliance.services.paging import DEFAULT_PAGE, Page, check_limit, decode_cursor, encode_cursor
+from appliance.services.paging import DEFAULT_PAGE, Page, page_by_creation
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant
 from appliance.services.ttl_cache import DEFAULT_TTL_S, TtlCache
@@ -64,14 +64,6 @@ class IssuedKey:
 
 def _view(k: ApiKey, slug: str | None) -> KeyView:
     return KeyView(k.id, slug, k.role, k.name, k.created_at, k.expires_at, k.last_used_at, k.revoked_at)
-
-
-def _key_position(key: list[str]) -> tuple[datetime, str]:
-    created, key_id = key
-    when = datetime.fromisoformat(created)
-    if when.tzinfo is None or not _KEY_ID.match(key_id):
-        raise ValueError(key_id)
-    return when, key_id
 
 
 def _parse(token: str) -> tuple[str, str] | None:
@@ -172,7 +164,6 @@ class ApiKeyService:
         keys often would make an unpaged listing grow for ever: they are left out unless asked
         for, and every listing is paged.
         """
-        check_limit(limit)
         with self._sessions() as session:
             where: list[ColumnElement[bool]]
             if tenant is None:
@@ -185,15 +176,16 @@ class ApiKeyService:
                 where, slug = [ApiKey.tenant_id == t.id], t.slug
             if not include_revoked:
                 where.append(ApiKey.revoked_at.is_(None))
-            if cursor is not None:
-                created, key_id = decode_cursor(_CURSOR_TAG, cursor, _key_position)
-                where.append(or_(ApiKey.created_at > created, and_(ApiKey.created_at == created, ApiKey.id > key_id)))
-            rows = list(
-                session.scalars(select(ApiKey).where(*where).order_by(ApiKey.created_at, ApiKey.id).limit(limit + 1))
+            rows, next_cursor = page_by_creation(
+                session,
+                select(ApiKey).where(*where),
+                ApiKey.created_at,
+                ApiKey.id,
+                tag=_CURSOR_TAG,
+                cursor=cursor,
+                limit=limit,
             )
-        items = [_view(k, slug) for k in rows[:limit]]
-        last = items[-1] if len(rows) > limit else None
-        return Page(items, None if last is None else encode_cursor(_CURSOR_TAG, last.created_at.isoformat(), last.id))
+        return Page([_view(k, slug) for k in rows], next_cursor)
 
     def has_global_key(self, principal: Principal, role: Role) -> bool:
         """Whether a global key of ``role`` was ever issued, revoked ones included."""

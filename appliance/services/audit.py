@@ -222,15 +222,8 @@ def encode_cursor(entry_id: int) -> str:
     return paging.encode_cursor(_CURSOR_TAG, str(entry_id))
 
 
-def _entry_id(key: list[str]) -> int:
-    (value,) = key
-    if not value.isdigit():
-        raise ValueError(value)
-    return int(value)
-
-
 def decode_cursor(cursor: str) -> int:
-    return paging.decode_cursor(_CURSOR_TAG, cursor, _entry_id)
+    return paging.decode_cursor(_CURSOR_TAG, cursor, paging.integer_key)
 
 
 def _chain_entry(row: AuditEntry) -> ChainEntry:

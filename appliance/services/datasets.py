@@ -55,6 +55,7 @@ from appliance.services.dataset_rows import (
     encode_rows,
     parse_dataset,
 )
+from appliance.services.paging import DEFAULT_PAGE, Page, page_by_creation
 from appliance.services.policies import ActivePolicy
 from appliance.services.principal import Principal
 from appliance.services.privacy import PrivacyService
@@ -333,12 +334,18 @@ class DatasetService:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def list(self, principal: Principal, tenant: str) -> list[DatasetView]:
+    def list(
+        self, principal: Principal, tenant: str, *, cursor: str | None = None, limit: int = DEFAULT_PAGE
+    ) -> Page[DatasetView]:
+        """The tenant's datasets, oldest first, a page at a time."""
         principal.require(*READERS)
         with self._sessions() as session:
             t = find_tenant(session, principal, tenant)
-            rows = session.scalars(select(Dataset).where(Dataset.tenant_id == t.id).order_by(Dataset.created_at))
-            return [self._view(r, t.slug) for r in rows]
+            query = select(Dataset).where(Dataset.tenant_id == t.id)
+            rows, next_cursor = page_by_creation(
+                session, query, Dataset.created_at, Dataset.id, tag="d1", cursor=cursor, limit=limit
+            )
+            return Page([self._view(r, t.slug) for r in rows], next_cursor)
 
     def get(self, principal: Principal, tenant: str, ref: str) -> DatasetView:
         principal.require(*READERS)

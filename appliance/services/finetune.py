@@ -40,6 +40,7 @@ from appliance.errors import InvalidInput, NotFound, PermissionDenied
 from appliance.models.store import NAME as MODEL_NAME
 from appliance.roles import Role
 from appliance.services.audit import AuditLog
+from appliance.services.paging import DEFAULT_PAGE, Page, page_by_creation
 from appliance.services.policies import ActivePolicy
 from appliance.services.principal import Principal
 from appliance.services.privacy_budget import PrivacyBudgetService, lock_tenant
@@ -348,16 +349,28 @@ class FinetuneService:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def list(self, principal: Principal, tenant: str, *, state: str | None = None) -> list[JobView]:
+    def list(
+        self,
+        principal: Principal,
+        tenant: str,
+        *,
+        state: str | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE,
+    ) -> Page[JobView]:
+        """The tenant's jobs (in ``state``, if given), oldest first, a page at a time."""
         principal.require(*READERS)
         if state is not None and state not in STATES:
             raise InvalidInput(f"state must be one of {', '.join(STATES)}")
         with self._sessions() as session:
             t = find_tenant(session, principal, tenant)
-            query = select(FinetuneJob).where(FinetuneJob.tenant_id == t.id).order_by(FinetuneJob.created_at)
+            query = select(FinetuneJob).where(FinetuneJob.tenant_id == t.id)
             if state is not None:
                 query = query.where(FinetuneJob.state == state)
-            return [job_view(r, t.slug) for r in session.scalars(query)]
+            rows, next_cursor = page_by_creation(
+                session, query, FinetuneJob.created_at, FinetuneJob.id, tag="j1", cursor=cursor, limit=limit
+            )
+            return Page([job_view(r, t.slug) for r in rows], next_cursor)
 
     def get(self, principal: Principal, tenant: str, job_id: str) -> JobView:
         principal.require(*READERS)

@@ -32,6 +32,7 @@ from appliance.policy.loader import load_policy_text, preset_text
 from appliance.policy.schema import Policy
 from appliance.roles import Role
 from appliance.services.audit import AuditLog
+from appliance.services.paging import DEFAULT_PAGE, Page, check_limit, decode_cursor, encode_cursor, integer_key
 from appliance.services.principal import Principal
 from appliance.services.tenants import find_tenant
 from appliance.services.ttl_cache import DEFAULT_TTL_S, TtlCache
@@ -41,6 +42,7 @@ _DOC = "policy_versions.document"
 _COMMENT = "policy_versions.comment"
 _WRITERS = (Role.COMPLIANCE, Role.OPERATOR)
 _READERS = (Role.COMPLIANCE, Role.OPERATOR, Role.TENANT_ADMIN)
+_CURSOR_TAG = "p1"
 
 
 @dataclass(frozen=True)
@@ -176,15 +178,21 @@ class PolicyService:
             principal, tenant, old.document, comment or f"rollback to version {version}", "policy.rollback"
         )
 
-    def history(self, principal: Principal, tenant: str) -> list[VersionView]:
+    def history(
+        self, principal: Principal, tenant: str, *, cursor: str | None = None, limit: int = DEFAULT_PAGE
+    ) -> Page[VersionView]:
+        """The tenant's policy versions, oldest first, a page at a time."""
         principal.require(*_READERS)
+        check_limit(limit)
         with self._sessions() as session:
             t = find_tenant(session, principal, tenant)
             active = session.scalar(select(TenantPolicy.active_version).where(TenantPolicy.tenant_id == t.id))
-            rows = session.scalars(
-                select(PolicyVersion).where(PolicyVersion.tenant_id == t.id).order_by(PolicyVersion.version)
-            )
-            return [self._view(t.id, t.slug, r, active) for r in rows]
+            query = select(PolicyVersion).where(PolicyVersion.tenant_id == t.id)
+            if cursor is not None:
+                query = query.where(PolicyVersion.version > decode_cursor(_CURSOR_TAG, cursor, integer_key))
+            rows = list(session.scalars(query.order_by(PolicyVersion.version).limit(limit + 1)))
+            items = [self._view(t.id, t.slug, r, active) for r in rows[:limit]]
+        return Page(items, encode_cursor(_CURSOR_TAG, str(items[-1].version)) if len(rows) > limit else None)
 
     def get(self, principal: Principal, tenant: str, version: int) -> VersionDocument:
         principal.require(*_READERS)

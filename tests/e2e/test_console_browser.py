@@ -179,7 +179,7 @@ def test_officer_edits_previews_applies_audits_and_rolls_back(
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(page.get_by_role("button", name="Roll back to version 1")).to_be_visible()
-    assert len(stack.client(stack.key(Role.COMPLIANCE)).get(f"/admin/v1/tenants/{tenant}/policy/versions").json()) == 2
+    assert len(list_every(stack.client(stack.key(Role.COMPLIANCE)), f"/admin/v1/tenants/{tenant}/policy/versions")) == 2
 
     # Roll back to version 1 through the dialog: version 3 becomes active.
     page.get_by_role("button", name="Roll back to version 1").click()

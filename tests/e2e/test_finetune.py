@@ -227,4 +227,4 @@ def test_the_cli_adds_a_csv_dataset_refuses_a_bad_one_naming_the_line_and_remove
     assert error_text(refused.exception).startswith("the dataset failed validation: line 3, field text")
     removed = CliRunner().invoke(finetune_cli, ["dataset", "rm", "support", "--tenant", tenant, "--yes"], obj=state)
     assert removed.exit_code == 0, removed.output
-    assert live.services.datasets.list(OP, tenant) == []
+    assert live.services.datasets.list(OP, tenant).items == []

@@ -156,9 +156,10 @@ def _state(stack: Stack, owned: Owned) -> dict[str, Any]:
     op = stack.client(stack.operator_key)
     t = owned.tenant
     listings = {
-        path: op.get(path).json()
-        for path in (f"/admin/v1/tenants/{t}/datasets", f"/admin/v1/tenants/{t}/policy/versions", "/admin/v1/tenants")
+        path: list_every(op, path)
+        for path in (f"/admin/v1/tenants/{t}/datasets", f"/admin/v1/tenants/{t}/policy/versions")
     }
+    listings["tenants"] = op.get("/admin/v1/tenants").json()
     listings["keys"] = list_every(op, f"/admin/v1/tenants/{t}/keys", include_revoked="true")
     return {  # a key's last use moves with the calls themselves: not stored state
         path: [{k: v for k, v in item.items() if k != "last_used_at"} for item in items]
@@ -369,7 +370,9 @@ def test_when_the_disk_fills_and_the_server_is_killed_mid_write_then_a_restart_f
         assert set(acknowledged["keys"]) <= listed
         for ref in ["before", *acknowledged["datasets"]]:  # every stored dataset decrypts in full
             assert len(svc.datasets.load(tenant_id, svc.datasets.get(OP, tenant, ref).id).rows) == 12
-        for d in svc.datasets.list(OP, tenant):  # and no listed dataset lost its blob
+        for d in every(
+            lambda cursor: svc.datasets.list(OP, tenant, cursor=cursor)
+        ):  # and no listed dataset lost its blob
             assert svc.datasets.load(tenant_id, d.id).rows
         svc.api_keys.create(OP, role=Role.APP, name="after", tenant=tenant)  # and it writes again
     finally:

@@ -30,7 +30,7 @@ def test_a_tenant_admin_uploads_lists_shows_and_deletes_a_dataset(stack: Stack) 
     assert (body["name"], body["task"], body["shape"], body["rows"]) == ("tickets", "classification", "text,label", 12)
     assert body["label_counts"] == {"billing": 6, "technical": 6}
     assert len(body["content_hash"]) == 64
-    assert [d["id"] for d in admin.get(f"/admin/v1/tenants/{tenant}/datasets").json()] == [body["id"]]
+    assert [d["id"] for d in admin.get(f"/admin/v1/tenants/{tenant}/datasets").json()["items"]] == [body["id"]]
     for ref in (body["id"], "tickets"):
         assert admin.get(f"/admin/v1/tenants/{tenant}/datasets/{ref}").json()["content_hash"] == body["content_hash"]
     with stack.services.sessions() as s:

@@ -45,8 +45,8 @@ def test_a_job_is_queued_with_the_noise_opacus_computes_for_its_target(stack: St
         noise_multiplier_for(1.0, job["delta"], job["sample_rate"], epochs=1)
     )
     assert admin.get(f"{_jobs(tenant)}/{job['id']}").json()["id"] == job["id"]
-    assert [j["id"] for j in admin.get(_jobs(tenant), params={"state": "queued"}).json()] == [job["id"]]
-    assert admin.get(_jobs(tenant), params={"state": "succeeded"}).json() == []
+    assert [j["id"] for j in admin.get(_jobs(tenant), params={"state": "queued"}).json()["items"]] == [job["id"]]
+    assert admin.get(_jobs(tenant), params={"state": "succeeded"}).json() == {"items": [], "next_cursor": None}
     with stack.services.sessions() as s:
         facts = s.scalar(select(AuditEntry.facts).where(AuditEntry.object == f"job:{job['id']}"))
     assert json.loads(str(facts))["target_epsilon"] == 1.0

@@ -33,7 +33,7 @@ def test_apply_history_diff_and_rollback(stack: Stack, officer: str) -> None:
     assert active["version"] == 2
     assert active["policy"]["pii"]["entities"]["PERSON"]["action"] == "redact"
 
-    history = c.get(f"{base}/versions").json()
+    history = c.get(f"{base}/versions").json()["items"]
     assert [(v["version"], v["active"], v["comment"]) for v in history] == [
         (1, False, "names as tags"),
         (2, True, "names gone"),
@@ -64,7 +64,7 @@ def test_bad_policy_gets_422_with_field_and_applies_nothing(stack: Stack, office
     body = r.json()
     assert body["type"] == "urn:appliance:problem:invalid-policy"
     assert any(e["field"] == field for e in body["errors"]), body
-    assert c.get(f"/admin/v1/tenants/{tenant}/policy/versions").json() == []
+    assert c.get(f"/admin/v1/tenants/{tenant}/policy/versions").json() == {"items": [], "next_cursor": None}
     assert c.get(f"/admin/v1/tenants/{tenant}/policy").json()["version"] is None
 
 

@@ -173,7 +173,7 @@ def test_the_api_works_through_the_wall_and_another_tenants_object_is_still_404(
     assert a_admin.post(f"{base}/keys", json={"role": "app", "name": "through"}).status_code == 201
     up = a_admin.post(f"{base}/datasets", params={"name": "more", "format": "jsonl"}, content=tickets_jsonl())
     assert up.status_code == 201, up.text
-    assert {d["name"] for d in a_admin.get(f"{base}/datasets").json()} == {"tickets", "more"}
+    assert {d["name"] for d in a_admin.get(f"{base}/datasets").json()["items"]} == {"tickets", "more"}
     assert a_admin.get(f"{base}/policy").status_code == 200
     anonymized = a_app.post("/v1/privacy/anonymize", json={"text": "Call Anna Berg at anna.berg@example.com"})
     assert anonymized.status_code == 200, anonymized.text

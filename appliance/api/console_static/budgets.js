@@ -1,7 +1,7 @@
 // Privacy budgets and fine-tuning jobs, from the fine-tuning API when this build serves it:
 // epsilon spent against the tenant's cap over time (a chart and the numbers beside it), per
 // dataset, and each job with its progress. Without that API the page says so.
-import { api, clear, describe, el, fillTenants, start, when } from "./common.js";
+import { api, apiEvery, clear, describe, el, fillTenants, start, when } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const W = 720;
@@ -111,7 +111,7 @@ async function loadBudget(tenant) {
 }
 
 async function loadJobs(tenant) {
-  const jobs = await api(`/admin/v1/tenants/${encodeURIComponent(tenant)}/finetune/jobs/`);
+  const jobs = await apiEvery(`/admin/v1/tenants/${encodeURIComponent(tenant)}/finetune/jobs/`);
   const rows = clear($("job-rows"));
   for (const j of jobs) {
     const total = Math.max(1, j.total_steps || j.planned_steps || 1);

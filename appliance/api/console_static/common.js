@@ -72,6 +72,19 @@ export async function api(path, { method = "GET", body, raw = false } = {}) {
   return type.includes("json") ? r.json() : r.text();
 }
 
+/** Every item of a paged listing ({items, next_cursor}), page after page of the largest size. */
+export async function apiEvery(path) {
+  const items = [];
+  let cursor = null;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const page = await api(`${path}${sep}limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
+
 /** Start a signed-in page: load the session (or go to sign-in), fill the header, return the session. */
 export async function start() {
   try {

@@ -1,7 +1,7 @@
 // Policies: per tenant the active version and history, a YAML editor validated as you type
 // (the API's lint endpoint: the policy schema plus the checks an apply runs), a live preview,
 // apply with a comment, diff between versions and rollback.
-import { api, clear, debounce, describe, el, fillTenants, start, toast, when } from "./common.js";
+import { api, apiEvery, clear, debounce, describe, el, fillTenants, start, toast, when } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const editor = $("policy-editor");
@@ -181,7 +181,7 @@ async function loadTenant(tenant, { keepEditor = false } = {}) {
   state.tenant = tenant;
   const [active, history] = await Promise.all([
     api(`/admin/v1/tenants/${encodeURIComponent(tenant)}/policy/`),
-    api(`/admin/v1/tenants/${encodeURIComponent(tenant)}/policy/versions`),
+    apiEvery(`/admin/v1/tenants/${encodeURIComponent(tenant)}/policy/versions`),
   ]);
   state.active = active.version;
   state.history = history;

@@ -83,7 +83,7 @@ INT32_MAX = 2**31 - 1
 VersionNumber = Annotated[int, PathParameter(ge=1, le=INT32_MAX)]
 IncludeRevoked = Annotated[bool, QueryParameter(description="Also list revoked keys.")]
 Cursor = Annotated[str | None, QueryParameter(max_length=200, description="next_cursor of the previous page.")]
-Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Keys per page.")]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="Items per page.")]
 
 
 class TenantController(Controller):

@@ -20,13 +20,14 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
-from appliance.api.routes.admin import INT32_MAX, AuthedRequest, TenantRef, VersionNumber
+from appliance.api.routes.admin import INT32_MAX, AuthedRequest, Cursor, Limit, TenantRef, VersionNumber
 from appliance.errors import InvalidInput
 from appliance.models.registry import VersionInfo
 from appliance.roles import Role
 from appliance.services.datasets import DatasetView
 from appliance.services.finetune import JobRequest, JobView
 from appliance.services.model_versions import CardView
+from appliance.services.paging import DEFAULT_PAGE
 from appliance.services.privacy_budget import BudgetReport
 
 WRITERS = roles(Role.OPERATOR, Role.TENANT_ADMIN)
@@ -38,6 +39,16 @@ enforced while the body streams in."""
 Ref = Annotated[str, PathParameter(max_length=128)]
 ModelName = Annotated[str, PathParameter(max_length=128)]
 Version = VersionNumber
+
+
+class DatasetPage(msgspec.Struct):
+    items: list[DatasetView]
+    next_cursor: str | None
+
+
+class JobPage(msgspec.Struct):
+    items: list[JobView]
+    next_cursor: str | None
 
 
 class JobCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -109,8 +120,17 @@ class DatasetController(Controller):
         return await anyio.to_thread.run_sync(add)
 
     @get("/", guards=[READERS], sync_to_thread=True)
-    def list_datasets(self, request: AuthedRequest, services: Svc, tenant: TenantRef) -> list[DatasetView]:
-        return services.datasets.list(request.user, tenant)
+    def list_datasets(
+        self,
+        request: AuthedRequest,
+        services: Svc,
+        tenant: TenantRef,
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE,
+    ) -> DatasetPage:
+        """Datasets oldest first, a page at a time: follow ``next_cursor`` until it is null."""
+        page = services.datasets.list(request.user, tenant, cursor=cursor, limit=limit)
+        return DatasetPage(page.items, page.next_cursor)
 
     @get("/{dataset:str}", guards=[READERS], sync_to_thread=True)
     def get_dataset(self, request: AuthedRequest, services: Svc, tenant: TenantRef, dataset: Ref) -> DatasetView:
@@ -145,8 +165,12 @@ class JobController(Controller):
             Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"] | None,
             QueryParameter(name="state"),
         ] = None,
-    ) -> list[JobView]:
-        return services.finetune.list(request.user, tenant, state=job_state)
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE,
+    ) -> JobPage:
+        """Jobs oldest first, a page at a time: follow ``next_cursor`` until it is null."""
+        page = services.finetune.list(request.user, tenant, state=job_state, cursor=cursor, limit=limit)
+        return JobPage(page.items, page.next_cursor)
 
     @get("/{job_id:str}", guards=[READERS], sync_to_thread=True)
     def get_job(self, request: AuthedRequest, services: Svc, tenant: TenantRef, job_id: Ref) -> JobView:

@@ -11,11 +11,12 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from appliance.api.auth import roles
 from appliance.api.deps import Svc
-from appliance.api.routes.admin import INT32_MAX, AuthedRequest, TenantRef, VersionNumber
+from appliance.api.routes.admin import INT32_MAX, AuthedRequest, Cursor, Limit, TenantRef, VersionNumber
 from appliance.errors import NotFound
 from appliance.policy.loader import PolicyError, load_policy_text, preset_names, preset_text
 from appliance.policy.schema import json_schema
 from appliance.roles import Role
+from appliance.services.paging import DEFAULT_PAGE
 from appliance.services.policies import VersionView
 
 Version = VersionNumber
@@ -69,6 +70,11 @@ class VersionOut(msgspec.Struct):
     active: bool
 
 
+class VersionPageOut(msgspec.Struct):
+    items: list[VersionOut]
+    next_cursor: str | None
+
+
 class VersionDocOut(msgspec.Struct):
     version: VersionOut
     document: str
@@ -115,8 +121,17 @@ class PolicyController(Controller):
         return _v(services.policies.rollback(request.user, tenant, data.version, data.comment))
 
     @get("/versions", guards=[READERS], sync_to_thread=True)
-    def policy_history(self, request: AuthedRequest, services: Svc, tenant: TenantRef) -> list[VersionOut]:
-        return [_v(v) for v in services.policies.history(request.user, tenant)]
+    def policy_history(
+        self,
+        request: AuthedRequest,
+        services: Svc,
+        tenant: TenantRef,
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE,
+    ) -> VersionPageOut:
+        """Versions oldest first, a page at a time: follow ``next_cursor`` until it is null."""
+        page = services.policies.history(request.user, tenant, cursor=cursor, limit=limit)
+        return VersionPageOut([_v(v) for v in page.items], page.next_cursor)
 
     @get("/versions/{version:int}", guards=[READERS], sync_to_thread=True)
     def policy_version(

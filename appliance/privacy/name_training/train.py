@@ -7,8 +7,9 @@ corpus (tested) and adapter. The defaults (40,000 examples, one epoch, the encod
 two layers, tag threshold 0.8) made the shipped adapter, in about ten minutes on two
 cores. The first two layers, not all six: on CPU the tagger runs beside spaCy on every
 request, and two layers fit the speed budget; four gain about a point of precision but fail
-it, six no more than four (docs/privacy.md, "A deeper name model"). The encoder stays frozen apart from low-rank (LoRA, via peft) updates of its linear layers
-and its layer norms, so what ships is small; the casing embedding and the tag head are
+it, six no more than four (docs/privacy.md, "A deeper name model"). The encoder stays
+frozen apart from low-rank (LoRA, via peft) updates of its linear layers and its layer
+norms, so what ships is small; the casing embedding and the tag head are
 trained in full. A validation split of freshly generated examples (other seed) reports
 token accuracy and whole-name recall after each epoch.
 """
