@@ -175,17 +175,29 @@ class Detector:
                     self._ner_texts += len(flat)
                 else:  # tokens for context words only: the policy asks for no type NER finds
                     docs = [self._nlp.make_doc(text) for text in flat]
+                # The recognizers need no name reading, so they run while the name model may
+                # still be reading: a lone short text waited for it here first (its pass is
+                # the longer of the two), then ran them.
+                recognized = [
+                    self._recognize(text, doc, wanted, custom, rules, allowed)
+                    for text, doc in zip(flat, docs, strict=True)
+                ]
             finally:
                 readings = names.result() if names is not None else [_NO_READING] * len(flat)
             out: list[list[list[Detection]]] = []
             position = 0
             for group_views in views:
-                group_docs = docs[position : position + len(group_views)]
-                group_readings = readings[position : position + len(group_views)]
-                position += len(group_views)
+                end = position + len(group_views)
                 found = self._group(
-                    [v.text for v in group_views], group_docs, group_readings, wanted, custom, rules, allowed
+                    [v.text for v in group_views],
+                    docs[position:end],
+                    recognized[position:end],
+                    readings[position:end],
+                    wanted,
+                    rules,
+                    allowed,
                 )
+                position = end
                 out.append([_in_original(view, spans) for view, spans in zip(group_views, found, strict=True)])
         return out
 
@@ -216,15 +228,15 @@ class Detector:
         self,
         group: Sequence[str],
         docs: Sequence[Doc],
+        recognized: Sequence[list[Detection]],
         readings: Sequence[NameReading],
         wanted: set[str],
-        custom: list[EntityRecognizer],
         rules: PrivacyRules,
         allowed: set[str],
     ) -> list[list[Detection]]:
         candidates = [
-            self._recognize(text, doc, reading, wanted, custom, rules, allowed)
-            for text, doc, reading in zip(group, docs, readings, strict=True)
+            [d for d in found if not (reading.tokens and _vetoed(d, reading))]
+            for found, reading in zip(recognized, readings, strict=True)
         ]
         if "PERSON" not in wanted:
             return [_resolve(c) for c in candidates]
@@ -246,12 +258,12 @@ class Detector:
         self,
         text: str,
         doc: Doc,
-        reading: NameReading,
         wanted: set[str],
         custom: list[EntityRecognizer],
         rules: PrivacyRules,
         allowed: set[str],
     ) -> list[Detection]:
+        """What the pattern and NER recognizers find; the name model's vetoes come later."""
         entities = sorted(e for e in wanted if (gate := GATES.get(e)) is None or gate(text))
         if not entities or not text.strip():
             return []
@@ -277,8 +289,8 @@ class Detector:
             for r in raw
             if _keep(r, text, rules, allowed)
         ]
-        found = [p for d in guesses for p in _cells(text, d) if not (reading.tokens and _vetoed(p, reading))]
-        if _PHONE in entities:
+        found = [p for d in guesses for p in _cells(text, d)]
+        if _PHONE in entities:  # a veto touches only spaCy's PERSON guesses, which never mask a phone number
             found += self._phones(text, found, artifacts, rules, allowed)
         return found
 
