@@ -46,6 +46,9 @@ BAD = "extends: default\nname: e2e\npii:\n  entities:\n    PERSON: {action: shre
 V1 = "extends: default\nname: e2e\npii:\n  entities:\n    PERSON: {action: replace}\n"
 V2 = "extends: default\nname: e2e-strict\npii:\n  entities:\n    PERSON: {action: redact}\n"
 TIMEOUT_MS = 15_000
+# Assertions wait as long as actions do: expect()'s own 5 s default was too short for a lint
+# and preview round trip while the full suite loads both cores (seen in CI).
+expect.set_options(timeout=TIMEOUT_MS)
 LAPTOP = {"width": 1280, "height": 800}
 
 
