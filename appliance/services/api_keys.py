@@ -184,6 +184,7 @@ class ApiKeyService:
                 tag=_CURSOR_TAG,
                 cursor=cursor,
                 limit=limit,
+                ident_pattern=_KEY_ID,
             )
         return Page([_view(k, slug) for k in rows], next_cursor)
 

@@ -51,7 +51,7 @@ def encode_cursor(tag: str, *key: str) -> str:
 def decode_cursor(tag: str, cursor: str, parse: Callable[[list[str]], K]) -> K:
     """The sort key inside ``cursor``, read by ``parse`` (which raises ValueError on a bad key).
 
-    A cursor of another listing, mangled, or whose key ``parse`` rejects is a 400.
+    A cursor of another listing, mangled, or whose key ``parse`` rejects is a 422 (InvalidInput).
     """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
@@ -72,10 +72,10 @@ def integer_key(key: list[str]) -> int:
     return int(value)
 
 
-def _creation_key(key: list[str]) -> tuple[datetime, str]:
+def _creation_key(key: list[str], ident_pattern: re.Pattern[str]) -> tuple[datetime, str]:
     created, row_id = key
     when = datetime.fromisoformat(created)
-    if when.tzinfo is None or not _ROW_ID.match(row_id):
+    if when.tzinfo is None or not ident_pattern.match(row_id):
         raise ValueError(row_id)
     return when, row_id
 
@@ -89,14 +89,16 @@ def page_by_creation(
     tag: str,
     cursor: str | None,
     limit: int,
+    ident_pattern: re.Pattern[str] = _ROW_ID,
 ) -> tuple[list[R], str | None]:
     """One page of ``query``'s rows, oldest first, and the cursor of the next page.
 
-    Rows created in the same instant are ordered by id, so none is skipped or repeated.
+    Rows created in the same instant are ordered by id, so none is skipped or repeated. A
+    cursor whose id does not match ``ident_pattern`` (the listing's own id shape) is refused.
     """
     check_limit(limit)
     if cursor is not None:
-        when, last_id = decode_cursor(tag, cursor, _creation_key)
+        when, last_id = decode_cursor(tag, cursor, lambda key: _creation_key(key, ident_pattern))
         query = query.where(or_(created > when, and_(created == when, ident > last_id)))
     rows = list(session.scalars(query.order_by(created, ident).limit(limit + 1)))
     if len(rows) <= limit:

@@ -93,9 +93,10 @@ def test_global_keys_are_paged_and_hide_revoked_ones(stack: Stack) -> None:
         {"cursor": "YTE6NDI"},  # an audit-trail cursor ("a1:42"), not a key listing's
         {"cursor": "azE6bm90LWEtZGF0ZXwwMTIzNDU2Nzg5YWJjZGVm"},  # "k1:not-a-date|0123456789abcdef"
         {"cursor": "azE6MjAyNi0wMS0wMlQwMzowNDowNXwwMTIzNDU2Nzg5YWJjZGVm"},  # a date with no zone
+        {"cursor": "azE6MjAyNi0wMS0wMlQwMzowNDowNSswMDowMHxub3QtYS1rZXktaWQ"},  # "k1:<date>|not-a-key-id"
         {"include_revoked": "perhaps"},
     ],
-    ids=["limit-0", "limit-501", "garbage", "audit-cursor", "bad-date", "naive-date", "bad-flag"],
+    ids=["limit-0", "limit-501", "garbage", "audit-cursor", "bad-date", "naive-date", "bad-key-id", "bad-flag"],
 )
 def test_bad_paging_parameters_are_a_clear_4xx(stack: Stack, params: dict[str, str | int]) -> None:
     tenant = stack.tenant()
