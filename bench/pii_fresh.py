@@ -135,11 +135,11 @@ class Template:
 
 
 @functools.cache
-def load_people() -> list[Person]:
+def load_people(data_dir: Path = DATA_DIR) -> list[Person]:
     people: list[Person] = []
     culture = group = order = ""
     titles: dict[str, tuple[str, ...]] = {}
-    for n, raw in enumerate((DATA_DIR / "people.txt").read_text(encoding="utf-8").splitlines(), 1):
+    for n, raw in enumerate((data_dir / "people.txt").read_text(encoding="utf-8").splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -169,10 +169,10 @@ def load_people() -> list[Person]:
     return people
 
 
-def _sections(name: str) -> dict[str, list[str]]:
+def _sections(data_dir: Path, name: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     current = ""
-    for raw in (DATA_DIR / name).read_text(encoding="utf-8").splitlines():
+    for raw in (data_dir / name).read_text(encoding="utf-8").splitlines():
         line = raw.rstrip()
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -186,9 +186,9 @@ def _sections(name: str) -> dict[str, list[str]]:
 
 
 @functools.cache
-def load_templates() -> list[Template]:
+def load_templates(data_dir: Path = DATA_DIR) -> list[Template]:
     out: list[Template] = []
-    for style, lines in _sections("templates.txt").items():
+    for style, lines in _sections(data_dir, "templates.txt").items():
         for line in lines:
             trap = line.startswith("! ")
             out.append(Template(style, line[2:] if trap else line, trap))
@@ -196,8 +196,8 @@ def load_templates() -> list[Template]:
 
 
 @functools.cache
-def load_lexicon() -> dict[str, list[str]]:
-    return _sections("lexicon.txt")
+def load_lexicon(data_dir: Path = DATA_DIR) -> dict[str, list[str]]:
+    return _sections(data_dir, "lexicon.txt")
 
 
 # ---------------------------------------------------------------------------- pattern values
@@ -563,10 +563,12 @@ DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sun
 
 
 class _Builder:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, data_dir: Path = DATA_DIR, source: str = "fresh") -> None:
         self.rng = random.Random(seed)
-        self.people = load_people()
-        self.lex = load_lexicon()
+        self.data_dir = data_dir
+        self.source = source
+        self.people = load_people(data_dir)
+        self.lex = load_lexicon(data_dir)
         self.stats = Stats()
         order = list(range(len(self.people)))
         self.rng.shuffle(order)
@@ -738,7 +740,7 @@ class _Builder:
         return text, spans, trap
 
     def build(self, n: int) -> list[Sample]:
-        templates = load_templates()
+        templates = load_templates(self.data_dir)
         by_style: dict[str, list[Template]] = {}
         for t in templates:
             by_style.setdefault(t.style, []).append(t)
@@ -766,12 +768,16 @@ class _Builder:
             self.stats.styles[style] += 1
             self.stats.trap_texts += trap
             self.stats.no_pii_texts += not spans
-            samples.append(Sample(text=text, spans=sorted(spans, key=lambda s: s.start), source=f"fresh/{style}"))
+            samples.append(
+                Sample(text=text, spans=sorted(spans, key=lambda s: s.start), source=f"{self.source}/{style}")
+            )
         return samples
 
 
-def _build(seed: int = DEFAULT_SEED, n: int = N_TEXTS) -> tuple[list[Sample], Stats]:
-    builder = _Builder(seed)
+def _build(
+    seed: int = DEFAULT_SEED, n: int = N_TEXTS, data_dir: Path = DATA_DIR, source: str = "fresh"
+) -> tuple[list[Sample], Stats]:
+    builder = _Builder(seed, data_dir, source)
     samples = builder.build(n)
     return samples, builder.stats
 
