@@ -815,31 +815,45 @@ def check_value(entity_type: str, value: str, stats: Stats) -> None:
         assert phone_ok(value, stats.phones[value]), value
 
 
-def main() -> None:
-    seed = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SEED
-    samples, stats = _build(seed)
+def check_and_describe(
+    seed: int, data_dir: Path = DATA_DIR, source: str = "fresh", expected: dict[str, int] | None = None
+) -> None:
+    """Builds a corpus of this generator, checks every span and value, and prints its counts
+    and a few samples (``python -m bench.pii_fresh`` and ``python -m bench.pii_blind``)."""
+    samples, stats = _build(seed, N_TEXTS, data_dir, source)
     for s in samples:
         check_sample(s)
         for span in s.spans:
             check_value(span.entity_type, s.text[span.start : span.end], stats)
-    people = load_people()
-    used = [people[i] for i in stats.people]
+    people = load_people(data_dir)
     spans = Counter(span.entity_type for s in samples for span in s.spans)
-    words = [len(s.text.split()) for s in samples if s.source == "fresh/paragraph"]
+    words = [len(s.text.split()) for s in samples if s.source == f"{source}/paragraph"]
     print(f"{len(samples)} texts, seed {seed}; all spans checked")
-    print(f"people: {len(people)} of {len({p.culture for p in people})} cultures; used {len(used)}")
-    pieces = Counter(t.style in ("filler", "late") for t in load_templates())
-    print(f"templates: {pieces[False]}, paragraph sentences: {pieces[True]}")
+    print(
+        f"people: {len(people)} of {len({p.culture for p in people})} cultures "
+        f"in {len({p.group for p in people})} regions; used {len(stats.people)}"
+    )
+    templates = load_templates(data_dir)
+    pieces = Counter(t.style in ("filler", "late") for t in templates)
+    traps = sum(t.trap for t in templates if t.style not in ("filler", "late"))
+    print(f"templates: {pieces[False]} ({traps} traps), paragraph sentences: {pieces[True]}")
     print(f"texts per style: {dict(sorted(stats.styles.items()))}")
     print(f"paragraphs: {len(words)}, {min(words)}-{max(words)} words")
     print(f"trap texts: {stats.trap_texts} ({stats.trap_texts / len(samples):.0%}); no-PII texts: {stats.no_pii_texts}")
     print(f"phones: {len(stats.phone_regions)} regions, formats {dict(stats.phone_formats)}")
     print(f"spans: {dict(spans.most_common())}")
+    if expected is not None and dict(spans) != expected:
+        print(f"WARNING: span counts differ from the expected {expected}")
     rng = random.Random(seed)
     for s in rng.sample(samples, 6):
         print(f"\n[{s.source}] {s.text}")
         for span in s.spans:
             print(f"    {span.entity_type:13s} {s.text[span.start : span.end]!r}")
+
+
+def main() -> None:
+    seed = int(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SEED
+    check_and_describe(seed, expected=EXPECTED_SPANS if seed == DEFAULT_SEED else None)
 
 
 if __name__ == "__main__":

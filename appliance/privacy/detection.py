@@ -31,8 +31,8 @@ from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer, load_ner_pipeline, make_nlp_engine
 from appliance.privacy.gazetteers import judge_gazetteers
 from appliance.privacy.name_bounds import bare_name, widen_names
-from appliance.privacy.name_lexicon import judge_names
-from appliance.privacy.name_model import NAME_MODEL_DIR, NameModel, NameReading
+from appliance.privacy.name_lexicon import is_name_word, judge_names
+from appliance.privacy.name_model import NAME_MODEL_DIR, NameModel, NameReading, sentence_start
 from appliance.privacy.names import (
     drop_non_names,
     names_a_company,
@@ -83,6 +83,11 @@ _SPACY_PERSON_VETO = 0.05
 # model misses in one text (a name repeated in lower case, a name beside its address), so
 # the bar is low: only spans the model is confident are ordinary words go.
 _RULE_PERSON_VETO = 0.05
+# A spaCy guess of one word that is both a name and an English word ("Frank", "Grace", "Bill")
+# needs more of the name model when it opens a sentence: its capital is the sentence's, so
+# spaCy's casing evidence is void there, while the name model read the words after it
+# ("Frank feedback from the pilot" against "Frank said the pilot").
+_SENTENCE_START_VETO = 0.7
 _NO_READING = NameReading([], [])
 
 
@@ -235,8 +240,8 @@ class Detector:
         allowed: set[str],
     ) -> list[list[Detection]]:
         candidates = [
-            [d for d in found if not (reading.tokens and _vetoed(d, reading))]
-            for found, reading in zip(recognized, readings, strict=True)
+            [d for d in found if not (reading.tokens and _vetoed(text, d, reading))]
+            for text, found, reading in zip(group, recognized, readings, strict=True)
         ]
         if "PERSON" not in wanted:
             return [_resolve(c) for c in candidates]
@@ -317,13 +322,21 @@ class Detector:
         ]
 
 
-def _vetoed(d: Detection, reading: NameReading) -> bool:
-    """A spaCy PERSON guess the name model is sure is no name."""
-    return (
-        d.entity_type == "PERSON"
-        and d.recognizer == "SpacyRecognizer"
-        and reading.probability(d.start, d.end) < _SPACY_PERSON_VETO
-    )
+def _vetoed(text: str, d: Detection, reading: NameReading) -> bool:
+    """A spaCy PERSON guess the name model is sure is no name, or a name that is also an
+    English word opening a sentence, which the model doubts: its capital is the sentence's,
+    and the small spaCy model calls such words people ("Frank feedback from the pilot",
+    "Grace periods were shortened", "Bill payment")."""
+    if d.entity_type != "PERSON" or d.recognizer != "SpacyRecognizer":
+        return False
+    bar = _SENTENCE_START_VETO if _word_opening(text, d) else _SPACY_PERSON_VETO
+    return reading.probability(d.start, d.end) < bar
+
+
+def _word_opening(text: str, d: Detection) -> bool:
+    """A one-word guess that opens a sentence and is also an English word."""
+    word = text[d.start : d.end].strip()
+    return sentence_start(text, d.start) and is_name_word(word)
 
 
 _CELL_BREAK = regex.compile(r"\s*[\n\r\t\v\f]\s*")

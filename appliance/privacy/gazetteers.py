@@ -105,6 +105,18 @@ _DETERMINER_BEFORE = regex.compile(
 )
 _NUMBER_BEFORE = regex.compile(r"\d[ \t]?$")
 _AT_OR_OF_BEFORE = regex.compile(r"(?<![\p{L}\d])(?i:at|of)[ \t]+$")
+# Words before a name that make it a company: "Employer: Hilton", "offers from Bosch", "counsel
+# for Bayer", "merchant Roche". Not "client" or "customer": those are often people.
+_COMPANY_BEFORE = regex.compile(
+    r"(?<![\p{L}\d])(?i:employer|vendor|vendors|supplier|suppliers|merchant|creditor|debtor|carrier|broker|insurer"
+    r"|manufacturer|retailer|distributor|reseller|sponsor|counsel[ \t]+for|offers?[ \t]+from|quotes?[ \t]+from"
+    r"|shares[ \t]+(?:of|in)|stake[ \t]+in|acquired[ \t]+by|acquisition[ \t]+of|subsidiary[ \t]+of)[ \t]*:?[ \t]*$"
+)
+# Another brand joined to this one: "offers from Chanel and Škoda", "Bayer, Roche and Novartis".
+_JOINED_AFTER = regex.compile(r"^[ \t]*(?:,|&|\+|/|(?i:and|or|x|vs\.?|versus))[ \t]+(\p{Lu}[\p{L}\p{M}'\u2019.-]*)")
+_JOINED_BEFORE = regex.compile(
+    r"(\p{Lu}[\p{L}\p{M}'\u2019.-]*)[ \t]*(?:,|&|\+|/|(?<=[ \t])(?i:and|or|x|vs\.?|versus))[ \t]+$"
+)
 _BRAND_NOUNS = frozenset(
     """app apps account accounts store stores shop shops outlet outlets dealer dealership laptop laptops phone
     phones tablet tablets printer printers fan fans vacuum vacuums hoover chair chairs desk desks boots shoes
@@ -204,7 +216,7 @@ def judge_gazetteers(text: str, found: list[Detection], *, locations: bool) -> N
             continue
         if _holiday_of(text, d) or _calendar_of(text, d) or _brand_of(text, d):
             continue
-        place = _place_of(text, d, locations)
+        place = _street_of(text, d) or _place_of(text, d, locations)
         if place is None:
             kept.append(d)
         elif locations:
@@ -226,12 +238,18 @@ def _brand_of(text: str, d: Detection) -> bool:
     if window is None:
         return False
     start, end, kind = window
-    if _treated_as_person(text, start, end):
+    # "with" or a sign-off before a brand that is no name ("experience with Django") says
+    # nothing of a person; a title, a greeting or a speaker's label still does.
+    if _treated_as_person(text, start, end, with_or_sign_off=kind != "b"):
         return False
     if kind == "b":
         return True
     head = text[max(0, start - 20) : start]
     if _DETERMINER_BEFORE.search(head) or (" " in text[start:end] and _AT_OR_OF_BEFORE.search(head)):
+        return True
+    if _COMPANY_BEFORE.search(text[max(0, start - 30) : start]):
+        return True
+    if _beside_a_brand(text, start, end, lone=" " not in text[start:end].strip()):
         return True
     if "&" in text[start:end] or "+" in text[start:end]:
         return True  # "Johnson & Johnson", "Kuehne+Nagel": a known firm, written as one
@@ -239,6 +257,27 @@ def _brand_of(text: str, d: Detection) -> bool:
         return True  # a unit: "300 Kelvin", "5 Newton"
     after = _NEXT_WORD.match(text[end : end + 40])
     return after is not None and after.group(1).casefold().strip(".") in _BRAND_NOUNS
+
+
+def _beside_a_brand(text: str, start: int, end: int, *, lone: bool) -> bool:
+    """Another listed brand joined to this one ("Chanel and Škoda", "Bayer, Roche", "Hilton
+    and Grafana"): firms are named beside firms. A full name ("Paul Smith and John Lewis
+    approved it") yields only to a neighbour that is no name ("Paul Smith and Grafana"); a
+    lone word that is also a name ("Chanel") to any listed neighbour."""
+    kinds: set[str] = set()
+    after = _JOINED_AFTER.match(text[end : end + 40])
+    if after is not None:
+        words = _NEIGHBOUR_WORD.findall(text, end + after.start(1), end + after.start(1) + 60)[:_BRAND_WINDOW]
+        kinds |= {k for n in range(1, len(words) + 1) if (k := brand_kind(" ".join(words[:n])))}
+    before = _JOINED_BEFORE.search(text[max(0, start - 40) : start])
+    if before is not None:
+        lo = max(0, start - 40) + before.end(1)
+        words = _NEIGHBOUR_WORD.findall(text, max(0, lo - 60), lo)[-_BRAND_WINDOW:]
+        kinds |= {k for n in range(1, len(words) + 1) if (k := brand_kind(" ".join(words[-n:])))}
+    return "b" in kinds or (lone and bool(kinds))
+
+
+_NEIGHBOUR_WORD = regex.compile(r"[^\s,;:()]+")
 
 
 def _calendar_of(text: str, d: Detection) -> bool:
@@ -321,14 +360,14 @@ def _window(
     return best
 
 
-def _treated_as_person(text: str, start: int, end: int) -> bool:
+def _treated_as_person(text: str, start: int, end: int, *, with_or_sign_off: bool = True) -> bool:
     """A title or greeting before it, a speaker's label after it, or a name-like capitalized
     word beside it that is no place word ("Florence Nightingale")."""
     if addressed_or_titled(text, start) or _SPEAKER_AFTER.match(text[end : end + 20]):
         return True
     if _INITIAL_BEFORE.search(text[max(0, start - 4) : start]):
         return True  # "K. Toyooka"
-    if _WITH_OR_SIGN_OFF_BEFORE.search(text[max(0, start - 30) : start]):
+    if with_or_sign_off and _WITH_OR_SIGN_OFF_BEFORE.search(text[max(0, start - 30) : start]):
         return True  # "a call with Bahar", "Best, Raka"
     after = _NEXT_WORD.match(text[end : end + 40])
     before = _PREV_WORD.search(text[max(0, start - 40) : start])
@@ -360,6 +399,40 @@ def _treated_as_place(text: str, start: int, end: int) -> bool:
     if country is not None and is_country(country.group(1)):
         return True
     return _after_an_address(text, start)
+
+
+# A street in an address line: a house number before it ("124 Anna Salai, Chennai") or
+# after it ("Jungfernstieg 49, 20354 Hamburg"), then a comma and a postcode or a known town.
+_NUMBER_FIRST = regex.compile(r"(?:^|[\n,:;(]|(?<![\p{L}\d])(?i:at|to|for|in|from|on|c/o))[ \t]*\d{1,5}\p{L}?[ \t]+$")
+_NUMBER_AFTER = regex.compile(r"^[ \t]+\d{1,5}\p{L}?(?=[ \t]*,)")
+_LINE_START_BEFORE = regex.compile(r"(?:^|[\n,:;(])[ \t]*$")
+_POSTCODE_AFTER = regex.compile(r"^[ \t]*,[ \t]*\d{4,6}(?!\d)")
+_TOWN_AFTER = regex.compile(r"^[ \t]*,[ \t]*(\p{Lu}[\p{L}\p{M}'\u2019.-]*(?:[ \t]+\p{L}[\p{L}\p{M}'\u2019.-]*){0,3})")
+
+
+def _street_of(text: str, d: Detection) -> tuple[int, int] | None:
+    """The guess's span when it names the street of an address line, else None. The postcode
+    or known town after the comma is what makes it an address: "Anna Berg 3, Ben Okoro 2" is
+    a list."""
+    if _NUMBER_FIRST.search(text[max(0, d.start - 40) : d.start]):
+        end = d.end
+    else:
+        number = _NUMBER_AFTER.match(text[d.end : d.end + 12])
+        if number is None or not _LINE_START_BEFORE.search(text[max(0, d.start - 20) : d.start]):
+            return None
+        if _treated_as_person(text, d.start, d.end):
+            return None
+        end = d.end + number.end()
+    if _POSTCODE_AFTER.match(text[end : end + 12]):
+        return d.start, d.end
+    town = _TOWN_AFTER.match(text[end : end + 60])
+    if town is None:
+        return None
+    words = town.group(1).split()
+    # A town that is no name ("Chennai", not "Florence"), or a country.
+    candidates = [" ".join(words[:n]).rstrip(".") for n in range(len(words), 0, -1)]
+    known = any(place_kind(c) == "p" or is_country(c) for c in candidates)
+    return (d.start, d.end) if known else None
 
 
 def _after_an_address(text: str, start: int) -> bool:

@@ -39,16 +39,19 @@ from appliance.privacy.spans import Detection
 __all__ = [
     "LEXICON_FILE",
     "MONTHS",
+    "NAME_WORDS_FILE",
     "PLACE_WORDS",
     "WEEKDAYS",
     "addressed_or_titled",
     "common_words",
     "is_calendar_word",
+    "is_name_word",
     "is_ordinary",
     "judge_names",
 ]
 
 LEXICON_FILE = "common_words.txt.gz"
+NAME_WORDS_FILE = "name_words.txt.gz"
 
 _TOKEN = regex.compile(r"\p{L}[\p{L}\p{M}'\u2019]*(?:-\p{L}[\p{L}\p{M}'\u2019]*)*")
 _TITLE_BEFORE = regex.compile(
@@ -107,7 +110,9 @@ _ORG_LAST = frozenset(
     logistics shipping insurance assurance mutual media consulting consultants capital ventures investments
     labs laboratories pharma pharmaceuticals motors studio studios trading resorts veterinary realty
     properties construction telecom networks software services enterprises associates agency foundation
-    trust bakery restaurant cafe café pharmacy""".split()  # noqa: SIM905 - a word list reads best as words
+    trust bakery restaurant cafe café pharmacy comms communications relations resources operations procurement
+    facilities payroll compliance helpdesk marketing cement steel mills textiles petroleum chemicals paints
+    brewery breweries beverages tyres tires electronics""".split()  # noqa: SIM905 - a word list reads best as words
 )
 _ADDRESSED_BEFORE = regex.compile(
     r"(?<![\p{L}\d-])(?i:hi|hello|hey|dear|thanks|thank[ \t]+you|cheers|congrats|congratulations|welcome|bye"
@@ -146,6 +151,17 @@ def common_words() -> frozenset[str]:
         return frozenset(line.strip() for line in fh if line.strip())
 
 
+@functools.cache
+def _name_words() -> frozenset[str]:
+    with gzip.open(NAME_MODEL_DIR / NAME_WORDS_FILE, "rt", encoding="utf-8") as fh:
+        return frozenset(line.strip() for line in fh if line.strip())
+
+
+def is_name_word(word: str) -> bool:
+    """A name that is also an English verb, adjective or adverb ("Frank", "Grace", "Bill")."""
+    return word.casefold() in _name_words()
+
+
 def is_ordinary(word: str) -> bool:
     """A common English word (or a noun's plural: "payslips") that is not also a name."""
     w = word.casefold().replace("\u2019", "'")
@@ -153,8 +169,12 @@ def is_ordinary(word: str) -> bool:
 
 
 def _ordinary(token: str) -> bool:
+    """``is_ordinary``, and a hyphenated word whose parts are, or whose parts joined are
+    ("Mark-ups": "markups")."""
     return token.casefold() not in _PARTICLES and (
-        is_ordinary(token) or all(is_ordinary(p) for p in token.split("-") if p)
+        is_ordinary(token)
+        or all(is_ordinary(p) for p in token.split("-") if p)
+        or ("-" in token and is_ordinary(token.replace("-", "")))
     )
 
 
@@ -183,14 +203,58 @@ def _judge(text: str, d: Detection, locations: bool) -> Detection | None:
         return d
     if (len(tokens) == 1 and _is_eponym(text, d.start, d.end)) or _names_an_org(text, d.end, tokens[-1].group()):
         return None
+    if _REFERENCE_AFTER.match(text, tokens[-1].end()) and tokens[-1].group().isupper():
+        return None  # a reference's prefix: "TCK-415439", "PNR REQ-153811"
+    if _software_after(text, d.end):
+        return None  # "the Flask plugin", "a Jira connector"
+    # A job title after a name is no part of it ("Scrum Master", "Hon. judge", "Jo Lee Analyst").
+    whole = len(tokens)
+    while len(tokens) > 1 and _role_word(tokens[-1].group()):
+        tokens.pop()
+    if len(tokens) < whole and all(_ordinary(t.group()) or _TITLE_WORD.fullmatch(t.group()) for t in tokens):
+        return None
     if all(_ordinary(t.group()) for t in tokens) and not _person_cue(text, d.start, d.end):
         return None
+    if _lower_case_words(text, d, tokens) and not _person_cue(text, d.start, d.end):
+        return None  # "to be frank", "so far", "a general enquiry" in a text that writes names with capitals
     # Lower-case ordinary words at the edges of a longer guess are not part of the name.
     while len(tokens) > 1 and tokens[0].group()[0].islower() and _ordinary(tokens[0].group()):
         tokens.pop(0)
     while len(tokens) > 1 and tokens[-1].group()[0].islower() and _ordinary(tokens[-1].group()):
         tokens.pop()
     return Detection(tokens[0].start(), tokens[-1].end(), d.entity_type, d.score, d.recognizer)
+
+
+# Job titles after a name. Capitalized, only those that are no surname ("Judge", "Head",
+# "Clerk" and "Lead" are); in lower case, those too.
+_ROLE_WORDS = frozenset(
+    """manager director officer engineer associate analyst consultant coordinator specialist intern assistant
+    secretary advisor adviser administrator developer designer auditor accountant controller supervisor
+    technician therapist paralegal recruiter master""".split()  # noqa: SIM905 - a word list reads best as words
+)
+_LOWER_ROLE_WORDS = _ROLE_WORDS | frozenset("judge head clerk lead counsel nurse".split())  # noqa: SIM905
+_TITLE_WORD = regex.compile(
+    r"(?i:mr|mrs|ms|mx|miss|dr|prof|sir|dame|lady|lord|rev|hon|honourable|honorable|herr|frau|mme|sheikh)"
+)
+
+
+def _role_word(word: str) -> bool:
+    w = word.casefold()
+    return w in _LOWER_ROLE_WORDS if word.islower() else w in _ROLE_WORDS
+
+
+_CAPITAL_OPENING = regex.compile(r"(?:^|[.!?][ \t]+|\n[ \t]*)\p{Lu}")
+
+
+def _lower_case_words(text: str, d: Detection, tokens: list[regex.Match[str]]) -> bool:
+    """A lower-case guess of English words ("frank", "far", "general", some of them also
+    names) inside a text whose sentences open with capitals: such a text writes its names
+    with capitals too. All-lower-case chat ("grace is out today") is left to the model."""
+    return (
+        all(t.group().islower() and (is_name_word(t.group()) or _ordinary(t.group())) for t in tokens)
+        and not _sentence_start(text, d.start)
+        and _CAPITAL_OPENING.search(text) is not None
+    )
 
 
 def addressed_or_titled(text: str, start: int) -> bool:
@@ -303,11 +367,23 @@ def _name_parts_before(text: str, start: int) -> list[regex.Match[str]]:
     return parts
 
 
+_REFERENCE_AFTER = regex.compile(r"[-/#]?\d")
+# Words after a name that make it software, not a person: "the Flask plugin", "a Kafka cluster".
+_SOFTWARE_AFTER = frozenset(
+    "plugin plugins plug-in add-on addon sdk framework connector cluster pipeline repo repository library".split()  # noqa: SIM905
+)
+
+
+def _software_after(text: str, end: int) -> bool:
+    after = _NEXT.match(text[end : end + 40])
+    return after is not None and after.group(1).casefold().strip(".") in _SOFTWARE_AFTER
+
+
 def _names_an_org(text: str, end: int, last: str) -> bool:
     """The guess ends in, or is followed by, an organisation word: "Umoja Solar", "Tamarind Foods"."""
     if last.casefold().strip(".") in _ORG_LAST:
         return True
-    after = _NEXT.match(text[end : end + 40])
+    after = _NEXT_IN_NAME.match(text[end : end + 40])  # one space: a tab parts a table's cells
     return after is not None and after.group(1)[0].isupper() and after.group(1).casefold().strip(".") in _ORG_LAST
 
 

@@ -81,7 +81,7 @@ def case_ids(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
             shape = _SHAPES["upper"]
         else:
             shape = _SHAPES["lower"]
-        if shape != _SHAPES["initial"] and _sentence_start(text, ws):
+        if shape != _SHAPES["initial"] and sentence_start(text, ws):
             shape += _SENTENCE_START_OFFSET
         out.append(min(shape, CASE_VOCAB - 1))
     return out
@@ -99,7 +99,8 @@ def _words_around(text: str, position: int) -> dict[int, tuple[int, int]]:
     return spans
 
 
-def _sentence_start(text: str, start: int) -> bool:
+def sentence_start(text: str, start: int) -> bool:
+    """Only spaces and tabs stand between ``start`` and the text's start or a sentence's end."""
     i = start - 1
     while i >= 0 and text[i] in " \t":
         i -= 1

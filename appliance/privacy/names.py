@@ -383,6 +383,11 @@ FORM_LABELS = frozenset(
         "key",
         "token",
         "balance",
+        "hostname",
+        "on-call",
+        "oncall",
+        "kpi",
+        "kpis",
     ]
 )
 _CALENDAR = frozenset(
@@ -500,8 +505,40 @@ _TITLES = ["mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "dame"
 _CHAT_WORDS = [
     "pls", "plz", "thx", "thnx", "tx", "ty", "np", "fyi", "btw", "asap", "lol", "omg", "idk", "imo", "imho", "brb",
     "msg", "dm", "pm", "wrt", "eta", "eod", "eow", "ooo", "tbh", "afaik", "kk", "k", "ya", "yep", "nope",
+    "rsvp", "nvm", "lmk", "tbd", "tba", "wfh", "iirc", "afk", "gtg", "ttyl", "jk", "smh", "ikr", "tyvm", "yw",
+    "omw", "irl", "fwiw", "icymi", "tldr", "ofc", "rn", "ngl", "hmu", "otoh", "nbd", "ftw", "ack", "pto",
 ]  # fmt: skip
-_INTERJECTIONS = frozenset([*_GREETINGS, "sorry", *_TITLES, *_CHAT_WORDS])
+# Greetings, sign-offs and form labels of other languages: a model trained on English frames
+# takes a capitalized word above a signature or before a colon for a name ("Cordialement,",
+# "Mit freundlichen Grüßen", "Nombre: ..."). Words that are also given names ("Salam",
+# "Kasih", "Ville") or surnames ("Gentile", "Lieber") are left out.
+_FOREIGN_WORDS = [
+    # French
+    "cordialement", "salutations", "amicalement", "respectueusement", "bonjour", "bonsoir", "merci", "bisous",
+    "nom", "prénom", "prenom", "adresse", "téléphone", "courriel", "société", "objet",
+    # Spanish
+    "saludos", "saludo", "cordiales", "atentamente", "gracias", "hola", "buenos", "buenas", "abrazos", "besos",
+    "estimado", "estimada", "estimados", "nombre", "apellido", "apellidos", "teléfono", "telefono", "dirección",
+    "direccion", "ciudad", "correo", "fecha", "empresa", "asunto",
+    # Portuguese
+    "atenciosamente", "cumprimentos", "abraço", "abraços", "obrigado", "obrigada", "olá", "prezado", "prezada",
+    "beijos", "nome", "endereço", "cidade", "telefone",
+    # Italian
+    "cordiali", "distinti", "saluti", "grazie", "ciao", "buongiorno", "egregio", "cognome",
+    "indirizzo", "città", "oggetto",
+    # German
+    "freundlichen", "freundliche", "grüßen", "grüße", "grüssen", "grüsse", "herzliche", "herzlichen", "viele",
+    "beste", "liebe", "hallo", "danke", "vielen", "dank", "geehrte", "geehrter", "vorname",
+    "nachname", "anschrift", "telefon", "straße", "strasse", "geburtsdatum", "betreff",
+    # Dutch and the Nordic languages
+    "groeten", "groet", "vriendelijke", "hartelijke", "bedankt", "voornaam", "achternaam", "adres",
+    "woonplaats", "onderwerp", "hälsningar", "hälsning", "vänliga", "vänlig", "hilsen", "hilsner", "venlig",
+    "venlige", "mvh", "tack", "takk", "tusen", "terveisin", "ystävällisin", "kiitos",
+    # Central and Eastern Europe, Turkey
+    "pozdrawiam", "pozdrowienia", "dziękuję", "pozdravem", "děkuji", "üdvözlettel", "köszönöm",
+    "saygılarımla", "teşekkürler", "merhaba",  # noqa: RUF001 - Turkish spells them with the dotless i
+]  # fmt: skip
+_INTERJECTIONS = frozenset([*_GREETINGS, "sorry", *_TITLES, *_CHAT_WORDS, *_FOREIGN_WORDS])
 
 
 def _plausible(value: str) -> bool:

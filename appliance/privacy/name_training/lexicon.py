@@ -8,7 +8,12 @@ verbs, adjectives, adverbs; WordNet's) and the nouns' plurals, minus every name 
 in any of its locales (transliterated and ASCII-folded too). A word that is both ("Hope",
 "Mark", "Rose", "Lee", "James") is not listed: context must decide for those.
 
-Run with the training extras: ``python -m appliance.privacy.name_training.lexicon [--out FILE]``.
+A second list (``name_words.txt.gz``) holds those that are both and are English as a verb,
+adjective or adverb ("frank", "grace", "bill", "hope"): a capital that only opens a sentence
+makes them no more a name than "Housekeeping" ("Frank feedback from users").
+
+Run with the training extras: ``python -m appliance.privacy.name_training.lexicon [--name-words]
+[--out FILE]`` (``--name-words`` builds the second list).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from appliance.privacy.name_model import NAME_MODEL_DIR
 from appliance.privacy.name_training.people import HELD_OUT_LOCALES
 
 LEXICON_FILE = "common_words.txt.gz"
+NAME_WORDS_FILE = "name_words.txt.gz"
 _WORD = re.compile(r"[a-z]{3,}")
 _NAME_LISTS = re.compile(r"(first|last)_(names?|romanized_names)(_(male|female|nonbinary))?$|^(prefixes|suffixes)$")
 
@@ -66,8 +72,9 @@ def faker_names() -> set[str]:
     return names
 
 
-def english_words() -> set[str]:
-    """The lemmas of the packaged spaCy model's English word index (WordNet's)."""
+def english_words(parts: tuple[str, ...] = ("noun", "verb", "adj", "adv")) -> set[str]:
+    """The lemmas of the packaged spaCy model's English word index (WordNet's) for these
+    parts of speech, and the nouns' plurals."""
     import spacy
 
     from appliance.config import PrivacySettings
@@ -75,7 +82,7 @@ def english_words() -> set[str]:
     nlp = spacy.load(PrivacySettings().nlp_model, exclude=["ner", "parser", "tagger"])
     index = nlp.get_pipe("lemmatizer").lookups.get_table("lemma_index")  # type: ignore[attr-defined]
     words: set[str] = set()
-    for pos in ("noun", "verb", "adj", "adv"):
+    for pos in parts:
         lemmas = [w for w in index.get(pos, []) if _WORD.fullmatch(w)]
         words.update(lemmas)
         if pos == "noun":
@@ -95,6 +102,12 @@ def build() -> list[str]:
     return sorted(english_words() - faker_names())
 
 
+def build_name_words() -> list[str]:
+    """Names that are also English verbs, adjectives or adverbs (WordNet's nouns hold
+    famous people's names, "rupert", "adam": those are left out)."""
+    return sorted(english_words(("verb", "adj", "adv")) & faker_names())
+
+
 def write_shipped_list(default_name: str, lines: list[str], what: str) -> None:
     """Writes ``lines`` gzipped to ``--out FILE`` or the shipped file ``default_name``."""
     out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else NAME_MODEL_DIR / default_name
@@ -105,7 +118,10 @@ def write_shipped_list(default_name: str, lines: list[str], what: str) -> None:
 
 
 def main() -> None:
-    write_shipped_list(LEXICON_FILE, build(), "common English words that are not names")
+    if "--name-words" in sys.argv:
+        write_shipped_list(NAME_WORDS_FILE, build_name_words(), "names that are also English words")
+    else:
+        write_shipped_list(LEXICON_FILE, build(), "common English words that are not names")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,11 @@ def test_the_gazetteer_tells_places_that_are_names_from_those_that_are_not() -> 
         ('{"city": "Houston", "zip": "77002"}', "Houston", "Houston"),
         ("Our Dallas office is moving.", "Dallas", "Dallas"),
         ("She lives in Lagos, Nigeria.", "Lagos", "Lagos"),
+        # A street in an address line: a house number, then a postcode or a known town.
+        ("Address: 124 Anna Salai, Chennai. ID verified.", "Anna Salai", "Anna Salai"),
+        ("Gate code for 178 Masarykova, Brno: ask reception.", "Masarykova", "Masarykova"),
+        ("Property: Jungfernstieg 49, 20354 Hamburg", "Jungfernstieg", "Jungfernstieg"),
+        ("Billing address: Knez Mihailova 12, Belgrade", "Knez Mihailova", "Knez Mihailova"),
     ],
 )
 def test_a_guess_that_names_a_town_becomes_a_location(text: str, guess: str, place: str) -> None:
@@ -67,6 +72,10 @@ def test_a_guess_that_names_a_town_becomes_a_location(text: str, guess: str, pla
         ("[09:14] Bahar: the build is green again", "Bahar"),
         # A list of names is no "town, country".
         ("They had four children: Hayden, Mitchell, Stephanie and Joan.", "Mitchell"),
+        # A number and a comma beside a name, but no address: a list, a count, a name at work.
+        ("Seats: Anna Berg 3, Ben Okoro 2", "Anna Berg"),
+        ("Ticket 4471 Maria Lopez, can you check it?", "Maria Lopez"),
+        ("Owner: Dr Kondwani Mwale 12, Lilongwe", "Kondwani Mwale"),  # titled: a person
     ],
 )
 def test_a_person_named_like_a_town_stays_a_person(text: str, guess: str) -> None:
@@ -177,6 +186,13 @@ def test_the_brand_list_tells_brands_that_are_names_from_those_that_are_not() ->
         ("Visitor: Mr Okafor (Johnson & Johnson)", "Johnson"),
         ("Cool the sample to 300 Kelvin first.", "Kelvin"),
         ("Allow 5 working days.\nSuzuki Customer Care", "Suzuki"),
+        # A company's role before it, or another listed brand joined to a lone word.
+        ("Employer: Hilton\nStart date: 1 May", "Hilton"),
+        ("Chargeback: merchant Porsche, amount EUR 90.", "Porsche"),
+        ("We compared offers from Suzuki and Bosch.", "Suzuki"),
+        ("We compared offers from Suzuki and Bosch.", "Bosch"),
+        ("Deploy notes: Paul Smith and Grafana both renewed.", "Paul Smith"),  # beside a brand that is no name
+        ("Experience with Grafana is a plus.", "Grafana"),  # "with" makes no person of a brand that is no name
     ],
 )
 def test_a_brand_is_no_person(text: str, guess: str) -> None:
@@ -187,6 +203,10 @@ def test_a_brand_is_no_person(text: str, guess: str) -> None:
     ("text", "guess"),
     [
         ("Paul Smith approved the refund.", "Paul Smith"),  # a brand's name, borne by many people
+        # Two full names that are brands, joined: people as likely as firms, so people.
+        ("Paul Smith and John Lewis approved the refund.", "Paul Smith"),
+        ("Paul Smith and John Lewis approved the refund.", "John Lewis"),
+        ("Mr Porsche and Ms Bosch joined the call.", "Porsche"),  # titled
         ("Mr Dyson called about the invoice.", "Dyson"),
         ("Jenkins said the build is green.", "Jenkins"),
         ("Hi Alexa, your parcel is here.", "Alexa"),
