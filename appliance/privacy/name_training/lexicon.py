@@ -4,7 +4,8 @@ The name model reads casing and context, not a dictionary, so it sometimes takes
 English word for a name: a heading ("Housekeeping"), a form label ("Payslip"), a term
 ("thyroiditis"), a chat word ("rota"). The lexicon lists English words that are not also
 given or family names: every lemma of the packaged spaCy model's English word index (nouns,
-verbs, adjectives, adverbs; WordNet's) and the nouns' plurals, minus every name Faker knows
+verbs, adjectives, adverbs; WordNet's), the nouns' plurals and the verbs' regular forms
+("seconded", "approving"), minus every name Faker knows
 in any of its locales (transliterated and ASCII-folded too). A word that is both ("Hope",
 "Mark", "Rose", "Lee", "James") is not listed: context must decide for those.
 
@@ -72,9 +73,9 @@ def faker_names() -> set[str]:
     return names
 
 
-def english_words(parts: tuple[str, ...] = ("noun", "verb", "adj", "adv")) -> set[str]:
+def english_words(parts: tuple[str, ...] = ("noun", "verb", "adj", "adv"), *, forms: bool = True) -> set[str]:
     """The lemmas of the packaged spaCy model's English word index (WordNet's) for these
-    parts of speech, and the nouns' plurals."""
+    parts of speech; with ``forms``, the nouns' plurals and the verbs' regular forms too."""
     import spacy
 
     from appliance.config import PrivacySettings
@@ -85,9 +86,30 @@ def english_words(parts: tuple[str, ...] = ("noun", "verb", "adj", "adv")) -> se
     for pos in parts:
         lemmas = [w for w in index.get(pos, []) if _WORD.fullmatch(w)]
         words.update(lemmas)
+        if not forms:
+            continue
         if pos == "noun":
             words.update(_plural(w) for w in lemmas)
+        elif pos == "verb":
+            words.update(form for w in lemmas for form in _verb_forms(w))
     return words
+
+
+def _verb_forms(verb: str) -> set[str]:
+    """The regular inflections of a verb ("seconded", "approving", "approves"); a doubled
+    last consonant is added as a second spelling ("stopped"): a form no one writes is never
+    met, so spelling too many costs nothing."""
+    third = _plural(verb)
+    if verb.endswith("e") and not verb.endswith(("ee", "ye", "oe")):
+        past, ing = {verb + "d"}, {verb[:-1] + "ing"}
+    elif verb.endswith("y") and verb[-2:-1] not in "aeiou":
+        past, ing = {verb[:-1] + "ied"}, {verb + "ing"}
+    else:
+        past, ing = {verb + "ed"}, {verb + "ing"}
+        if len(verb) >= 3 and verb[-1] not in "aeiouwxy" and verb[-2] in "aeiou" and verb[-3] not in "aeiou":
+            past.add(verb + verb[-1] + "ed")
+            ing.add(verb + verb[-1] + "ing")
+    return {third, *past, *ing}
 
 
 def _plural(noun: str) -> str:
@@ -105,7 +127,7 @@ def build() -> list[str]:
 def build_name_words() -> list[str]:
     """Names that are also English verbs, adjectives or adverbs (WordNet's nouns hold
     famous people's names, "rupert", "adam": those are left out)."""
-    return sorted(english_words(("verb", "adj", "adv")) & faker_names())
+    return sorted(english_words(("verb", "adj", "adv"), forms=False) & faker_names())
 
 
 def write_shipped_list(default_name: str, lines: list[str], what: str) -> None:
