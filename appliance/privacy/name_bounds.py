@@ -10,10 +10,13 @@ detector found separately. It never widens over a word another detection claimed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import regex
 
+from appliance.privacy.gazetteers import brand_kind, place_kind
+from appliance.privacy.name_lexicon import PLACE_WORDS, is_calendar_word, is_name_word, is_ordinary
+from appliance.privacy.names import plausible_name_word
 from appliance.privacy.spans import Detection
 
 __all__ = ["bare_name", "widen_names"]
@@ -55,6 +58,20 @@ _PARTICLES_BEFORE = regex.compile(rf"(?<![\p{{L}}\d])(?:(?i:{_PARTICLES})[ \t]+)
 _PARTICLE_GAP = regex.compile(rf"^[ \t]+(?:(?i:{_PARTICLES})[ \t]+)+$")
 _PARTICLE_FIRST = regex.compile(rf"(?:{_PARTICLES})[ \t]+")
 _LOOK = 40  # characters looked at on each side
+# Initials before a name ("K. Dimitrov", "J. R. Okafor"); only with their dots: a lone
+# capital before a name is as often a list's letter or the pronoun "I".
+_INITIALS_BEFORE = regex.compile(r"(?<![\p{L}\d.])(?:\p{Lu}\.[ \t]?){1,3}[ \t]*$")
+# The rest of a hyphenated word the span stops inside ("PARK CHAE" + "-WON").
+_HYPHEN_TAIL = regex.compile(r"^(?:-\p{L}[\p{L}\p{M}'\u2019]*)+")
+_HYPHEN_HEAD = regex.compile(r"(?<![\p{L}\p{M}\d'\u2019-])(?:\p{L}[\p{L}\p{M}'\u2019]*-)+$")
+# One word beside the span, one space away on the same line: the rest of the name the
+# detector did not mark ("Siyabonga" + "Qwabe", "Daulet" + "Bekmukhambetov").
+_WORD_AFTER = regex.compile(r"^ (\p{L}[\p{L}\p{M}'\u2019]*(?:-\p{L}[\p{L}\p{M}'\u2019]*)*)(?![\p{L}\p{M}\d])")
+_WORD_BEFORE = regex.compile(
+    r"(?<![\p{L}\p{M}\d'\u2019.-])(\p{L}[\p{L}\p{M}'\u2019]*(?:-\p{L}[\p{L}\p{M}'\u2019]*)*) $"
+)
+# "CABAHUG, Rommel": a family name in capitals, a comma, then the given name.
+_GIVEN_AFTER_CAPS = regex.compile(r"^, (\p{Lu}[\p{Ll}\p{M}'\u2019]+(?:-\p{L}[\p{L}\p{M}'\u2019]*)*)(?![\p{L}\p{M}\d])")
 _GUESSED_TYPES = frozenset({"LOCATION", "ORGANIZATION", "NRP"})
 
 
@@ -93,6 +110,10 @@ def widen_names(text: str, detections: Sequence[Detection]) -> list[Detection]:
             m = pattern.match(text[end : end + _LOOK])
             if m is not None and free(end, end + m.end()):
                 end += m.end()
+        start, end = _whole_words(text, start, end, free)
+        m = _INITIALS_BEFORE.search(text, max(0, start - 12), start)
+        if m is not None and free(m.start(), start):
+            start = m.start()
         grown.append(Detection(start, end, "PERSON", d.score, d.recognizer))
     joined: list[Detection] = []
     for d in grown:
@@ -106,6 +127,52 @@ def widen_names(text: str, detections: Sequence[Detection]) -> list[Detection]:
                 continue
         joined.append(d)
     return sorted(others + joined)
+
+
+def _whole_words(text: str, start: int, end: int, free: Callable[[int, int], bool]) -> tuple[int, int]:
+    """The span over the rest of a hyphenated word it stops inside, over an unmarked name
+    word beside it written in the same case, and over the given name after a family name in
+    capitals ("CABAHUG, Rommel")."""
+    m = _HYPHEN_TAIL.match(text[end : end + _LOOK])
+    if m is not None and free(end, end + m.end()):
+        end += m.end()
+    m = _HYPHEN_HEAD.search(text, max(0, start - _LOOK), start)
+    if m is not None and free(m.start(), start):
+        start = m.start()
+    span = text[start:end]
+    caps = span.isupper()
+    after = _WORD_AFTER.match(text[end : end + _LOOK])
+    if after is not None and _rest_of_name(after.group(1), caps) and free(end, end + after.end()):
+        end += after.end()
+    before = _WORD_BEFORE.search(text, max(0, start - _LOOK), start)
+    if before is not None and _rest_of_name(before.group(1), caps) and free(before.start(), start):
+        start = before.start()
+    given = _GIVEN_AFTER_CAPS.match(text[end : end + _LOOK]) if caps and len(span) > 2 else None
+    if given is not None and _rest_of_name(given.group(1), caps=False) and free(end, end + given.end()):
+        end += given.end()
+    return start, end
+
+
+_INNER_CAPITAL = regex.compile(r"(?<!^Ma?c|['\u2019-])(?<=\p{L})\p{Lu}")
+
+
+def _rest_of_name(word: str, caps: bool) -> bool:
+    """A word that can only be more of the name: written like the name (capitalized, or in
+    capitals beside capitals), and no English, calendar, place, brand or function word."""
+    if len(word) < 2 or (word.isupper() != caps) or not word[0].isupper():
+        return False
+    if not caps and _INNER_CAPITAL.search(word):
+        return False  # "GmbH", "PayPal": a brand's casing ("McKenzie", "O'Neil", "Bekele-Wolde" pass)
+    w = word.casefold()
+    return (
+        plausible_name_word(word)
+        and not is_ordinary(word)
+        and not is_name_word(word)
+        and not is_calendar_word(word)
+        and w not in PLACE_WORDS
+        and place_kind(word) is None
+        and brand_kind(word) is None
+    )
 
 
 _TITLES_FIRST = regex.compile(rf"^(?:(?:{_TITLES}|{_LOWER_TITLES})\.?[ \t]+)+")

@@ -24,6 +24,7 @@ import regex
 from spacy.lang.en.stop_words import STOP_WORDS
 from spacy.tokens import Doc
 
+from appliance.privacy.name_lexicon import is_ordinary
 from appliance.privacy.spans import NER_TYPES, Detection
 
 _PROPAGATED_SCORE = 0.9  # above NER guesses: the request itself already called this value a name
@@ -541,6 +542,25 @@ _FOREIGN_WORDS = [
 _INTERJECTIONS = frozenset([*_GREETINGS, "sorry", *_TITLES, *_CHAT_WORDS, *_FOREIGN_WORDS])
 
 
+# A chat mention ("@khalifa can you look?"): the handle names a person unless it names a
+# group ("@here", "@oncall") or is an English word ("@support").
+_MENTION = regex.compile(r"(?<![\p{L}\p{M}\d@._-])@(\p{L}[\p{L}\p{M}]+)(?![\p{L}\p{M}\d@._-])")
+_GROUP_HANDLES = frozenset(
+    """here channel everyone all team teams group room oncall devops sre ops infra admin admins mods everybody
+    staff crew squad""".split()  # noqa: SIM905 - a word list reads best as words
+)
+
+
+def _personal_handle(handle: str) -> bool:
+    return handle.casefold() not in _GROUP_HANDLES and not is_ordinary(handle) and _plausible(handle)
+
+
+def plausible_name_word(word: str) -> bool:
+    """One word that may be part of a name: no function word, greeting, form label, day or
+    month name or organisation word."""
+    return _plausible(word)
+
+
 def _plausible(value: str) -> bool:
     """No word of it is a function word, a greeting, a form label, an organisation word
     or a day or month name ("I'm" counts as "I")."""
@@ -581,6 +601,9 @@ def names_from_cues(text: str, doc: Doc, found: list[Detection], allowed: set[st
             cues.add(m.start(1), m.end(1), _STRONG_SCORE, overrule=True)
     for m in _LIST.finditer(text):
         cues.list_items(m.start(1), m.end(1))
+    for m in _MENTION.finditer(text):
+        if _personal_handle(m.group(1)):
+            cues.add(m.start(1), m.end(1), _CUE_SCORE, overrule=True)
     found.extend(cues.added)
 
 

@@ -32,6 +32,14 @@ def widened(text: str, *found: Detection) -> list[tuple[str, str]]:
         ("Mehmet Bey approved it", "Mehmet", "Mehmet Bey"),
         ("talked to de Souza yesterday", "Souza", "de Souza"),
         ("Sent to van der Berg today", "Berg", "van der Berg"),
+        # Initials, the rest of a hyphenated word, an unmarked name word in the same case.
+        ("Recommend onsite. - K. Dimitrov", "Dimitrov", "K. Dimitrov"),
+        ("Signed J. R. Okonkwo today", "Okonkwo", "J. R. Okonkwo"),
+        ("Name on card: PARK CHAE-WON\nNumber: 4111", "PARK CHAE", "PARK CHAE-WON"),
+        ("Action: Bekele-Wolde to call", "Wolde", "Bekele-Wolde"),
+        ("Saludos,\nSiyabonga Qwabe\nDirector", "Siyabonga", "Siyabonga Qwabe"),
+        ("Emergency contact: Daulet Bekmukhambetov, +420 212", "Bekmukhambetov", "Daulet Bekmukhambetov"),
+        ("Court date: CABAHUG, Rommelito - hearing on Monday", "CABAHUG", "CABAHUG, Rommelito"),
     ],
 )
 def test_when_a_name_has_a_title_suffix_or_particle_then_the_span_covers_it(text: str, core: str, whole: str) -> None:
@@ -50,6 +58,13 @@ def test_when_a_detector_found_two_parts_of_one_name_then_they_become_one_span()
         ("Drive to Mr", "Mr"),
         ("Anna, Ben and Carla", "Ben"),
         ("call Anna Berg on Monday", "Anna Berg"),
+        # Beside it: an English word, a town, a brand, a weekday, another casing, a tab.
+        ("Anna Berg Regional Director", "Anna Berg"),
+        ("Anna Berg Lisbon office", "Anna Berg"),
+        ("Ask Anna Grafana access", "Anna"),
+        ("Anna Berg Monday", "Anna Berg"),
+        ("Anna BERG-LUND", "Anna"),
+        ("Anna Berg\tParalegal", "Anna Berg"),
     ],
 )
 def test_when_no_name_word_is_beside_a_span_then_it_is_left_as_it_is(text: str, value: str) -> None:

@@ -94,11 +94,6 @@ def test_when_the_name_model_is_off_then_the_detector_still_finds_names_with_spa
     assert people(plain, "Yesterday Angela Merkel visited the office.") == ["Angela Merkel"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known miss: after many sentences of unrelated text the two-layer name model gives an uncued "
-    "unfamiliar name too little probability (docs/privacy.md, Honest reading)",
-)
 def test_when_a_text_is_longer_than_one_model_window_then_names_at_its_end_are_found(detector: Detector) -> None:
     filler = "The quarterly report covers revenue, churn and support volume in every region. " * 40
     text = filler + "Please send it to Thandiwe Mokoena."

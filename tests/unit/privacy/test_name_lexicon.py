@@ -214,6 +214,13 @@ def test_a_name_that_is_also_a_word_opening_a_sentence_needs_the_name_model(dete
     assert ("Haider", "PERSON") in people(detector, "Hi, it's the school. Haider is fine, but call us back.")
 
 
+def test_a_chat_mention_names_a_person_unless_it_names_a_group(detector: Detector) -> None:
+    assert ("khalifa", "PERSON") in people(detector, "@khalifa can you look at the deploy? prod is down")
+    found = people(detector, "@here the deploy is done, ping @support if it breaks")
+    assert not [v for v, t in found if t == "PERSON" and v in ("here", "support")]
+    assert people(detector, "mail it to tomas@example.org please") == []
+
+
 def test_sign_offs_and_labels_of_other_languages_are_no_names(detector: Detector) -> None:
     for text, name in [
         ("Cordialement,\nMarvi Memon\nRegional Sales Director", "Marvi Memon"),
