@@ -815,16 +815,36 @@ def check_value(entity_type: str, value: str, stats: Stats) -> None:
         assert phone_ok(value, stats.phones[value]), value
 
 
+def check_spans(samples: list[Sample], stats: Stats, source: str) -> set[str]:
+    """Every span of a built corpus exact, typed, valid and alone (and the labelling
+    conventions a PERSON or an e-mail address follows); the types seen."""
+    seen: set[str] = set()
+    for sample in samples:
+        check_sample(sample)  # in range, trimmed, known type, no overlaps
+        assert sample.source.startswith(f"{source}/"), sample.source
+        for span in sample.spans:
+            value = sample.text[span.start : span.end]
+            seen.add(span.entity_type)
+            check_value(span.entity_type, value, stats)
+            if span.entity_type == "PHONE_NUMBER":
+                if value.startswith("+") and " " not in value:  # E.164 parses without a region
+                    assert phonenumbers.is_valid_number(phonenumbers.parse(value)), value
+            elif span.entity_type == "PERSON":
+                assert not value.endswith(("'s", "\u2019s")), value
+                assert not value.startswith("@"), value
+            elif span.entity_type == "EMAIL_ADDRESS":
+                assert value.count("@") == 1, value
+                assert " " not in value, value
+    return seen
+
+
 def check_and_describe(
     seed: int, data_dir: Path = DATA_DIR, source: str = "fresh", expected: dict[str, int] | None = None
 ) -> None:
     """Builds a corpus of this generator, checks every span and value, and prints its counts
     and a few samples (``python -m bench.pii_fresh`` and ``python -m bench.pii_blind``)."""
     samples, stats = _build(seed, N_TEXTS, data_dir, source)
-    for s in samples:
-        check_sample(s)
-        for span in s.spans:
-            check_value(span.entity_type, s.text[span.start : span.end], stats)
+    check_spans(samples, stats, source)
     people = load_people(data_dir)
     spans = Counter(span.entity_type for s in samples for span in s.spans)
     words = [len(s.text.split()) for s in samples if s.source == f"{source}/paragraph"]
