@@ -70,6 +70,13 @@ _WORD_AFTER = regex.compile(r"^ (\p{L}[\p{L}\p{M}'\u2019]*(?:-\p{L}[\p{L}\p{M}'\
 _WORD_BEFORE = regex.compile(
     r"(?<![\p{L}\p{M}\d'\u2019.-])(\p{L}[\p{L}\p{M}'\u2019]*(?:-\p{L}[\p{L}\p{M}'\u2019]*)*) $"
 )
+# A given name's initial after it, closing the name ("Deepak A." signing a review).
+_INITIAL_AFTER = regex.compile(r"^ \p{Lu}\.(?=[ \t]*$|[ \t]*[\n,;:)\]\"\u201d])")
+# "Traveller: Gumbo, Tinashe", "2  CHACKO, Reshma": a family name, a comma, then the given
+# name the span holds, at a line's or a label's start.
+_FAMILY_BEFORE = regex.compile(
+    r"(?:^|[\n:]|\d[.)]?)[ \t]*(\p{Lu}[\p{L}\p{M}'\u2019]*(?:[ -]\p{Lu}[\p{L}\p{M}'\u2019]*)?), $"
+)
 # "CABAHUG, Rommel": a family name in capitals, a comma, then the given name.
 _GIVEN_AFTER_CAPS = regex.compile(r"^, (\p{Lu}[\p{Ll}\p{M}'\u2019]+(?:-\p{L}[\p{L}\p{M}'\u2019]*)*)(?![\p{L}\p{M}\d])")
 _GUESSED_TYPES = frozenset({"LOCATION", "ORGANIZATION", "NRP"})
@@ -131,8 +138,9 @@ def widen_names(text: str, detections: Sequence[Detection]) -> list[Detection]:
 
 def _whole_words(text: str, start: int, end: int, free: Callable[[int, int], bool]) -> tuple[int, int]:
     """The span over the rest of a hyphenated word it stops inside, over an unmarked name
-    word beside it written in the same case, and over the given name after a family name in
-    capitals ("CABAHUG, Rommel")."""
+    word beside it written in the same case, over the given name after a family name in
+    capitals ("CABAHUG, Rommel"), over an initial closing it ("Deepak A.") and over the family
+    name before a comma at a line's or a label's start ("Gumbo, Tinashe")."""
     m = _HYPHEN_TAIL.match(text[end : end + _LOOK])
     if m is not None and free(end, end + m.end()):
         end += m.end()
@@ -150,6 +158,14 @@ def _whole_words(text: str, start: int, end: int, free: Callable[[int, int], boo
     given = _GIVEN_AFTER_CAPS.match(text[end : end + _LOOK]) if caps and len(span) > 2 else None
     if given is not None and _rest_of_name(given.group(1), caps=False) and free(end, end + given.end()):
         end += given.end()
+    initial = _INITIAL_AFTER.match(text[end : end + _LOOK])
+    if initial is not None and not caps and free(end, end + initial.end()):
+        end += initial.end()
+    family = _FAMILY_BEFORE.search(text, max(0, start - _LOOK), start)
+    if family is not None and free(family.start(1), start):
+        words = family.group(1).replace("-", " ").split()
+        if all(_rest_of_name(w, w.isupper()) for w in words):
+            start = family.start(1)
     return start, end
 
 

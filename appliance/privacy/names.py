@@ -508,6 +508,10 @@ _CHAT_WORDS = [
     "msg", "dm", "pm", "wrt", "eta", "eod", "eow", "ooo", "tbh", "afaik", "kk", "k", "ya", "yep", "nope",
     "rsvp", "nvm", "lmk", "tbd", "tba", "wfh", "iirc", "afk", "gtg", "ttyl", "jk", "smh", "ikr", "tyvm", "yw",
     "omw", "irl", "fwiw", "icymi", "tldr", "ofc", "rn", "ngl", "hmu", "otoh", "nbd", "ftw", "ack", "pto",
+    # work shorthand: IT, sales, medicine, meetings (none a name part: not "ci", "po", "sow")
+    "sku", "ssh", "config", "repo", "prod", "uat", "qa", "db", "vm", "k8s", "infra", "sre", "devops", "api",
+    "url", "ux", "pr", "lgtm", "wip", "nit", "ts", "tz", "dx", "rx", "hx", "sx", "aob", "kpi", "okr", "opp",
+    "nda", "rfp", "rfq",
 ]  # fmt: skip
 # Greetings, sign-offs and form labels of other languages: a model trained on English frames
 # takes a capitalized word above a signature or before a colon for a name ("Cordialement,",
@@ -545,6 +549,12 @@ _INTERJECTIONS = frozenset([*_GREETINGS, "sorry", *_TITLES, *_CHAT_WORDS, *_FORE
 # A chat mention ("@khalifa can you look?"): the handle names a person unless it names a
 # group ("@here", "@oncall") or is an English word ("@support").
 _MENTION = regex.compile(r"(?<![\p{L}\p{M}\d@._-])@(\p{L}[\p{L}\p{M}]+)(?![\p{L}\p{M}\d@._-])")
+# An airline's or a courier's name field: "ONYANGO/AKINYI MS", "KOH/TECKSOON DR" (family
+# name, a slash, given names, a title, in capitals; the title is what makes it a name).
+_TRAVEL_NAME = regex.compile(
+    r"(?<![\p{L}\d/])\p{Lu}[\p{Lu}'\u2019-]+(?: \p{Lu}[\p{Lu}'\u2019-]+)*/\p{Lu}[\p{Lu}'\u2019-]+"
+    r"(?: \p{Lu}[\p{Lu}'\u2019-]+)*? (?:MR|MRS|MS|MISS|MSTR|MX|DR|PROF)(?![\p{L}\d])"
+)
 _GROUP_HANDLES = frozenset(
     """here channel everyone all team teams group room oncall devops sre ops infra admin admins mods everybody
     staff crew squad""".split()  # noqa: SIM905 - a word list reads best as words
@@ -604,6 +614,10 @@ def names_from_cues(text: str, doc: Doc, found: list[Detection], allowed: set[st
     for m in _MENTION.finditer(text):
         if _personal_handle(m.group(1)):
             cues.add(m.start(1), m.end(1), _CUE_SCORE, overrule=True)
+    for m in _TRAVEL_NAME.finditer(text):
+        words = regex.split(r"[ /-]", m.group())[:-1]  # the title aside
+        if not any(is_ordinary(w) or w.casefold() in _ORG_WORDS for w in words):  # "HR/FINANCE MS"
+            cues.add_whole(m.start(), m.end())
     found.extend(cues.added)
 
 
@@ -635,6 +649,11 @@ class _Cues:
         if weak and any(a < e and s < b for a, b in self.orgs):
             return
         self.added.append(Detection(s, e, "PERSON", score, GRAMMAR))
+
+    def add_whole(self, start: int, end: int) -> None:
+        """A name in a format that leaves no doubt, its title included (not trimmed)."""
+        if self.text[start:end].casefold() not in self.allowed and not self._taken(start, end):
+            self.added.append(Detection(start, end, "PERSON", _STRONG_SCORE, GRAMMAR))
 
     def list_items(self, start: int, end: int) -> None:
         """In "Anna, Ben and Carla" one item found as a name makes the others names, as

@@ -40,6 +40,9 @@ def widened(text: str, *found: Detection) -> list[tuple[str, str]]:
         ("Saludos,\nSiyabonga Qwabe\nDirector", "Siyabonga", "Siyabonga Qwabe"),
         ("Emergency contact: Daulet Bekmukhambetov, +420 212", "Bekmukhambetov", "Daulet Bekmukhambetov"),
         ("Court date: CABAHUG, Rommelito - hearing on Monday", "CABAHUG", "CABAHUG, Rommelito"),
+        ("Great stay. Four stars. — Deepak A.", "Deepak", "Deepak A."),
+        ("Traveller: Okonkwo, Tinashe\nCost centre: 4410", "Tinashe", "Okonkwo, Tinashe"),
+        ("Class 4B\n2  CHACKO, Reshma\n3  Halvorsen, Ingrid", "Reshma", "CHACKO, Reshma"),
     ],
 )
 def test_when_a_name_has_a_title_suffix_or_particle_then_the_span_covers_it(text: str, core: str, whole: str) -> None:
@@ -65,6 +68,8 @@ def test_when_a_detector_found_two_parts_of_one_name_then_they_become_one_span()
         ("Anna Berg Monday", "Anna Berg"),
         ("Anna BERG-LUND", "Anna"),
         ("Anna Berg\tParalegal", "Anna Berg"),
+        ("I met Anna A. lot of people came", "Anna"),  # an initial mid-sentence is no closing one
+        ("Notes: Regional, Anna wrote", "Anna"),  # an English word before the comma
     ],
 )
 def test_when_no_name_word_is_beside_a_span_then_it_is_left_as_it_is(text: str, value: str) -> None:

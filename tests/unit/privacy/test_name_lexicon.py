@@ -221,6 +221,19 @@ def test_a_chat_mention_names_a_person_unless_it_names_a_group(detector: Detecto
     assert people(detector, "mail it to tomas@example.org please") == []
 
 
+def test_work_shorthand_is_no_name_but_a_surname_like_it_stays(detector: Detector) -> None:
+    found = people(detector, "pls check the sku on prod, ssh into the box and fix the config")
+    assert not [v for v, t in found if t == "PERSON"]
+    assert ("Aïssatou Sow", "PERSON") in people(detector, "Referral: Aïssatou Sow introduced us to the team.")
+
+
+def test_an_airline_name_field_is_a_person_with_its_title(detector: Detector) -> None:
+    text = "PASSENGER NAME RECORD\n1. ONYANGO/AKINYI MS   2. KOH/TECKSOON DR\n1 KQ 709"
+    persons = [v for v, t in people(detector, text) if t == "PERSON"]
+    assert persons == ["ONYANGO/AKINYI MS", "KOH/TECKSOON DR"]
+    assert not [v for v, t in people(detector, "Route it to HR/FINANCE MS by noon.") if "FINANCE" in v]
+
+
 def test_sign_offs_and_labels_of_other_languages_are_no_names(detector: Detector) -> None:
     for text, name in [
         ("Cordialement,\nMarvi Memon\nRegional Sales Director", "Marvi Memon"),
