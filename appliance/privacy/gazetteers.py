@@ -48,7 +48,13 @@ from collections.abc import Callable
 import regex
 from spacy.lang.en.stop_words import STOP_WORDS
 
-from appliance.privacy.name_lexicon import PLACE_WORDS, addressed_or_titled, is_calendar_word, is_ordinary
+from appliance.privacy.name_lexicon import (
+    PLACE_WORDS,
+    addressed_or_titled,
+    is_calendar_word,
+    is_ordinary,
+    shipped_lines,
+)
 from appliance.privacy.name_model import NAME_MODEL_DIR
 from appliance.privacy.spans import Detection
 
@@ -193,8 +199,7 @@ def brand_kind(value: str) -> str | None:
 
 @functools.cache
 def _holidays() -> frozenset[str]:
-    with gzip.open(NAME_MODEL_DIR / HOLIDAYS_FILE, "rt", encoding="utf-8") as fh:
-        return frozenset(line.strip() for line in fh if line.strip())
+    return shipped_lines(HOLIDAYS_FILE)
 
 
 def is_holiday(value: str) -> bool:

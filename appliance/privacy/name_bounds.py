@@ -16,7 +16,7 @@ import regex
 
 from appliance.privacy.gazetteers import brand_kind, place_kind
 from appliance.privacy.name_lexicon import PLACE_WORDS, is_calendar_word, is_name_word, is_ordinary
-from appliance.privacy.names import plausible_name_word
+from appliance.privacy.names import plausible_name
 from appliance.privacy.spans import Detection
 
 __all__ = ["bare_name", "widen_names"]
@@ -181,7 +181,7 @@ def _rest_of_name(word: str, caps: bool) -> bool:
         return False  # "GmbH", "PayPal": a brand's casing ("McKenzie", "O'Neil", "Bekele-Wolde" pass)
     w = word.casefold()
     return (
-        plausible_name_word(word)
+        plausible_name(word)
         and not is_ordinary(word)
         and not is_name_word(word)
         and not is_calendar_word(word)

@@ -48,6 +48,7 @@ __all__ = [
     "is_name_word",
     "is_ordinary",
     "judge_names",
+    "shipped_lines",
 ]
 
 LEXICON_FILE = "common_words.txt.gz"
@@ -144,17 +145,21 @@ def is_calendar_word(word: str) -> bool:
     return w in MONTHS or w in WEEKDAYS
 
 
+def shipped_lines(list_file: str) -> frozenset[str]:
+    """The non-empty lines of a gzipped list shipped beside the name model."""
+    with gzip.open(NAME_MODEL_DIR / list_file, "rt", encoding="utf-8") as fh:
+        return frozenset(line.strip() for line in fh if line.strip())
+
+
 @functools.cache
 def common_words() -> frozenset[str]:
     """English words that are not names (lower case), from the shipped lexicon."""
-    with gzip.open(NAME_MODEL_DIR / LEXICON_FILE, "rt", encoding="utf-8") as fh:
-        return frozenset(line.strip() for line in fh if line.strip())
+    return shipped_lines(LEXICON_FILE)
 
 
 @functools.cache
 def _name_words() -> frozenset[str]:
-    with gzip.open(NAME_MODEL_DIR / NAME_WORDS_FILE, "rt", encoding="utf-8") as fh:
-        return frozenset(line.strip() for line in fh if line.strip())
+    return shipped_lines(NAME_WORDS_FILE)
 
 
 def is_name_word(word: str) -> bool:

@@ -562,16 +562,10 @@ _GROUP_HANDLES = frozenset(
 
 
 def _personal_handle(handle: str) -> bool:
-    return handle.casefold() not in _GROUP_HANDLES and not is_ordinary(handle) and _plausible(handle)
+    return handle.casefold() not in _GROUP_HANDLES and not is_ordinary(handle) and plausible_name(handle)
 
 
-def plausible_name_word(word: str) -> bool:
-    """One word that may be part of a name: no function word, greeting, form label, day or
-    month name or organisation word."""
-    return _plausible(word)
-
-
-def _plausible(value: str) -> bool:
+def plausible_name(value: str) -> bool:
     """No word of it is a function word, a greeting, a form label, an organisation word
     or a day or month name ("I'm" counts as "I")."""
     words = [regex.split(r"['\u2019]", w.strip(".,;:!?"))[0].casefold() for w in value.split()]
@@ -584,9 +578,9 @@ def _plausible(value: str) -> bool:
 def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
     """Drops leading and trailing words that cannot be part of a name ("The", "Customer")."""
     words = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
-    while words and not _plausible(text[words[0][0] : words[0][1]]):
+    while words and not plausible_name(text[words[0][0] : words[0][1]]):
         words.pop(0)
-    while words and not _plausible(text[words[-1][0] : words[-1][1]]):
+    while words and not plausible_name(text[words[-1][0] : words[-1][1]]):
         words.pop()
     if not words:
         return None
@@ -605,7 +599,7 @@ def names_from_cues(text: str, doc: Doc, found: list[Detection], allowed: set[st
     for pattern in (_SPEECH_BEFORE, _SPEECH_AFTER, _POSSESSIVE):
         for m in pattern.finditer(text):
             cues.add(m.start(1), m.end(1), _CUE_SCORE, overrule=False, weak=True)
-    speakers = [m for m in _SPEAKER.finditer(text) if _plausible(m.group(1))]
+    speakers = [m for m in _SPEAKER.finditer(text) if plausible_name(m.group(1))]
     if len(speakers) >= 2:  # a dialogue: "Anna: hi ... Ben: hello"
         for m in speakers:
             cues.add(m.start(1), m.end(1), _STRONG_SCORE, overrule=True)
@@ -673,7 +667,7 @@ class _Cues:
             and (
                 any(a < i[1] and i[0] < b for a, b in self.not_person)
                 or any(d.start < i[1] and i[0] < d.end for d in known)
-                or not _plausible(self.text[i[0] : i[1]])
+                or not plausible_name(self.text[i[0] : i[1]])
             )
         ]
         if not people or len(people) <= len(others):
