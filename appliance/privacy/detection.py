@@ -29,9 +29,9 @@ from spacy.tokens import Doc
 from appliance.config import PrivacySettings
 from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE, NerOnlyNlpEngine, build_analyzer, load_ner_pipeline, make_nlp_engine
-from appliance.privacy.gazetteers import judge_gazetteers
+from appliance.privacy.gazetteers import brand_kind, judge_gazetteers
 from appliance.privacy.name_bounds import bare_name, widen_names
-from appliance.privacy.name_lexicon import is_name_word, judge_names
+from appliance.privacy.name_lexicon import honorific_before, is_name_word, judge_names
 from appliance.privacy.name_model import NAME_MODEL_DIR, NameModel, NameReading, sentence_start
 from appliance.privacy.names import (
     drop_non_names,
@@ -257,7 +257,10 @@ class Detector:
         # After the gate: only credible names spread, and a further mention of one is masked
         # however ordinary its words look where they stand ("the marta zyxkowski report").
         propagate_names(group, candidates, allowed)
-        return [widen_names(text, _resolve(c)) for text, c in zip(group, candidates, strict=True)]
+        return [
+            widen_names(text, _resolve(c), reading.probability)
+            for text, c, reading in zip(group, candidates, readings, strict=True)
+        ]
 
     def _recognize(
         self,
@@ -364,9 +367,16 @@ def _credible_name(text: str, d: Detection, reading: NameReading) -> bool:
     labels); a rule's span the name model is sure is an ordinary word is dropped."""
     if sum(c.isalpha() for c in text[d.start : d.end]) < 2:
         return False
-    if d.recognizer == "NameModel" or not reading.tokens:
+    if d.recognizer == "NameModel" or not reading.tokens or _titled_person(text, d):
         return True
     return reading.probability(d.start, d.end) >= _RULE_PERSON_VETO
+
+
+def _titled_person(text: str, d: Detection) -> bool:
+    """A name after a title ("Dr. Summerfield": the model may read the title as the name and
+    miss the name), unless title and name are a brand ("Dr. Oetker")."""
+    title = honorific_before(text, d.start)
+    return title is not None and brand_kind(text[title : d.end]) is None
 
 
 def _model_names(
@@ -389,14 +399,23 @@ def _model_names(
     ]
 
 
+def _address_edge(c: str) -> bool:
+    return c.isspace() or c in _FIELD_SEPARATORS
+
+
+# Characters that end an address's token: a CSV row or a JSON record puts the name and the
+# e-mail address side by side with no space ("17,Anna Berg,anna.berg@example.com").
+_FIELD_SEPARATORS = frozenset(',;|"<>()[]{}')
+
+
 def _inside_address(text: str, start: int, end: int) -> bool:
     """Part of an e-mail address or URL: the whole address is the value (replaced as one
     when it is detected, kept whole when the policy allows it)."""
     lo = start
-    while lo > 0 and not text[lo - 1].isspace():
+    while lo > 0 and not _address_edge(text[lo - 1]):
         lo -= 1
     hi = end
-    while hi < len(text) and not text[hi].isspace():
+    while hi < len(text) and not _address_edge(text[hi]):
         hi += 1
     token = text[lo:hi]
     return "@" in token or "://" in token or token.casefold().startswith("www.")

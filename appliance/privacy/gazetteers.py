@@ -221,7 +221,7 @@ def judge_gazetteers(text: str, found: list[Detection], *, locations: bool) -> N
             continue
         if _holiday_of(text, d) or _calendar_of(text, d) or _brand_of(text, d):
             continue
-        place = _street_of(text, d) or _place_of(text, d, locations)
+        place = _street_of(text, d) or _town_after_postcode(text, d) or _place_of(text, d, locations)
         if place is None:
             kept.append(d)
         elif locations:
@@ -438,6 +438,18 @@ def _street_of(text: str, d: Detection) -> tuple[int, int] | None:
     candidates = [" ".join(words[:n]).rstrip(".") for n in range(len(words), 0, -1)]
     known = any(place_kind(c) == "p" or is_country(c) for c in candidates)
     return (d.start, d.end) if known else None
+
+
+# "Queen Street 113, 39097 Girona", "…\n75011 Paris": the town after a postcode that opens
+# an address line's part. Only a town of up to three words, closing the part.
+_POSTCODE_BEFORE = regex.compile(r"(?:^|[\n,;])[ \t]*(?:\p{Lu}{1,2}-)?\d{4,6}[ \t]+$")
+_PART_END = regex.compile(r"[ \t]*(?:$|[\n,;.)])")
+
+
+def _town_after_postcode(text: str, d: Detection) -> tuple[int, int] | None:
+    if len(text[d.start : d.end].split()) > 3 or not _POSTCODE_BEFORE.search(text[max(0, d.start - 16) : d.start]):
+        return None
+    return (d.start, d.end) if _PART_END.match(text, d.end) else None
 
 
 def _after_an_address(text: str, start: int) -> bool:

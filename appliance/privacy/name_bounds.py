@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import regex
+from spacy.lang.en.stop_words import STOP_WORDS
 
 from appliance.privacy.gazetteers import brand_kind, place_kind
 from appliance.privacy.name_lexicon import PLACE_WORDS, is_calendar_word, is_name_word, is_ordinary
+from appliance.privacy.name_model import sentence_start
 from appliance.privacy.names import plausible_name
 from appliance.privacy.spans import Detection
 
@@ -82,9 +84,26 @@ _GIVEN_AFTER_CAPS = regex.compile(r"^, (\p{Lu}[\p{Ll}\p{M}'\u2019]+(?:-\p{L}[\p{
 _GUESSED_TYPES = frozenset({"LOCATION", "ORGANIZATION", "NRP"})
 
 
-def widen_names(text: str, detections: Sequence[Detection]) -> list[Detection]:
+# What the name model thinks of the characters [start, end): the highest name probability
+# of a token there (0 when no model reads the text).
+Probability = Callable[[int, int], float]
+# A neighbour word the model gives at least this is taken into the name even when it is a
+# place's or a brand's name too ("Luz", "Carballo"); the span itself needs 0.8. Two bars,
+# as in hysteresis thresholding: a name is found on strong evidence and then followed
+# over its weaker neighbours.
+_NEIGHBOUR_PROBABILITY = 0.3
+_SURE = 0.9  # a function word ("Will", "Case") beside a name joins it only on this
+_NEIGHBOURS = 3  # words taken on each side: "Íñigo" + "Sáenz" + "de Heredia"
+
+
+def _no_model(start: int, end: int) -> float:
+    return 0.0
+
+
+def widen_names(text: str, detections: Sequence[Detection], probability: Probability = _no_model) -> list[Detection]:
     """``detections`` with each PERSON span grown over its title, post-nominal, honorific
-    and particles, and PERSON spans that are parts of one name joined."""
+    and particles, and PERSON spans that are parts of one name joined. ``probability``
+    is the name model's reading of the text, for the unmarked words beside a name."""
     others = [d for d in detections if d.entity_type != "PERSON"]
     people = sorted(d for d in detections if d.entity_type == "PERSON")
     if not people:
@@ -117,7 +136,7 @@ def widen_names(text: str, detections: Sequence[Detection]) -> list[Detection]:
             m = pattern.match(text[end : end + _LOOK])
             if m is not None and free(end, end + m.end()):
                 end += m.end()
-        start, end = _whole_words(text, start, end, free)
+        start, end = _whole_words(text, start, end, free, probability)
         m = _INITIALS_BEFORE.search(text, max(0, start - 12), start)
         if m is not None and free(m.start(), start):
             start = m.start()
@@ -136,7 +155,9 @@ def widen_names(text: str, detections: Sequence[Detection]) -> list[Detection]:
     return sorted(others + joined)
 
 
-def _whole_words(text: str, start: int, end: int, free: Callable[[int, int], bool]) -> tuple[int, int]:
+def _whole_words(
+    text: str, start: int, end: int, free: Callable[[int, int], bool], probability: Probability
+) -> tuple[int, int]:
     """The span over the rest of a hyphenated word it stops inside, over an unmarked name
     word beside it written in the same case, over the given name after a family name in
     capitals ("CABAHUG, Rommel"), over an initial closing it ("Deepak A.") and over the family
@@ -149,11 +170,21 @@ def _whole_words(text: str, start: int, end: int, free: Callable[[int, int], boo
         start = m.start()
     span = text[start:end]
     caps = span.isupper()
-    after = _WORD_AFTER.match(text[end : end + _LOOK])
-    if after is not None and _rest_of_name(after.group(1), caps) and free(end, end + after.end()):
+    for _ in range(_NEIGHBOURS):
+        after = _WORD_AFTER.match(text[end : end + _LOOK])
+        if after is None or not free(end, end + after.end()):
+            break
+        word = (end + after.start(1), end + after.end(1))
+        if not (_rest_of_name(after.group(1), caps) or _read_as_name(text, word, caps, probability)):
+            break
         end += after.end()
-    before = _WORD_BEFORE.search(text, max(0, start - _LOOK), start)
-    if before is not None and _rest_of_name(before.group(1), caps) and free(before.start(), start):
+    for _ in range(_NEIGHBOURS):
+        before = _WORD_BEFORE.search(text, max(0, start - _LOOK), start)
+        if before is None or not free(before.start(), start):
+            break
+        word = (before.start(1), before.end(1))
+        if not (_rest_of_name(before.group(1), caps) or _read_as_name(text, word, caps, probability)):
+            break
         start = before.start()
     given = _GIVEN_AFTER_CAPS.match(text[end : end + _LOOK]) if caps and len(span) > 2 else None
     if given is not None and _rest_of_name(given.group(1), caps=False) and free(end, end + given.end()):
@@ -189,6 +220,23 @@ def _rest_of_name(word: str, caps: bool) -> bool:
         and place_kind(word) is None
         and brand_kind(word) is None
     )
+
+
+def _read_as_name(text: str, word: tuple[int, int], caps: bool, probability: Probability) -> bool:
+    """A word beside a name that the model reads as part of one, written like the name and
+    no function, calendar or place word ("Luz" before "Dary Quintero": also a town's name)."""
+    value = text[word[0] : word[1]]
+    if len(value) < 2 or value.isupper() != caps or not value[0].isupper():
+        return False
+    w = value.casefold()
+    if is_calendar_word(value) or w in PLACE_WORDS or brand_kind(value) == "b":
+        return False
+    p = probability(*word)
+    if w in STOP_WORDS or is_ordinary(value):
+        # "Will Cartwright", not "Bluewattle Health": an English word only on the model's
+        # word, and not opening a sentence
+        return p >= _SURE and not sentence_start(text, word[0]) and (w in STOP_WORDS or plausible_name(value))
+    return plausible_name(value) and p >= _NEIGHBOUR_PROBABILITY
 
 
 _TITLES_FIRST = regex.compile(rf"^(?:(?:{_TITLES}|{_LOWER_TITLES})\.?[ \t]+)+")

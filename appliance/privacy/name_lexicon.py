@@ -37,6 +37,7 @@ from appliance.privacy.name_model import NAME_MODEL_DIR
 from appliance.privacy.spans import Detection
 
 __all__ = [
+    "HONORIFICS",
     "LEXICON_FILE",
     "MONTHS",
     "NAME_WORDS_FILE",
@@ -44,6 +45,7 @@ __all__ = [
     "WEEKDAYS",
     "addressed_or_titled",
     "common_words",
+    "honorific_before",
     "is_calendar_word",
     "is_name_word",
     "is_ordinary",
@@ -60,6 +62,24 @@ _TITLE_BEFORE = regex.compile(
     r"|madame|monsieur|señor|señora|sra|sr|dhr|mevr|sheikh|chief|captain|capt|judge|justice|pastor|imam|rabbi"
     r"|uncle|auntie|aunt|coach|nurse|officer|agent|detective|inspector|sergeant|sgt)\.?[ \t]+$"
 )
+# Titles that only ever stand before a person's name, in several languages ("Madame
+# Coulibaly", "mnr. van der Merwe", "Bi. Kombo"): the name after one is a name even when
+# the model has never seen it. Not the ranks and roles above ("Chief", "Coach", "General").
+HONORIFICS = (
+    r"(?:(?i:mr|mrs|ms|mx|dr|prof|mnr|mev|dhr|mevr)\.?|(?:Bi|Bw)\.|(?:Miss|Mister|Doctor|Professor|Sir|Dame|Madam"
+    r"|Madame|Mme|Mademoiselle|Mlle|Monsieur|Herr|Frau|Señor|Señora|Señorita|Sra|Srta|Signor|Signora|Mevrouw"
+    r"|Meneer)\.?)"
+)
+_HONORIFIC_BEFORE = regex.compile(rf"(?<![\p{{L}}\d]){HONORIFICS}[ \t]+$")
+
+
+def honorific_before(text: str, start: int) -> int | None:
+    """Where a title that only stands before a person's name begins, when one ends right
+    before ``start``."""
+    m = _HONORIFIC_BEFORE.search(text, max(0, start - 16), start)
+    return None if m is None else m.start()
+
+
 # Particles inside a name are ordinary words too ("van", "bin", "de"): never judged alone.
 _PARTICLES = frozenset(
     """van von der den de da das do dos du del della la le lo di bin binti ibn ben bat al el ul ter ten y e mac
@@ -88,13 +108,14 @@ _PLACE_BEFORE = frozenset(
 _EPONYM_HEADS = frozenset(
     """disease diseases syndrome palsy thyroiditis encephalopathy lymphoma sarcoma anomaly phenomenon law
     theorem lemma conjecture constant equation principle paradox algorithm prize scholarship fellowship
-    medal""".split()  # noqa: SIM905 - a word list reads best as words
+    medal cube razor""".split()  # noqa: SIM905 - a word list reads best as words
 )
 # Heads that make an eponym only right after the name, never after a possessive: "Gantt
 # chart", "Petri dish", "Epstein-Barr virus" (but "Maria's chart" is a patient's).
 _BARE_EPONYM_HEADS = frozenset(
     """chart charts diagram diagrams virus scale dish burner effect maneuver manoeuvre scheme transform
-    distribution curve coefficient board boards method""".split()  # noqa: SIM905 - a word list reads best as words
+    distribution curve coefficient board boards method distance score scores test index ratio criteria sign
+    reflex formula matrix filter cipher section compliance""".split()  # noqa: SIM905 - a word list reads best as words
 )
 # Heads of laws and doctrines, capitalized right after the name: "the Sarbanes-Oxley Act",
 # "the Monroe Doctrine", "the Volcker Rule".
@@ -113,7 +134,10 @@ _ORG_LAST = frozenset(
     properties construction telecom networks software services enterprises associates agency foundation
     trust bakery restaurant cafe café pharmacy comms communications relations resources operations procurement
     facilities payroll compliance helpdesk marketing cement steel mills textiles petroleum chemicals paints
-    brewery breweries beverages tyres tires electronics""".split()  # noqa: SIM905 - a word list reads best as words
+    brewery breweries beverages tyres tires electronics transport transportes transports haulage removals
+    hurtownia seguros aseguradora gruppe gruppo groupe grupo holding holdings industria industrias
+    comercial comercio distribuidora construcciones construtora ingeniería engenharia asociados abogados
+    hermanos hnos ltda sarl srl spa sdn bhd tbk pty kft zrt""".split()  # noqa: SIM905 - a word list reads best as words
 )
 _ADDRESSED_BEFORE = regex.compile(
     r"(?<![\p{L}\d-])(?i:hi|hello|hey|dear|thanks|thank[ \t]+you|cheers|congrats|congratulations|welcome|bye"
@@ -208,6 +232,10 @@ def _judge(text: str, d: Detection, locations: bool) -> Detection | None:
         return d
     if (len(tokens) == 1 and _is_eponym(text, d.start, d.end)) or _names_an_org(text, d.end, tokens[-1].group()):
         return None
+    if len(tokens) == 1 and _firm_slot(text, d.start, d.end):
+        return None  # "Employer: Peroni", "Customer Success Manager, Kohler"
+    if _code(text, d.start, d.end):
+        return None  # an identifier in code: "`dijkstra()`", "rename lovelace() to ..."
     if _REFERENCE_AFTER.match(text, tokens[-1].end()) and tokens[-1].group().isupper():
         return None  # a reference's prefix: "TCK-415439", "PNR REQ-153811"
     if _software_after(text, d.end):
@@ -276,13 +304,32 @@ def _person_cue(text: str, start: int, end: int) -> bool:
     person before it ("Hi Yaw", "ask Gift"), a capitalized possessive ("Mere's handling"),
     or a capitalized word that is no ordinary word beside it (the rest of the name the
     model did not mark: "Will Sutherland", "Inês Marques")."""
-    if _ADDRESSED_BEFORE.search(text[max(0, start - 30) : start]):
+    if _ADDRESSED_BEFORE.search(text[max(0, start - 30) : start]) or _NAME_LABEL_BEFORE.search(
+        text, max(0, start - 30), start
+    ):
+        return True
+    if _FAMILY_FIRST.match(text, start) and _line_start(text, start):
         return True
     if _POSSESSIVE.match(text, end) and text[start].isupper() and not _sentence_start(text, start):
         return True
     before = _PREV_IN_NAME.search(text[max(0, start - 40) : start])
     after = _NEXT_IN_NAME.match(text[end : end + 40])
     return any(m is not None and _name_like(m.group(1).strip(".")) for m in (before, after))
+
+
+# A form's label for a person's name: "Name: Aken Ghee", "Patient: Ridley, Hope".
+_NAME_LABEL_BEFORE = regex.compile(
+    r"(?<![\p{L}\d])(?i:(?:full[ \t]+|legal[ \t]+|family[ \t]+|given[ \t]+|first[ \t]+|last[ \t]+)?name|surname"
+    r"|patient|employee|applicant|passenger|traveller|traveler|guest|tenant|student|cardholder|account[ \t]+holder"
+    r"|policyholder|claimant|attn)[ \t]*:[ \t]*$"
+)
+# "RIDLEY, Hope": a family name in capitals, a comma and a given name, opening a line or a field.
+_FAMILY_FIRST = regex.compile(r"\p{Lu}{2,}(?:[-' ]\p{Lu}{2,})*,[ \t]+\p{Lu}\p{Ll}+(?![\p{L}\d])")
+
+
+def _line_start(text: str, start: int) -> bool:
+    head = text[:start].rstrip(" \t")
+    return not head or head[-1] in "\n:;|,\t"
 
 
 def _name_like(word: str) -> bool:
@@ -379,14 +426,54 @@ _SOFTWARE_AFTER = frozenset(
 )
 
 
+# Where a lone word names a firm, not a person: after a company's role ("Employer: Peroni",
+# "supplier Liebherr"), or after a job title and a comma, closing a signature's line
+# ("Customer Success Manager, Kohler"). A full name there is still a person's.
+_FIRM_LABEL_BEFORE = regex.compile(
+    r"(?<![\p{L}\d])(?i:employer|employed[ \t]+by|vendor|supplier|merchant|manufacturer|retailer|distributor|reseller"
+    r"|insurer|carrier|brand)[ \t]*:?[ \t]*$"
+)
+_JOB_TITLE_COMMA_BEFORE = regex.compile(r"(?<![\p{L}\d])(\p{L}+),[ \t]*$")
+
+
+def _firm_slot(text: str, start: int, end: int) -> bool:
+    if _FIRM_LABEL_BEFORE.search(text, max(0, start - 30), start):
+        return True
+    title = _JOB_TITLE_COMMA_BEFORE.search(text, max(0, start - 30), start)
+    if title is None or title.group(1).casefold() not in _ROLE_WORDS:
+        return False
+    return text[end:].lstrip(" \t")[:1] in ("", "\n")
+
+
+def _code(text: str, start: int, end: int) -> bool:
+    """A function called in code ("dijkstra(") or a word quoted as code (in backticks)."""
+    if text[end : end + 1] == "(":
+        return True
+    lo, hi = start, end
+    while lo > 0 and not text[lo - 1].isspace():
+        lo -= 1
+    while hi < len(text) and not text[hi].isspace():
+        hi += 1
+    token = text[lo:hi]
+    return token.startswith("`") and "`" in token[1:]
+
+
 def _software_after(text: str, end: int) -> bool:
     after = _NEXT.match(text[end : end + 40])
     return after is not None and after.group(1).casefold().strip(".") in _SOFTWARE_AFTER
 
 
+# A family firm: "Amadi & Sons Ltd", "Moreau et Fils", "García e Hijos".
+_FAMILY_FIRM_AFTER = regex.compile(
+    r"^[ \t]*(?:&|and|\+|et|e|y|und|en)[ \t]+(?:Sons|Son|Daughters|Co|Company|Partners|Associates|Brothers|Bros"
+    r"|Söhne|Sohn|Cie|Fils|Frères|Hijos|Hermanos|Filhos|Irmãos|Figli|Fratelli|Zonen|Zn)(?![\p{L}\d])"
+)
+
+
 def _names_an_org(text: str, end: int, last: str) -> bool:
-    """The guess ends in, or is followed by, an organisation word: "Umoja Solar", "Tamarind Foods"."""
-    if last.casefold().strip(".") in _ORG_LAST:
+    """The guess ends in, or is followed by, an organisation word: "Umoja Solar", "Tamarind
+    Foods", "Amadi & Sons"."""
+    if last.casefold().strip(".") in _ORG_LAST or _FAMILY_FIRM_AFTER.match(text[end : end + 40]):
         return True
     after = _NEXT_IN_NAME.match(text[end : end + 40])  # one space: a tab parts a table's cells
     return after is not None and after.group(1)[0].isupper() and after.group(1).casefold().strip(".") in _ORG_LAST

@@ -24,7 +24,7 @@ import regex
 from spacy.lang.en.stop_words import STOP_WORDS
 from spacy.tokens import Doc
 
-from appliance.privacy.name_lexicon import is_ordinary
+from appliance.privacy.name_lexicon import HONORIFICS, is_ordinary
 from appliance.privacy.spans import NER_TYPES, Detection
 
 _PROPAGATED_SCORE = 0.9  # above NER guesses: the request itself already called this value a name
@@ -411,9 +411,7 @@ _CALENDAR = frozenset(
     ]
 )
 
-_TITLE = regex.compile(
-    r"(?<![\p{L}\d])(?:(?i:mr|mrs|ms|mx|dr|prof)\.?|Miss|Sir|Dame|Madam|Mme|Mlle|Herr|Frau)[ \t]+(" + _NAME + ")"
-)
+_TITLE = regex.compile(r"(?<![\p{L}\d])" + HONORIFICS + r"[ \t]+(" + _NAME + ")")
 _ROLES = (
     "colleague|co-?worker|partner|wife|husband|spouse|son|daughter|kid|child|mother|father|mom|mum|dad|brother"
     "|sister|friend|boss|manager|supervisor|customer|client|patient|tenant|employee|guardian|beneficiary|player"
@@ -512,6 +510,8 @@ _CHAT_WORDS = [
     "sku", "ssh", "config", "repo", "prod", "uat", "qa", "db", "vm", "k8s", "infra", "sre", "devops", "api",
     "url", "ux", "pr", "lgtm", "wip", "nit", "ts", "tz", "dx", "rx", "hx", "sx", "aob", "kpi", "okr", "opp",
     "nda", "rfp", "rfq",
+    # hesitations, and Latin a model reads as a capitalized word's neighbour ("Per diem")
+    "um", "umm", "uh", "uhm", "erm", "hmm", "diem", "annum", "capita",
 ]  # fmt: skip
 # Greetings, sign-offs and form labels of other languages: a model trained on English frames
 # takes a capitalized word above a signature or before a colon for a name ("Cordialement,",
@@ -536,7 +536,7 @@ _FOREIGN_WORDS = [
     "beste", "liebe", "hallo", "danke", "vielen", "dank", "geehrte", "geehrter", "vorname",
     "nachname", "anschrift", "telefon", "straße", "strasse", "geburtsdatum", "betreff",
     # Dutch and the Nordic languages
-    "groeten", "groet", "vriendelijke", "hartelijke", "bedankt", "voornaam", "achternaam", "adres",
+    "groeten", "groet", "vriendelijke", "hartelijke", "met", "bedankt", "voornaam", "achternaam", "adres",
     "woonplaats", "onderwerp", "hälsningar", "hälsning", "vänliga", "vänlig", "hilsen", "hilsner", "venlig",
     "venlige", "mvh", "tack", "takk", "tusen", "terveisin", "ystävällisin", "kiitos",
     # Central and Eastern Europe, Turkey

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from appliance.privacy.name_bounds import widen_names
@@ -88,3 +90,34 @@ def test_when_two_names_are_separate_people_then_they_stay_separate() -> None:
         ("PERSON", "Anna Berg"),
         ("PERSON", "Ben Lee"),
     ]
+
+
+def _model_reads(text: str, words: dict[str, float]) -> Callable[[int, int], float]:
+    """A name model's reading that gives each listed word its probability and others none."""
+
+    def probability(start: int, end: int) -> float:
+        return max((p for w, p in words.items() if text.find(w) < end and start < text.find(w) + len(w)), default=0.0)
+
+    return probability
+
+
+@pytest.mark.parametrize(
+    ("text", "core", "reading", "whole"),
+    [
+        # A town's name the model reads as the name's first word (0.3 is enough beside a name).
+        ("Visa for Luz Dary Quintero", "Dary Quintero", {"Luz": 0.45}, "Luz Dary Quintero"),
+        # Up to three words on a side: "Íñigo" lies beyond "Sáenz".
+        ("moves to Íñigo Sáenz de Heredia now", "de Heredia", {"Íñigo": 0.4}, "Íñigo Sáenz de Heredia"),
+        # A function word only when the model is sure, and not where a sentence opens.
+        ("Pay Will Ashcombe today", "Ashcombe", {"Will": 0.95}, "Will Ashcombe"),
+        ("Pay Will Ashcombe today", "Ashcombe", {"Will": 0.6}, "Ashcombe"),
+        # An English word likewise: "Health" after a clinic's name is no part of a name.
+        ("Bluewattle Health outpatients", "Bluewattle", {"Health": 0.5}, "Bluewattle"),
+        ("Luz Dary Quintero", "Dary Quintero", {"Luz": 0.1}, "Dary Quintero"),
+    ],
+)
+def test_when_the_model_reads_a_neighbour_as_part_of_the_name_then_the_span_grows_over_it(
+    text: str, core: str, reading: dict[str, float], whole: str
+) -> None:
+    found = widen_names(text, [person(text, core)], _model_reads(text, reading))
+    assert [text[d.start : d.end] for d in found] == [whole]

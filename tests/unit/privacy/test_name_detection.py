@@ -66,6 +66,48 @@ def test_when_capitalized_words_are_places_companies_or_ordinary_words_then_no_p
     assert people(detector, text) == []
 
 
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        # A CSV row: the address beside the name is no reason to leave the name alone.
+        ("id,name,email\n4,Tarni Whitcombe,tw4471@example.org", "Tarni Whitcombe"),
+        # A function word the model reads as the first name ("Will"), a family name in
+        # capitals before the given name behind a form label.
+        ("Please pay Will Ashcombe for the overtime.", "Will Ashcombe"),
+        ("Patient: TANAGER, Ellis", "TANAGER, Ellis"),
+        # A title that only stands before a name, in English, French, Afrikaans and Swahili.
+        ("Seat 14C is held for Dr. Brightwater on Friday.", "Dr. Brightwater"),
+        ("The proposal came from Madame Kouyaté last week.", "Madame Kouyaté"),
+        # Words the model reads as the name's, though they are also places' names.
+        ("The visa letter for Luz Stella Quiñonez arrived today.", "Luz Stella Quiñonez"),
+    ],
+)
+def test_when_a_name_is_in_a_record_titled_or_read_by_the_model_beside_it_then_all_of_it_is_covered(
+    detector: Detector, text: str, name: str
+) -> None:
+    assert covered(detector, text, name)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rename `lovelace()` to parse_rows before merging",
+        "Kruger Transport delivered the pallets late.",
+        "The invoice from Mensah & Sons Ltd is overdue.",
+        "Per diem rates were raised in March.",
+        "hi um the door code is wrong again",
+        "Visit us at Via Roma 8, 39100 Bolzano, any weekday.",
+        "Compute the Hamming distance between the two strings.",
+        "The Wechsler score improved after therapy.",
+        "Our Dr. Oetker order arrived damaged.",
+    ],
+)
+def test_when_a_name_is_code_a_firm_a_term_a_town_or_a_hesitation_then_no_person_is_found(
+    detector: Detector, text: str
+) -> None:
+    assert people(detector, text) == []
+
+
 def test_when_a_city_follows_a_name_then_only_the_name_is_a_person(detector: Detector) -> None:
     text = "Quang Tran wrote from the Lyon office"
     assert people(detector, text) == ["Quang Tran"]
