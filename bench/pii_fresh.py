@@ -838,6 +838,51 @@ def check_spans(samples: list[Sample], stats: Stats, source: str) -> set[str]:
     return seen
 
 
+def person_strings(samples: list[Sample]) -> set[str]:
+    """Every PERSON value of ``samples``, as written."""
+    return {s.text[g.start : g.end] for s in samples for g in s.spans if g.entity_type == "PERSON"}
+
+
+def name_clashes(
+    people: list[Person], samples: list[Sample], other_samples: list[Sample]
+) -> tuple[list[str], list[str]]:
+    """How a corpus of ``people`` (built as ``samples``) is not new against ``other_samples``:
+    the people whose full name, in any written arrangement, is a PERSON value there, and the
+    PERSON values the two share that are more than a lone given or family name (with or
+    without a title). A new corpus has neither."""
+    other = {v.casefold() for v in person_strings(other_samples)}
+    lone_parts: set[str] = set()
+    clashes: list[str] = []
+    for p in people:
+        for part in (p.given, p.family):
+            if part:
+                lone_parts |= {part.casefold(), f"{part}-san".casefold()}
+                lone_parts |= {f"{t} {part}".casefold() for t in p.titles}
+        whole = {full_name(p)}
+        if p.family:
+            whole |= {f"{p.given} {p.family}", f"{p.family} {p.given}", f"{p.family}, {p.given}"}
+            whole |= {f"{_initials(p.given)} {p.family}", f"{p.given[0]}. {p.family}"}
+        whole |= {f"{t} {w}" for w in list(whole) for t in p.titles}
+        if {w.casefold() for w in whole} & other:
+            clashes.append(full_name(p))
+    shared = sorted(v for v in person_strings(samples) if v.casefold() in other and v.casefold() not in lone_parts)
+    return clashes, shared
+
+
+# What a varied cast of people holds: particles, prefixes, hyphens, the okina, diacritics.
+NAME_SHAPES = (" van ", " de la ", " bin ", " Ó ", " ter ", " zu ", " al-", "Mac", "O'", "N'", "-", "\u02bb", "í")
+WESTERN_GROUPS = frozenset({"Western Europe", "Northern Europe", "Southern Europe", "North America", "Oceania"})
+
+
+def missing_variety(people: list[Person]) -> list[str]:
+    """What a varied cast lacks: name shapes no one has, and a Western majority."""
+    text = " ".join(full_name(p) for p in people).lower()
+    missing = [shape for shape in NAME_SHAPES if shape.lower() not in text]
+    if sum(p.group not in WESTERN_GROUPS for p in people) <= len(people) / 2:
+        missing.append("a non-Western majority")
+    return missing
+
+
 def check_and_describe(
     seed: int, data_dir: Path = DATA_DIR, source: str = "fresh", expected: dict[str, int] | None = None
 ) -> None:
