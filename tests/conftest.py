@@ -16,6 +16,29 @@ from tests.support import Stack, database_url, live_stack, make_services, make_s
 
 BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
+# The longest test files (a minute or more each on 2 cores: the offline bundle built and
+# installed, the CLI's subprocesses, worker kills, the shipped lists rebuilt). pytest-xdist
+# hands whole files to its workers in collection order, so these start first and the many
+# short files fill in beside them, instead of one long file running alone at the end.
+_LONGEST_FIRST = (
+    "tests/integration/test_installer.py",
+    "tests/integration/test_cli.py",
+    "tests/integration/test_finetune_worker_kill.py",
+    "tests/integration/test_key_rotation_cli.py",
+    "tests/unit/privacy/test_gazetteers.py",
+    "tests/unit/privacy/test_name_lexicon.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(_LONGEST_FIRST)}
+    root = Path(__file__).resolve().parents[1]
+
+    def key(item: pytest.Item) -> int:
+        return rank.get(item.path.resolve().relative_to(root).as_posix(), len(rank))
+
+    items.sort(key=key)  # stable: the order within and among the other files is kept
+
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
