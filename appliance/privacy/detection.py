@@ -49,7 +49,7 @@ from appliance.privacy.recognizers import (
     entity_types,
 )
 from appliance.privacy.rules import PrivacyRules
-from appliance.privacy.spans import NER_TYPES, Detection
+from appliance.privacy.spans import NER_TYPES, Detection, token_around
 from appliance.privacy.views import TextView, view_of
 
 __all__ = ["Detection", "Detector"]
@@ -411,13 +411,7 @@ _FIELD_SEPARATORS = frozenset(',;|"<>()[]{}')
 def _inside_address(text: str, start: int, end: int) -> bool:
     """Part of an e-mail address or URL: the whole address is the value (replaced as one
     when it is detected, kept whole when the policy allows it)."""
-    lo = start
-    while lo > 0 and not _address_edge(text[lo - 1]):
-        lo -= 1
-    hi = end
-    while hi < len(text) and not _address_edge(text[hi]):
-        hi += 1
-    token = text[lo:hi]
+    token = token_around(text, start, end, _address_edge)
     return "@" in token or "://" in token or token.casefold().startswith("www.")
 
 

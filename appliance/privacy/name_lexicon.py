@@ -34,7 +34,7 @@ import regex
 from spacy.lang.en.stop_words import STOP_WORDS
 
 from appliance.privacy.name_model import NAME_MODEL_DIR
-from appliance.privacy.spans import Detection
+from appliance.privacy.spans import Detection, token_around
 
 __all__ = [
     "HONORIFICS",
@@ -449,12 +449,7 @@ def _code(text: str, start: int, end: int) -> bool:
     """A function called in code ("dijkstra(") or a word quoted as code (in backticks)."""
     if text[end : end + 1] == "(":
         return True
-    lo, hi = start, end
-    while lo > 0 and not text[lo - 1].isspace():
-        lo -= 1
-    while hi < len(text) and not text[hi].isspace():
-        hi += 1
-    token = text[lo:hi]
+    token = token_around(text, start, end)
     return token.startswith("`") and "`" in token[1:]
 
 

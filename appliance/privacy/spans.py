@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 NER_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
@@ -20,3 +21,14 @@ class Detection:
     recognizer: str = field(default="", compare=False)
     """What found it (a Presidio recognizer's name, or one of the name rules); not part of
     equality or order, so the same span found twice is still one detection."""
+
+
+def token_around(text: str, start: int, end: int, edge: Callable[[str], bool] = str.isspace) -> str:
+    """The run of characters holding ``text[start:end]`` between the nearest ``edge``
+    characters on either side (by default, the whitespace-delimited word)."""
+    lo, hi = start, end
+    while lo > 0 and not edge(text[lo - 1]):
+        lo -= 1
+    while hi < len(text) and not edge(text[hi]):
+        hi += 1
+    return text[lo:hi]
