@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
 from sqlalchemy import update
 
 from appliance.db.base import utcnow
@@ -229,6 +229,34 @@ def test_officer_edits_previews_applies_audits_and_rolls_back(
     expect(page).to_have_url(re.compile(r"/console/login\?reason=signed-out$"))
     page.goto(f"{stack.base_url}/console/policies")
     expect(page).to_have_url(re.compile(r"/console/login\?next=policies$"))
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_text_typed_while_a_tenant_loads_is_kept(context: BrowserContext, stack: Stack) -> None:
+    """A tenant's policy that arrives after the officer started typing must not replace the text.
+
+    The page loads its first tenant on its own, and a tenant picked meanwhile loads too; CI once
+    saw a late load wipe what the test had just typed. Here the load is held until after typing.
+    """
+    first, second = stack.tenant("load-a"), stack.tenant("load-b")
+    page = sign_in(context, stack, stack.key(Role.COMPLIANCE))
+    page.get_by_label("Tenant").select_option(first)
+    expect(page.get_by_label("Policy YAML")).to_have_value(re.compile(rf"name: {first}"))
+    held: list[Route] = []
+    page.route(re.compile(rf"/admin/v1/tenants/{second}/policy/$"), lambda route: held.append(route))
+    page.get_by_label("Tenant").select_option(second)
+    for _ in range(300):  # at most 15 s for the request to reach the route
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the second tenant's policy was never requested"
+    type_policy(page, BAD)
+    expect(page.locator("#issues")).to_contain_text("pii.entities.PERSON.action")
+    held[0].continue_()
+    page.wait_for_load_state("networkidle")  # a wrongful reload would lint and preview again
+    expect(page.get_by_label("Policy YAML")).to_have_value(BAD)
+    expect(page.locator("#issues")).to_contain_text("pii.entities.PERSON.action")
+    expect(page.get_by_role("button", name="Apply as new version")).to_be_disabled()
     assert page.errors == []  # type: ignore[attr-defined]
 
 

@@ -17,6 +17,8 @@ const state = {
   active: null,
   checking: 0,
   previewing: 0,
+  loading: 0,
+  edits: 0,
 };
 
 function lineStarts(text) {
@@ -177,12 +179,20 @@ function drawHistory() {
   $("diff-form").hidden = last < 2;
 }
 
+/**
+ * Show a tenant's active policy and history. Loads can overlap (a tenant picked while the page
+ * still loads the first one), so only the newest load draws, and it never replaces text typed
+ * into the editor after it began: the officer's keystrokes are never thrown away.
+ */
 async function loadTenant(tenant, { keepEditor = false } = {}) {
+  const ticket = ++state.loading;
+  const edits = state.edits;
   state.tenant = tenant;
   const [active, history] = await Promise.all([
     api(`/admin/v1/tenants/${encodeURIComponent(tenant)}/policy/`),
     apiEvery(`/admin/v1/tenants/${encodeURIComponent(tenant)}/policy/versions`),
   ]);
+  if (ticket !== state.loading) return;
   state.active = active.version;
   state.history = history;
   $("active-summary").textContent = active.version
@@ -191,12 +201,13 @@ async function loadTenant(tenant, { keepEditor = false } = {}) {
   drawHistory();
   $("diff-changes").hidden = true;
   $("diff-text").hidden = true;
-  if (!keepEditor) {
-    editor.value = active.version
-      ? (await api(`/admin/v1/tenants/${encodeURIComponent(tenant)}/policy/versions/${active.version}`)).document
-      : `extends: default\nname: ${tenant}\ndescription: ""\n`;
-    await validate();
-  }
+  if (keepEditor || state.edits !== edits) return;
+  const document = active.version
+    ? (await api(`/admin/v1/tenants/${encodeURIComponent(tenant)}/policy/versions/${active.version}`)).document
+    : `extends: default\nname: ${tenant}\ndescription: ""\n`;
+  if (ticket !== state.loading || state.edits !== edits) return;
+  editor.value = document;
+  await validate();
 }
 
 async function viewVersion(version) {
@@ -286,6 +297,7 @@ $("diff-form").addEventListener("submit", async (event) => {
 });
 
 editor.addEventListener("input", () => {
+  state.edits += 1;
   drawGutter();
   $("apply").disabled = true; // until the new text is checked
   scheduleValidate();
@@ -304,7 +316,9 @@ async function main() {
   editor.readOnly = !state.canWrite;
   $("apply-form").hidden = !state.canWrite;
   const tenants = await fillTenants($("tenant"));
-  $("tenant").addEventListener("change", () => loadTenant($("tenant").value));
+  $("tenant").addEventListener("change", () => {
+    if ($("tenant").value !== state.tenant) loadTenant($("tenant").value);
+  });
   if (!tenants.length) {
     $("active-summary").textContent = "No tenants yet: an operator creates them on the Operations page.";
     return;
