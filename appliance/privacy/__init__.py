@@ -1,8 +1,9 @@
 """PII detection (presidio-analyzer), transforms and the reversible pseudonym vault.
 
-Presidio's email recognizer uses tldextract, whose module-level extractor fetches the
-public suffix list from the internet unless ``TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS`` is set
-(and empty) *before tldextract is imported*. Setting it here, in the package that is
+Presidio's email recognizer module imports tldextract (the appliance's own e-mail
+recognizer no longer asks it anything), whose module-level extractor fetches the public
+suffix list from the internet unless ``TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS`` is set (and
+empty) *before tldextract is imported*. Setting it here, in the package that is
 the only importer of Presidio, makes that true whichever submodule is imported first;
 tldextract then uses the snapshot it ships with.
 

@@ -117,8 +117,8 @@ class Detector:
         self._zone = ExitStack()
         self._zone_calls = _ZONE_CALLS  # the first call opens a zone
         self._ner_texts = 0
-        # First use builds tldextract's suffix table and compiles every recognizer's
-        # regexes (about half a second); pay it at start-up, not in a caller's request.
+        # First use compiles every recognizer's regexes and runs each model once
+        # (about half a second); pay it at start-up, not in a caller's request.
         self.analyze(["Warm-up: a.b@example.org, +1 212 555 0100, 203.0.113.1, Ann Lee in Paris."], PrivacyRules())
 
     @property

@@ -26,7 +26,12 @@ from presidio_analyzer import (
     RecognizerResult,
 )
 from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
-from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, IbanRecognizer, PhoneRecognizer
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    EmailRecognizer,
+    IbanRecognizer,
+    PhoneRecognizer,
+)
 
 from appliance.errors import InvalidInput
 from appliance.privacy.engine import LANGUAGE
@@ -130,6 +135,30 @@ def cue_name_recognizer() -> PatternRecognizer:
         ],
         context=_CUE_NAME_CONTEXT,
     )
+
+
+# The last label of an address's domain: letters of any script, or an IDN's punycode. Never
+# digits: "pkg@1.2.3", "node@18.x" and Outlook's "image001.png@01DA1234.5678ABCD" are no mail.
+_TOP_LABEL = regex.compile(r"[^\W\d_]{2,63}|xn--[a-z0-9-]{2,59}", regex.IGNORECASE)
+
+
+class EmailAddressRecognizer(EmailRecognizer):
+    """Presidio's e-mail pattern with the domain judged by its shape, not the public suffix list.
+
+    Presidio keeps a match only when tldextract finds a registrable domain in it. That drops
+    two kinds of real, everyday addresses: those directly under a public suffix (the NHS's
+    "@nhs.uk", "@police.uk", governments' "@gov.ng" or "@gov.sa", universities' "@edu.sg")
+    and those on the private domains of the networks the appliance is installed in
+    ("@corp.local", "@ad.example.internal", "@mail.corp", "@office.lan"). An address names a
+    mailbox wherever it is delivered, so any dotted domain whose last label is a word counts.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(supported_language=LANGUAGE, name="EmailRecognizer")
+
+    def validate_result(self, pattern_text: str) -> bool:
+        top_label = pattern_text.rpartition("@")[2].rpartition(".")[2]
+        return _TOP_LABEL.fullmatch(top_label) is not None
 
 
 def spelled_email_recognizer() -> PatternRecognizer:
@@ -332,7 +361,7 @@ def _quiet_language_skips() -> Iterator[None]:
 
 
 def build_registry(nlp_engine: NlpEngine) -> RecognizerRegistry:
-    """Presidio's predefined English recognizers plus our card and name additions.
+    """Presidio's predefined English recognizers plus our card, e-mail and name additions.
 
     Phone numbers are not in it: the detector runs :class:`PhoneNumberRecognizer` after
     the others, over the text with their findings blanked out (see ``find``).
@@ -341,6 +370,8 @@ def build_registry(nlp_engine: NlpEngine) -> RecognizerRegistry:
     with _quiet_language_skips():
         registry.load_predefined_recognizers(languages=[LANGUAGE], nlp_engine=nlp_engine)
     registry.remove_recognizer("PhoneRecognizer")
+    registry.remove_recognizer("EmailRecognizer")
+    registry.add_recognizer(EmailAddressRecognizer())
     # The predefined set's YAML gives the IBAN recognizer case-insensitive matching, so its
     # pattern runs on into the next word ("AT66 3272 ... 4889 please") and the checksum of
     # the longer string fails; the recognizer's own defaults match upper case only.

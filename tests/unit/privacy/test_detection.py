@@ -42,6 +42,37 @@ def test_when_text_holds_a_value_then_it_is_detected_with_exact_offsets(
 
 
 @pytest.mark.parametrize(
+    "address",
+    [
+        "tom.hale@nhs.uk",  # directly under a public suffix: the NHS, police, governments, universities
+        "desk@police.uk",
+        "k.osei@gov.ng",
+        "s.ng@edu.sg",
+        "jdoe@corp.local",  # the private domains of the networks the appliance runs in
+        "svc-backup@ad.example.internal",
+        "li.wei@mail.corp",
+        "Jos\u00e9.N\u00fa\u00f1ez@correo.mx",
+        "user@xn--80ak6aa92e.com",
+    ],
+)
+def test_an_address_on_any_dotted_domain_is_an_address(detector: Detector, address: str) -> None:
+    assert ("EMAIL_ADDRESS", address) in found(detector, f"Please write to {address} about the renewal.")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Inline image cid:image001.png@01DA1234.5678ABCD in the signature.",
+        "Pin it with pip install pkg@1.2.3 first.",
+        "The build needs node@18.x to run.",
+        "Undo with git reset HEAD@{1} now.",
+    ],
+)
+def test_a_version_or_content_id_after_an_at_sign_is_no_address(detector: Detector, text: str) -> None:
+    assert "EMAIL_ADDRESS" not in {entity for entity, _ in found(detector, text)}
+
+
+@pytest.mark.parametrize(
     "prefix",
     ["😀🎉 ", "東京都の ", "Jose\u0301 e\u0301crit: ", "👩\u200d👩\u200d👧 family ", "\u00e9\u0300\u0301 "],
 )
