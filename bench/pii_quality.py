@@ -16,7 +16,7 @@ a half-replaced name ("<PERSON> Dufresne") counts as leaked. ``covered by any`` 
 spans of any type (what an anonymizer that replaces every type leaves visible);
 ``covered as PERSON`` only PERSON spans.
 
-Six corpora, none of them used to train the name model:
+Seven corpora, none of them used to train the name model:
 - ``own`` (bench/pii_corpus.py): presidio-evaluator's and our templates with Faker names;
   the name rules were tuned on it.
 - ``heldout`` (bench/pii_heldout.py): names of 82 cultures and 315 templates written by
@@ -36,11 +36,16 @@ Six corpora, none of them used to train the name model:
   studied for the rules of the second session that day, so it is a development set now.
 - ``blind2`` (bench/pii_blind2.py): 1,111 people of 374 cultures, 283 templates in 25 styles
   and 180 long paragraphs, written blind on 2026-12-01 while those rules were built; measured
-  for reporting only (docs/privacy.md).
+  once in aggregate, then on 2026-12-01 (third session) its errors were studied, so it is a
+  development set now.
+- ``blind3`` (bench/pii_blind3.py): 1,172 people of 449 cultures, 286 templates in 26 styles
+  and 180 long paragraphs, written blind on 2026-12-01 while blind2 was studied; measured for
+  reporting only (docs/privacy.md).
 
-Usage: ``python -m bench.pii_quality [--stock] [--corpus own|heldout|unseen|fresh|blind|blind2|both|all] [--misses N]
-[--name-model DIR] [--shared-requests]`` (``--stock``: Presidio's stock ``AnalyzerEngine`` with the same spaCy model,
-side by side; ``--misses``: print up to N leaked names with their text, for debugging: synthetic
+Usage: ``python -m bench.pii_quality [--stock]
+[--corpus own|heldout|unseen|fresh|blind|blind2|blind3|both|all] [--misses N] [--name-model DIR]
+[--shared-requests]`` (``--stock``: Presidio's stock ``AnalyzerEngine`` with the same spaCy
+model, side by side; ``--misses``: print up to N leaked names with their text, for debugging: synthetic
 data; ``--name-model``: a retrained name model in place of the shipped one;
 ``--shared-requests``: 32 unrelated texts per request, the scoring used before 2026-11-30, in
 which a name, or a false alarm, found in one text spread to the other 31).
@@ -187,6 +192,10 @@ def load_corpus(name: str) -> list[Sample]:
         from bench.pii_blind2 import build_blind2_corpus
 
         return build_blind2_corpus()
+    if name == "blind3":
+        from bench.pii_blind3 import build_blind3_corpus
+
+        return build_blind3_corpus()
     return build_corpus()
 
 
@@ -257,7 +266,7 @@ def _option(name: str, default: str) -> str:
 def main() -> None:
     which = _option("--corpus", "both")
     corpora = (
-        ["own", "heldout", "unseen", "fresh", "blind", "blind2"]
+        ["own", "heldout", "unseen", "fresh", "blind", "blind2", "blind3"]
         if which == "all"
         else ["own", "heldout"]
         if which == "both"
